@@ -1,0 +1,5 @@
+"""`python -m tokenpulse` is the `tokenpulse` command."""
+
+from tokenpulse.cli import main
+
+raise SystemExit(main())

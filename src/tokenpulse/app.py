@@ -1,0 +1,68 @@
+"""The ASGI application: `create_app(settings)` wires routers, error rendering and the lifespan."""
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tokenpulse import health
+from tokenpulse.clock import Clock, system_clock
+from tokenpulse.database import create_engine
+from tokenpulse.error_handlers import install_error_handlers
+from tokenpulse.ingest import router as ingest_router
+from tokenpulse.ingest.batcher import Batcher
+from tokenpulse.ingest.events import Event
+from tokenpulse.ingest.storage import EventKey, store_events
+from tokenpulse.migrations import head_revision
+from tokenpulse.runtime import Runtime
+from tokenpulse.settings import Settings
+from tokenpulse.usage import router as usage_router
+
+
+def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
+    if settings.database_url is None:
+        raise ValueError("create_app needs settings.database_url; `tokenpulse serve` provides one")
+    database_url = settings.database_url.get_secret_value()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings, database_url)
+
+        async def store(events: Sequence[Event]) -> set[EventKey]:
+            async with engine.begin() as connection:
+                return await store_events(connection, events)
+
+        batcher = Batcher(
+            store,
+            max_batch_events=settings.batch_max_events,
+            max_wait=settings.batch_max_wait.total_seconds(),
+            max_concurrent_flushes=settings.batch_max_concurrent_flushes,
+            max_queued_events=settings.queue_max_events,
+            answer_timeout=settings.ingest_timeout.total_seconds(),
+        )
+        runtime = Runtime(settings, engine, batcher, clock, head_revision())
+        app.state.runtime = runtime
+        batcher.start()
+        try:
+            yield
+        finally:
+            runtime.shutting_down = True
+            await batcher.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="tokenpulse",
+        summary="Token-usage telemetry: durable, exactly-once usage events and exact aggregates.",
+        version="1",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(ingest_router.router)
+    app.include_router(usage_router.router)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for uvicorn worker processes: settings come from the `TOKENPULSE_*` environment."""
+    return create_app(Settings())

@@ -1,0 +1,57 @@
+"""The connection pool to PostgreSQL: one async engine per worker process, created at start-up."""
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tokenpulse.settings import Settings
+
+
+def async_url(url: str) -> URL:
+    """`postgresql://…` as the asyncpg dialect spells it."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql+asyncpg")
+
+
+def create_engine(settings: Settings, database_url: str) -> AsyncEngine:
+    return create_async_engine(
+        async_url(database_url),
+        pool_size=settings.db_pool_size,
+        max_overflow=0,
+        pool_timeout=settings.db_connect_timeout.total_seconds(),
+        connect_args={
+            "timeout": settings.db_connect_timeout.total_seconds(),
+            "command_timeout": settings.db_statement_timeout.total_seconds(),
+            "server_settings": {
+                "application_name": "tokenpulse",
+                # An ack promises durability; never inherit a weaker server default.
+                "synchronous_commit": "on",
+                "timezone": "UTC",
+            },
+        },
+    )
+
+
+# SQLSTATE classes that mean "try again later", not "this statement is wrong": connection
+# exceptions, insufficient resources, operator intervention (shutdown), transaction rollbacks.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database is unreachable or overloaded, not a bad statement."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (OSError, TimeoutError, sa_exc.TimeoutError)):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.orig is not None:
+            current = current.orig
+        else:
+            current = current.__cause__ or current.__context__
+    return False

@@ -1,0 +1,88 @@
+"""Service errors and the one JSON shape every error answer takes.
+
+Every error body is `{"error": {"code": ..., "message": ..., "errors": [{"field", "message"}]}}`,
+the `errors` list present only when individual fields or parameters are at fault.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str | None
+    message: str
+
+
+class ServiceError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problems: Sequence[Problem] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = tuple(problems)
+        self.headers = headers or {}
+
+
+class BadRequest(ServiceError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidParameters(ServiceError):
+    status = 422
+    code = "invalid_parameters"
+
+    @classmethod
+    def of(cls, field: str, message: str) -> "InvalidParameters":
+        return cls(f"{field}: {message}", problems=[Problem(field, message)])
+
+
+class Unavailable(ServiceError):
+    """The service cannot take the request now; the same request may be sent again later."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+def error_body(code: str, message: str, problems: Sequence[Problem] = ()) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if problems:
+        error["errors"] = [{"field": p.field, "message": p.message} for p in problems]
+    return {"error": error}

@@ -1,0 +1,193 @@
+"""Group commit: concurrent requests' events stored together, in one transaction per flush.
+
+Each worker process owns one batcher. A request hands it its valid events and waits; the batcher
+flushes whatever has gathered when it holds `max_batch_events` or when the oldest waiting request
+has waited `max_wait`, and answers every request of a flush only after its transaction commits.
+"""
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from tokenpulse.database import is_unavailable
+from tokenpulse.ingest.events import Event
+from tokenpulse.ingest.storage import EventKey
+
+log = logging.getLogger(__name__)
+
+Store = Callable[[Sequence[Event]], Awaitable[set[EventKey]]]
+
+
+class Overloaded(Exception):
+    """The queue is full: the events were not taken, and may be sent again later."""
+
+
+class ShuttingDown(Exception):
+    """The batcher no longer takes events."""
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or did not answer; nothing of the request was acked."""
+
+
+@dataclass(eq=False)
+class _Request:
+    events: Sequence[Event]
+    arrived: float
+    outcome: asyncio.Future[list[bool]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(frozen=True)
+class FlushStats:
+    events: int
+    requests: int
+    seconds: float
+
+
+class Batcher:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch_events: int,
+        max_wait: float,
+        max_concurrent_flushes: int,
+        max_queued_events: int,
+        answer_timeout: float,
+        on_flush: Callable[[FlushStats], None] = lambda stats: None,
+    ) -> None:
+        self._store = store
+        self._max_batch_events = max_batch_events
+        self._max_wait = max_wait
+        self._max_queued_events = max_queued_events
+        self._answer_timeout = answer_timeout
+        self._on_flush = on_flush
+        self._slots = asyncio.Semaphore(max_concurrent_flushes)
+        self._waiting: deque[_Request] = deque()
+        self._arrived = asyncio.Event()
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._held_events = 0
+        self._closing = False
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def held_events(self) -> int:
+        """Events taken but not yet answered: waiting for a flush or being flushed."""
+        return self._held_events
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="tokenpulse-batcher")
+
+    async def submit(self, events: Sequence[Event]) -> list[bool]:
+        """Store `events`; for each, True if it is new and False if it was stored already.
+
+        Returns only after the transaction that holds them has committed. Raises
+        `StoreUnavailable` when that has not happened within the answer timeout.
+        """
+        if self._closing:
+            raise ShuttingDown
+        if self._held_events and self._held_events + len(events) > self._max_queued_events:
+            raise Overloaded
+        request = _Request(events, time.monotonic())
+        self._waiting.append(request)
+        self._held_events += len(events)
+        self._arrived.set()
+        # Shielded: a caller that stops waiting (a timeout, a disconnect) must not cancel the
+        # outcome that the flush will still set for the events it is storing.
+        try:
+            async with asyncio.timeout(self._answer_timeout):
+                return await asyncio.shield(request.outcome)
+        except TimeoutError:
+            raise StoreUnavailable from None
+
+    async def close(self) -> None:
+        """Take no more events, flush every waiting one, and return when all are answered."""
+        self._closing = True
+        self._arrived.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._flushes:
+            await asyncio.wait(self._flushes)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._waiting:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            await self._gather_more()
+            await self._slots.acquire()
+            batch = self._take_batch()
+            task = asyncio.create_task(self._flush(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flush_done)
+
+    async def _gather_more(self) -> None:
+        """Let more requests join until the oldest has waited long enough or the batch is full."""
+        while not self._closing and self._waiting_events() < self._max_batch_events:
+            remaining = self._waiting[0].arrived + self._max_wait - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(remaining)
+
+    def _waiting_events(self) -> int:
+        return sum(len(request.events) for request in self._waiting)
+
+    def _take_batch(self) -> list[_Request]:
+        """Whole requests, oldest first, up to max_batch_events (a larger request goes alone)."""
+        batch = [self._waiting.popleft()]
+        size = len(batch[0].events)
+        while self._waiting and size + len(self._waiting[0].events) <= self._max_batch_events:
+            request = self._waiting.popleft()
+            size += len(request.events)
+            batch.append(request)
+        return batch
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        self._slots.release()
+
+    async def _flush(self, batch: list[_Request]) -> None:
+        try:
+            await self._store_batch(batch)
+        finally:
+            self._held_events -= sum(len(request.events) for request in batch)
+
+    async def _store_batch(self, batch: list[_Request]) -> None:
+        started = time.perf_counter()
+        events = [event for request in batch for event in request.events]
+        # Sorted by key so that every writer inserts, and so locks, keys in the same order. The
+        # sort is stable: of two events with one key, the earlier submitted one is stored.
+        events.sort(key=lambda event: (event.tenant, event.event_id))
+        try:
+            new_keys = await self._store(events)
+        except Exception as exc:
+            if len(batch) > 1 and not is_unavailable(exc):
+                # Not an outage: find the request at fault, so that the others are still stored.
+                log.warning("a batch of %d requests failed; storing them one by one", len(batch))
+                for request in batch:
+                    await self._store_batch([request])
+                return
+            if not is_unavailable(exc):
+                log.exception("storing %d events failed", len(events))
+            failure = StoreUnavailable() if is_unavailable(exc) else exc
+            for request in batch:
+                if not request.outcome.done():
+                    request.outcome.set_exception(failure)
+            return
+        self._on_flush(FlushStats(len(events), len(batch), time.perf_counter() - started))
+        for request in batch:
+            outcomes = []
+            for event in request.events:
+                key = (event.tenant, event.event_id)
+                outcomes.append(key in new_keys)
+                new_keys.discard(key)
+            if not request.outcome.done():
+                request.outcome.set_result(outcomes)

@@ -1,0 +1,47 @@
+"""`POST /v1/events`: the HTTP face of ingest."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from tokenpulse.auth import Caller, Scope, require
+from tokenpulse.errors import PayloadTooLarge
+from tokenpulse.ingest.body import body_format, decode_events, read_limited
+from tokenpulse.ingest.events import EventRules
+from tokenpulse.ingest.ingestion import ingest
+from tokenpulse.runtime import Runtime, get_runtime
+
+router = APIRouter(tags=["ingest"])
+
+
+@router.post("/v1/events")
+async def post_events(
+    request: Request,
+    caller: Annotated[Caller, Depends(require(Scope.INGEST))],
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+) -> JSONResponse:
+    settings = runtime.settings
+    body_kind, gzipped = body_format(
+        request.headers.get("content-type"), request.headers.get("content-encoding")
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the body is larger than the limit of {settings.max_body_bytes:,} bytes"
+        )
+    body = await read_limited(request.stream(), limit=settings.max_body_bytes, gzipped=gzipped)
+    decoded = decode_events(body, body_kind, max_events=settings.max_events_per_request)
+    result = await ingest(
+        decoded,
+        key_tenant=caller.tenant,
+        rules=EventRules(
+            max_tokens=settings.max_tokens_per_count,
+            max_age=settings.max_event_age,
+            max_lead=settings.max_event_lead,
+        ),
+        now=runtime.clock(),
+        batcher=runtime.batcher,
+        retry_after=settings.retry_after_seconds,
+    )
+    return JSONResponse(result.as_json(), status_code=200 if result.stored_any else 422)

@@ -1,0 +1,46 @@
+"""Applying the Alembic migrations and telling whether a database is at the newest one."""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+# The migrations live beside the package in the source tree (`migrations/`, `alembic.ini`).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MIGRATION_LOCK = 0x746F6B656E70  # "tokenp": any constant shared by every instance
+
+
+def alembic_config() -> Config:
+    return Config(PROJECT_ROOT / "alembic.ini")
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def upgrade_to_head(connection: AsyncConnection) -> None:
+    """Apply every pending migration on `connection`, inside its transaction.
+
+    An advisory lock makes instances that start together migrate one after the other.
+    """
+    await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
+    def upgrade(sync_connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = sync_connection
+        command.upgrade(config, "head")
+
+    await connection.run_sync(upgrade)
+
+
+async def current_revision(connection: AsyncConnection) -> str | None:
+    """The migration the database is at; None when none was ever applied."""
+    exists = await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+    if not exists:
+        return None
+    revision: str | None = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+    return revision

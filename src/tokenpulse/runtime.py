@@ -1,0 +1,25 @@
+"""The objects one worker process shares between requests, created and closed by the lifespan."""
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenpulse.clock import Clock
+from tokenpulse.ingest.batcher import Batcher
+from tokenpulse.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    batcher: Batcher
+    clock: Clock
+    head_revision: str | None
+    shutting_down: bool = False
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime

@@ -1,0 +1,71 @@
+"""The database schema as SQLAlchemy Core tables; Alembic migrations are written against it."""
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+usage_event = Table(
+    "usage_event",
+    metadata,
+    Column("tenant", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("project", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("api_key_id", Text, nullable=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("cached_input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("attributes", JSONB, nullable=True),
+    # The idempotency key: an event is stored once per tenant, whatever else it says.
+    PrimaryKeyConstraint("tenant", "event_id"),
+)
+
+# Rollup rows store "no api key" as the empty string, which a real key id can never be, so that
+# the primary key needs no nullable column and ON CONFLICT can merge into it.
+NO_API_KEY = ""
+
+ROLLUP_DIMENSIONS = ("tenant", "project", "model", "api_key_id")
+ROLLUP_COUNTS = (
+    "requests",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+
+def _rollup(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("bucket_start", DateTime(timezone=True), nullable=False),
+        *(Column(dimension, Text, nullable=False) for dimension in ROLLUP_DIMENSIONS),
+        *(Column(count, BigInteger, nullable=False) for count in ROLLUP_COUNTS),
+        PrimaryKeyConstraint("bucket_start", *ROLLUP_DIMENSIONS),
+    )
+
+
+rollup_minute = _rollup("rollup_minute")
+rollup_hour = _rollup("rollup_hour")
+rollup_day = _rollup("rollup_day")

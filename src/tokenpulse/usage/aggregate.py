@@ -1,0 +1,143 @@
+"""Summing rollup rows: which rows a selection reads, and the SQL that adds them up."""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    DateTime,
+    Select,
+    and_,
+    bindparam,
+    cast,
+    false,
+    func,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenpulse.errors import InvalidParameters, Problem
+from tokenpulse.rollups import Grain
+from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
+from tokenpulse.usage.cover import Span
+
+DIMENSIONS = ROLLUP_DIMENSIONS
+MEASURES = (*ROLLUP_COUNTS, "total_tokens")
+FILTER_VALUE_MAX = 128
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to add up: the dimensions to group by, and the values each dimension may take."""
+
+    group_by: tuple[str, ...] = ()
+    filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def for_tenant(self, tenant: str | None) -> "Selection":
+        """This selection as a key bound to `tenant` may see it: that tenant's usage only."""
+        if tenant is None:
+            return self
+        asked = self.filters.get("tenant")
+        allowed = (tenant,) if asked is None or tenant in asked else ()
+        return Selection(self.group_by, {**self.filters, "tenant": allowed})
+
+
+def parse_selection(group_by: str | None, filters: Mapping[str, Sequence[str]]) -> Selection:
+    problems: list[Problem] = []
+    names: list[str] = []
+    for name in (part.strip() for part in (group_by or "").split(",")):
+        if not name:
+            continue
+        if name not in DIMENSIONS:
+            problems.append(Problem("group_by", f"{name!r} is not one of {', '.join(DIMENSIONS)}"))
+        elif name not in names:
+            names.append(name)
+    for dimension, values in filters.items():
+        for value in values:
+            if not value or len(value) > FILTER_VALUE_MAX:
+                problems.append(Problem(dimension, f"must be 1 to {FILTER_VALUE_MAX} characters"))
+    if problems:
+        raise InvalidParameters(
+            "; ".join(f"{p.field}: {p.message}" for p in problems), problems=problems
+        )
+    return Selection(
+        tuple(names),
+        {dimension: tuple(values) for dimension, values in filters.items() if values},
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    bucket: int
+    """Index of the bucket the row sums, in the bounds passed to `sum_rollups` (0 without)."""
+    groups: dict[str, str | None]
+    measures: dict[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.groups, **self.measures}
+
+
+async def sum_rollups(
+    connection: AsyncConnection,
+    selection: Selection,
+    spans: Mapping[Grain, Sequence[Span]],
+    bounds: Sequence[datetime] | None = None,
+) -> list[Row]:
+    """The six measures per group (and per bucket, when `bounds` are given), sorted by key.
+
+    `spans` must not cross the bucket `bounds`: each rollup row then falls in one bucket.
+    """
+    if not spans or any(not values for values in selection.filters.values()):
+        return []
+    starts = None
+    if bounds is not None:
+        starts = bindparam("starts", value=list(bounds[:-1]), type_=ARRAY(DateTime(timezone=True)))
+    parts = [_read(grain, grain_spans, selection, starts) for grain, grain_spans in spans.items()]
+    rows = union_all(*parts).subquery("rows")
+    keys = [rows.c.bucket] if bounds is not None else []
+    keys += [rows.c[name] for name in selection.group_by]
+    statement = (
+        select(*keys, *(cast(func.sum(rows.c[count]), BigInteger) for count in ROLLUP_COUNTS))
+        .group_by(*keys)
+        .order_by(*(key.collate("C") if key.name != "bucket" else key for key in keys))
+    )
+    result = await connection.execute(statement)
+    offset = 1 if bounds is not None else 0
+    grouped = len(selection.group_by)
+    return [_row(record, offset, selection.group_by, grouped) for record in result]
+
+
+def _read(
+    grain: Grain,
+    spans: Sequence[Span],
+    selection: Selection,
+    starts: BindParameter[Any] | None,
+) -> Select[Any]:
+    table = grain.table
+    columns: list[ColumnElement[Any]] = []
+    if starts is not None:
+        # width_bucket numbers the buckets from 1.
+        columns.append((func.width_bucket(table.c.bucket_start, starts) - 1).label("bucket"))
+    columns += [table.c[name] for name in selection.group_by]
+    columns += [table.c[count] for count in ROLLUP_COUNTS]
+    in_spans = or_(
+        false(), *(and_(table.c.bucket_start >= lo, table.c.bucket_start < hi) for lo, hi in spans)
+    )
+    filters = [table.c[name].in_(values) for name, values in selection.filters.items()]
+    return select(*columns).where(in_spans, *filters)
+
+
+def _row(record: Sequence[Any], offset: int, group_by: Sequence[str], grouped: int) -> Row:
+    groups: dict[str, str | None] = {}
+    for name, value in zip(group_by, record[offset : offset + grouped], strict=True):
+        groups[name] = None if name == "api_key_id" and value == NO_API_KEY else value
+    counts = dict(zip(ROLLUP_COUNTS, record[offset + grouped :], strict=True))
+    measures = {**counts, "total_tokens": counts["input_tokens"] + counts["output_tokens"]}
+    return Row(record[0] if offset else 0, groups, measures)

@@ -1,0 +1,49 @@
+"""`/v1/totals`: the six measures per group over one range, to the minute."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenpulse.errors import InvalidParameters
+from tokenpulse.instants import ceil_to, floor_to, format_rfc3339
+from tokenpulse.usage.aggregate import Selection, sum_rollups
+from tokenpulse.usage.cover import cover_buckets
+
+WINDOWS = {
+    "5m": timedelta(minutes=5),
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
+MINUTE = timedelta(minutes=1)
+
+
+def totals_range(
+    *, start: datetime | None, end: datetime | None, window: str | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """The minute-aligned range counted: `start` floored and `end` (default now) raised."""
+    if window is not None:
+        if start is not None or end is not None:
+            raise InvalidParameters.of("window", "give either window or start (and end), not both")
+        start = now - WINDOWS[window]
+    elif start is None:
+        raise InvalidParameters.of("start", "is required unless window is given")
+    counted_end = ceil_to(end if end is not None else now, MINUTE)
+    counted_start = floor_to(start, MINUTE)
+    if counted_end < counted_start:
+        raise InvalidParameters.of("end", "must not be before start")
+    return counted_start, counted_end
+
+
+async def usage_totals(
+    connection: AsyncConnection, selection: Selection, *, start: datetime, end: datetime
+) -> dict[str, Any]:
+    bounds = [start, end]
+    rows = await sum_rollups(connection, selection, cover_buckets(bounds))
+    return {
+        "start": format_rfc3339(start),
+        "end": format_rfc3339(end),
+        "results": [row.as_json() for row in rows],
+    }

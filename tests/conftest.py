@@ -1,0 +1,127 @@
+"""Fixtures: a real PostgreSQL for the whole run, a clean schema per test, and app clients."""
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tokenpulse.app import create_app
+from tokenpulse.database import async_url
+from tokenpulse.embedded import start_embedded_postgres
+from tokenpulse.migrations import upgrade_to_head
+from tokenpulse.settings import Settings
+
+# The instant tests run at, unless they move it: events are dated around it.
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+class Clock:
+    """A clock that tests set by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A PostgreSQL server: TOKENPULSE_TEST_DATABASE_URL, or an embedded one for this run."""
+    configured = os.environ.get("TOKENPULSE_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    with tempfile.TemporaryDirectory(prefix="tokenpulse-test-") as data_dir:
+        embedded = start_embedded_postgres(Path(data_dir))
+        try:
+            yield embedded.url
+        finally:
+            embedded.stop()
+
+
+@asynccontextmanager
+async def scratch_database(server_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the test server, dropped afterwards."""
+    name = f"tokenpulse_test_{uuid.uuid4().hex[:12]}"
+    admin = make_url(server_url).set(drivername="postgresql")
+    connection = await asyncpg.connect(admin.render_as_string(hide_password=False))
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A database migrated to the newest revision, shared by the run's tests."""
+    async with scratch_database(server_url) as url:
+        engine = create_async_engine(async_url(url))
+        async with engine.begin() as connection:
+            await upgrade_to_head(connection)
+        await engine.dispose()
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(async_url(database_url))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def db(engine: AsyncEngine) -> AsyncEngine:
+    """The test database, its tables emptied for this test."""
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "TRUNCATE usage_event, rollup_minute, rollup_hour, rollup_day"
+        )
+    return engine
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW)
+
+
+@pytest.fixture
+def settings(database_url: str, db: AsyncEngine) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+def make_client(settings: Settings, clock: Clock) -> ClientFactory:
+    """Open a client on an app built with these settings, changed by keyword arguments."""
+
+    @asynccontextmanager
+    async def open_client(**changes: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(settings.model_copy(update=changes), clock=clock)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://tokenpulse.test"
+            ) as client:
+                yield client
+
+    return open_client
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client() as client:
+        yield client

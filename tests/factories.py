@@ -1,0 +1,27 @@
+"""Building valid usage events for tests, changed only where a test says so."""
+
+import itertools
+from datetime import datetime, timedelta
+from typing import Any
+
+from tests.conftest import NOW
+from tokenpulse.instants import format_rfc3339
+
+_ids = itertools.count(1)
+
+
+def event(*, at: datetime | None = None, **fields: Any) -> dict[str, Any]:
+    """A valid event (tenant "acme", model "m-large", one minute before NOW), with `fields` changed.
+
+    A field given as `...` is left out.
+    """
+    body: dict[str, Any] = {
+        "event_id": f"evt-{next(_ids)}",
+        "occurred_at": format_rfc3339(at if at is not None else NOW - timedelta(minutes=1)),
+        "tenant": "acme",
+        "model": "m-large",
+        "input_tokens": 1200,
+        "output_tokens": 800,
+    }
+    body.update(fields)
+    return {name: value for name, value in body.items() if value is not ...}
