@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("TOKENPULSE_DATABASE_URL is not set; starting the embedded PostgreSQL")
         embedded = start_embedded_postgres(settings.data_dir)
         database_url = embedded.url
-    # uvicorn re-raises SIGTERM once it has shut down; exit through Python so that the embedded
-    # server is stopped too, instead of dying by the signal and leaving it running.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # uvicorn re-raises SIGTERM once it has shut down gracefully; exit normally through Python
+    # then, so that the embedded server is stopped too instead of being left running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         asyncio.run(_migrate(database_url))
         if args.command == "serve":

@@ -1,0 +1,103 @@
+"""The migration history is the schema: it builds the tables, and readiness checks it."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.conftest import scratch_database
+from tokenpulse.app import create_app
+from tokenpulse.database import async_url
+from tokenpulse.migrations import alembic_config, current_revision, head_revision, upgrade_to_head
+from tokenpulse.settings import Settings
+from tokenpulse.tables import metadata
+
+
+@asynccontextmanager
+async def app_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(database_url=database_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def test_upgrading_an_empty_database_builds_exactly_the_declared_schema(
+    server_url: str,
+) -> None:
+    async with scratch_database(server_url) as url:
+        engine = create_async_engine(async_url(url))
+        async with engine.begin() as connection:
+            await upgrade_to_head(connection)
+
+        def differences(sync_connection: Connection) -> list[object]:
+            context = MigrationContext.configure(sync_connection)
+            return list(compare_metadata(context, metadata))
+
+        async with engine.connect() as connection:
+            assert await current_revision(connection) == head_revision()
+            assert await connection.run_sync(differences) == []
+        await engine.dispose()
+
+
+async def test_migrations_downgrade_to_nothing_and_upgrade_again(server_url: str) -> None:
+    async with scratch_database(server_url) as url:
+        engine = create_async_engine(async_url(url))
+
+        def downgrade(sync_connection: Connection) -> None:
+            config = alembic_config()
+            config.attributes["connection"] = sync_connection
+            command.downgrade(config, "base")
+
+        async with engine.begin() as connection:
+            await upgrade_to_head(connection)
+            await connection.run_sync(downgrade)
+            assert await current_revision(connection) is None
+            await upgrade_to_head(connection)
+            assert await current_revision(connection) == head_revision()
+        await engine.dispose()
+
+
+async def test_readiness_fails_naming_the_schema_until_migrations_are_applied(
+    server_url: str,
+) -> None:
+    async with scratch_database(server_url) as url, app_client(url) as client:
+        behind = await client.get("/readyz")
+
+        assert behind.status_code == 503
+        assert behind.json()["checks"]["database"] == "ok"
+        assert behind.json()["checks"]["schema"] == (
+            f"migration none applied, {head_revision()} is the newest"
+        )
+        assert (await client.get("/healthz")).status_code == 200
+
+        engine = create_async_engine(async_url(url))
+        async with engine.begin() as connection:
+            await upgrade_to_head(connection)
+        await engine.dispose()
+
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {
+            "status": "ready",
+            "checks": {"shutdown": "ok", "database": "ok", "schema": "ok"},
+        }
+
+
+async def test_readiness_fails_when_the_database_is_unreachable_without_showing_its_address() -> (
+    None
+):
+    unreachable = "postgresql://tokenpulse:s3cret-password@127.0.0.1:1/tokenpulse"
+    async with app_client(unreachable) as client:
+        response = await client.get("/readyz")
+
+        assert response.status_code == 503
+        assert response.json()["checks"]["database"] == "unreachable"
+        assert "127.0.0.1" not in response.text
+        assert "s3cret" not in response.text
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
