@@ -74,8 +74,9 @@ def _load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         for error in exc.errors():
-            name = "TOKENPULSE_" + "_".join(str(part) for part in error["loc"]).upper()
-            print(f"tokenpulse: invalid configuration: {name}: {error['msg']}", file=sys.stderr)
+            where = "_".join(str(part) for part in error["loc"]).upper()
+            subject = f"TOKENPULSE_{where}: " if where else ""
+            print(f"tokenpulse: invalid configuration: {subject}{error['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -2,9 +2,23 @@
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _plain_number_as_seconds(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return timedelta(seconds=float(value))
+        except ValueError:
+            return value
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_plain_number_as_seconds)]
+"""A duration: seconds (`2.5`) or ISO 8601 (`PT5M`, `P35D`)."""
 
 
 class Settings(BaseSettings):
@@ -15,27 +29,68 @@ class Settings(BaseSettings):
         description="postgresql:// URL of the database; unset starts an embedded PostgreSQL.",
     )
     data_dir: Path = Field(
-        default=Path(".tokenpulse"), description="Where the embedded PostgreSQL keeps its data."
+        default=Path(".tokenpulse"),
+        description="Folder of the embedded PostgreSQL's data (used without a database URL).",
     )
 
-    db_pool_size: int = Field(default=5, ge=1, le=100)
-    db_connect_timeout: timedelta = Field(default=timedelta(seconds=5))
-    db_statement_timeout: timedelta = Field(default=timedelta(seconds=15))
+    db_pool_size: int = Field(
+        default=5, ge=2, le=100, description="Database connections per worker process."
+    )
+    db_connect_timeout: Duration = Field(
+        default=timedelta(seconds=5),
+        description="How long to wait for a database connection before answering 503.",
+    )
+    db_statement_timeout: Duration = Field(
+        default=timedelta(seconds=15), description="How long one database statement may take."
+    )
 
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    max_events_per_request: int = Field(default=10_000, ge=1)
-    max_tokens_per_count: int = Field(default=1_000_000_000, ge=1)
-    max_event_age: timedelta = Field(default=timedelta(days=35))
-    max_event_lead: timedelta = Field(default=timedelta(minutes=5))
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="Largest ingest body, counted after gzip decompression.",
+    )
+    max_events_per_request: int = Field(
+        default=10_000, ge=1, description="Most events in one ingest request."
+    )
+    max_tokens_per_count: int = Field(
+        default=1_000_000_000,
+        ge=1,
+        le=2**63 - 1,
+        description="Largest value of any token count of an event.",
+    )
+    max_event_age: Duration = Field(
+        default=timedelta(days=35), description="Oldest `occurred_at` accepted, before now."
+    )
+    max_event_lead: Duration = Field(
+        default=timedelta(minutes=5), description="Latest `occurred_at` accepted, after now."
+    )
 
-    batch_max_events: int = Field(default=5_000, ge=1)
-    batch_max_wait: timedelta = Field(default=timedelta(milliseconds=2))
-    batch_max_concurrent_flushes: int = Field(default=2, ge=1)
-    queue_max_events: int = Field(default=100_000, ge=1)
-    ingest_timeout: timedelta = Field(default=timedelta(seconds=20))
-    retry_after_seconds: int = Field(default=1, ge=1)
-
-    shutdown_grace: timedelta = Field(default=timedelta(seconds=20))
+    batch_max_events: int = Field(
+        default=5_000, ge=1, description="Most events stored in one transaction (group commit)."
+    )
+    batch_max_wait: Duration = Field(
+        default=timedelta(milliseconds=2),
+        description="Longest an event waits for others to share its transaction.",
+    )
+    batch_max_concurrent_flushes: int = Field(
+        default=2, ge=1, description="Transactions one worker may have in flight at once."
+    )
+    queue_max_events: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most events a worker holds unanswered; beyond it ingest answers 503.",
+    )
+    ingest_timeout: Duration = Field(
+        default=timedelta(seconds=20),
+        description="Longest an ingest request waits for its commit before answering 503.",
+    )
+    retry_after_seconds: int = Field(
+        default=1, ge=1, description="`Retry-After` sent with 503 answers."
+    )
+    shutdown_grace: Duration = Field(
+        default=timedelta(seconds=20),
+        description="How long a stopping worker lets in-flight requests finish.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -45,3 +100,12 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _pool_leaves_room_for_reads(self) -> Self:
+        if self.db_pool_size <= self.batch_max_concurrent_flushes:
+            raise ValueError(
+                "TOKENPULSE_DB_POOL_SIZE must be larger than "
+                "TOKENPULSE_BATCH_MAX_CONCURRENT_FLUSHES, so that reads still get a connection"
+            )
+        return self

@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any
 
 from tokenpulse.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from tokenpulse.ingest.events import DuplicateKeys, object_from_pairs
+from tokenpulse.ingest.events import DuplicateKeys, echo, integer_from_text, object_from_pairs
 
 
 class Format(Enum):
@@ -20,7 +20,11 @@ class Format(Enum):
 class Undecodable:
     """An NDJSON line that is not JSON; it is rejected on its own, like an invalid event."""
 
-    message: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"the line is not valid JSON: {self.reason}"
 
 
 def body_format(content_type: str | None, content_encoding: str | None) -> tuple[Format, bool]:
@@ -88,6 +92,8 @@ class _Inflater:
 
 def decode_events(body: bytes, body_format: Format, *, max_events: int) -> list[object]:
     """The decoded events of a body, in order; NDJSON lines that are not JSON as `Undecodable`."""
+    if not body.strip():
+        raise BadRequest("the body is empty")
     events = _decode_json(body) if body_format is Format.JSON else _decode_ndjson(body)
     if not events:
         raise BadRequest("the body holds no events")
@@ -99,7 +105,19 @@ def decode_events(body: bytes, body_format: Format, *, max_events: int) -> list[
 
 
 def _loads(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=object_from_pairs, parse_constant=_no_constants)
+    try:
+        return json.loads(text, object_pairs_hook=object_from_pairs, parse_constant=_no_constants)
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError) or "integer string" not in str(exc):
+            raise
+    # An integer too long for Python to convert: decode again, slowly, so that it becomes one
+    # bad count of one event instead of a bad body.
+    return json.loads(
+        text,
+        object_pairs_hook=object_from_pairs,
+        parse_int=integer_from_text,
+        parse_constant=_no_constants,
+    )
 
 
 def _no_constants(name: str) -> None:
@@ -131,24 +149,29 @@ def _decode_json(body: bytes) -> list[object]:
         raise BadRequest('"events" appears more than once')
     extra = sorted(set(document) - {"events"})
     if extra:
-        raise BadRequest(f'a batch holds only "events"; unexpected: {", ".join(extra)}')
+        raise BadRequest(f'a batch holds only "events"; unexpected: {echo(", ".join(extra))}')
     events = document["events"]
     if not isinstance(events, list):
         raise BadRequest('"events" must be an array of event objects')
     return events
 
 
+def _parse_line(line: bytes) -> object:
+    try:
+        return _parse(line)
+    except json.JSONDecodeError as exc:
+        # Each line is parsed alone: json's own "line 1 column N (char N-1)" would misname it.
+        return Undecodable(f"{exc.msg} at column {exc.colno}")
+    except ValueError as exc:
+        return Undecodable(str(exc))
+
+
 def _decode_ndjson(body: bytes) -> list[object]:
-    events: list[object] = []
-    for line in body.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            events.append(_parse(line))
-        except ValueError as exc:
-            events.append(Undecodable(f"the line is not valid JSON: {exc}"))
+    events = [_parse_line(line) for line in body.split(b"\n") if line.strip()]
     if events and all(isinstance(event, Undecodable) for event in events):
         first = events[0]
         assert isinstance(first, Undecodable)
-        raise BadRequest(f"the body is not valid NDJSON: {first.message}")
+        raise BadRequest(
+            f"the body is not valid NDJSON: no line is valid JSON (the first: {first.reason})"
+        )
     return events

@@ -13,6 +13,7 @@ ATTRIBUTES_MAX_KEYS = 16
 ATTRIBUTE_KEY_MAX = 64
 ATTRIBUTE_VALUE_MAX = 256
 DEFAULT_PROJECT = "default"
+MAX_ERRORS_PER_EVENT = 20
 
 COUNT_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
 KNOWN_FIELDS = frozenset(
@@ -70,13 +71,29 @@ def object_from_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return DuplicateKeys(pairs, [key for key, count in counts.items() if count > 1])
 
 
+@dataclass(frozen=True, slots=True)
+class LongInteger:
+    """A JSON integer with more digits than Python converts (`sys.get_int_max_str_digits`)."""
+
+    digits: int
+    negative: bool
+
+
+def integer_from_text(text: str) -> int | LongInteger:
+    """`parse_int` for `json.loads`: an over-long integer is a bad count, not a bad body."""
+    try:
+        return int(text)
+    except ValueError:
+        return LongInteger(digits=len(text.lstrip("-")), negative=text.startswith("-"))
+
+
 def describe(value: object) -> str:
     """The JSON type of a decoded value, as an error message names it."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int):
+    if isinstance(value, int | LongInteger):
         return "an integer"
     if isinstance(value, float):
         return "a number with a decimal point or exponent"
@@ -117,6 +134,10 @@ def validate_event(
     _part_of("reasoning_tokens", "output_tokens", counts, errors)
     attributes = _attributes(raw.get("attributes"), errors)
 
+    if len(errors) > MAX_ERRORS_PER_EVENT:
+        unlisted = len(errors) - MAX_ERRORS_PER_EVENT
+        # An answer must not grow far beyond the body that asked for it.
+        return [*errors[:MAX_ERRORS_PER_EVENT], FieldError(None, f"and {unlisted:,} more errors")]
     if errors:
         return errors
     assert event_id is not None
@@ -207,12 +228,18 @@ def _count(
         if required:
             errors.append(FieldError(field, "is required"))
         return None
+    if isinstance(value, LongInteger):
+        bound = "at least 0" if value.negative else f"at most {maximum:,}"
+        errors.append(
+            FieldError(field, f"must be {bound}, got an integer of {value.digits} digits")
+        )
+        return None
     # bool is a subclass of int in Python, and `true` is not a count.
     if not isinstance(value, int) or isinstance(value, bool):
         errors.append(FieldError(field, f"must be an integer, got {describe(value)}"))
         return None
     if value < 0:
-        errors.append(FieldError(field, f"must be at least 0, got {value}"))
+        errors.append(FieldError(field, f"must be at least 0, got {_abbreviate(value)}"))
         return None
     if value > maximum:
         errors.append(FieldError(field, f"must be at most {maximum:,}, got {_abbreviate(value)}"))
@@ -222,7 +249,7 @@ def _count(
 
 def _abbreviate(value: int) -> str:
     if value.bit_length() > 200:
-        return f"an integer of {len(str(value))} digits"
+        return f"an integer of {len(str(abs(value)))} digits"
     return str(value)
 
 
@@ -261,7 +288,7 @@ def _occurred_at(
 
 def _span(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
-    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
         if seconds % length == 0 and seconds >= length:
             count = seconds // length
             return f"{count} {unit}{'s' if count != 1 else ''}"

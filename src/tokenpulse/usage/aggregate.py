@@ -92,7 +92,7 @@ async def sum_rollups(
 ) -> list[Row]:
     """The six measures per group (and per bucket, when `bounds` are given), sorted by key.
 
-    `spans` must not cross the bucket `bounds`: each rollup row then falls in one bucket.
+    No rollup row that `spans` read may cross a bucket bound: each then falls in one bucket.
     """
     if not spans or any(not values for values in selection.filters.values()):
         return []
@@ -106,6 +106,8 @@ async def sum_rollups(
     statement = (
         select(*keys, *(cast(func.sum(rows.c[count]), BigInteger) for count in ROLLUP_COUNTS))
         .group_by(*keys)
+        # Without keys SQL sums no rows into one row of NULLs; a range without events has no groups.
+        .having(func.count() > 0)
         .order_by(*(key.collate("C") if key.name != "bucket" else key for key in keys))
     )
     result = await connection.execute(statement)

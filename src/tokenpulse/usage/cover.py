@@ -6,7 +6,7 @@ from datetime import datetime
 from itertools import pairwise
 
 from tokenpulse.instants import ceil_to, floor_to
-from tokenpulse.rollups import GRAINS, Grain
+from tokenpulse.rollups import GRAINS, MINUTE, Grain
 
 Span = tuple[datetime, datetime]
 
@@ -17,6 +17,8 @@ def cover(start: datetime, end: datetime) -> list[tuple[Grain, Span]]:
     `start` and `end` must be whole minutes. Coarser grains are used wherever at least one
     whole bucket of theirs fits, so a 30-day range reads about 30 day rows, not 43,200 minutes.
     """
+    if end < start or any(floor_to(bound, MINUTE.length) != bound for bound in (start, end)):
+        raise ValueError("cover() needs whole-minute bounds with start <= end")
     spans: list[tuple[Grain, Span]] = []
     level = 0
     while level + 1 < len(GRAINS):
@@ -33,15 +35,14 @@ def cover(start: datetime, end: datetime) -> list[tuple[Grain, Span]]:
         if aligned > start:
             spans.append((grain, (start, aligned)))
             start = aligned
-    if start != end:
-        raise ValueError("cover() needs whole-minute bounds")
     return spans
 
 
 def cover_buckets(bounds: Sequence[datetime]) -> dict[Grain, list[Span]]:
     """For consecutive buckets [bounds[i], bounds[i+1]), the spans to read, by grain, merged.
 
-    No span crosses a bucket boundary, so every rollup row read belongs to exactly one bucket.
+    Spans of neighbouring buckets are merged, but no rollup row a span reads crosses a bucket
+    boundary, so every such row belongs to exactly one bucket.
     """
     by_grain: dict[Grain, list[Span]] = defaultdict(list)
     for start, end in pairwise(bounds):

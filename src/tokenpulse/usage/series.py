@@ -98,10 +98,14 @@ async def usage_series(
     buckets.check_boundary("start", start)
     if end is None:
         end = buckets.next(buckets.floor(now))
+        if end <= start:
+            raise InvalidParameters.of(
+                "start", f"must be before the end of the current bucket, {buckets.render(end)}"
+            )
     else:
         buckets.check_boundary("end", end)
-    if end <= start:
-        raise InvalidParameters.of("end", "must be after start")
+        if end <= start:
+            raise InvalidParameters.of("end", "must be after start")
     bounds = buckets.between(start, end)
     rows = await sum_rollups(connection, selection, cover_buckets(bounds), bounds)
     results: list[list[dict[str, Any]]] = [[] for _ in bounds[:-1]]

@@ -23,17 +23,23 @@ MINUTE = timedelta(minutes=1)
 def totals_range(
     *, start: datetime | None, end: datetime | None, window: str | None, now: datetime
 ) -> tuple[datetime, datetime]:
-    """The minute-aligned range counted: `start` floored and `end` (default now) raised."""
+    """The half-open, minute-aligned range counted: `start` floored and `end` raised.
+
+    Without `end` the range runs to the end of the minute that holds `now`, so that it counts
+    everything so far, including events stamped at `now` itself.
+    """
     if window is not None:
         if start is not None or end is not None:
             raise InvalidParameters.of("window", "give either window or start (and end), not both")
         start = now - WINDOWS[window]
     elif start is None:
         raise InvalidParameters.of("start", "is required unless window is given")
-    counted_end = ceil_to(end if end is not None else now, MINUTE)
+    if end is not None and end < start:
+        raise InvalidParameters.of("end", "must not be before start")
+    counted_end = ceil_to(end, MINUTE) if end is not None else floor_to(now, MINUTE) + MINUTE
     counted_start = floor_to(start, MINUTE)
     if counted_end < counted_start:
-        raise InvalidParameters.of("end", "must not be before start")
+        raise InvalidParameters.of("start", "must not be after now")
     return counted_start, counted_end
 
 
