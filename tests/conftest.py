@@ -5,6 +5,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tokenpulse.app import create_app
 from tokenpulse.database import async_url
 from tokenpulse.embedded import start_embedded_postgres
+from tokenpulse.keys.scopes import Scope
+from tokenpulse.keys.store import create_key, revoke_key
+from tokenpulse.keys.tokens import parse_token
 from tokenpulse.migrations import upgrade_to_head
 from tokenpulse.settings import Settings
 
@@ -89,9 +93,39 @@ async def db(engine: AsyncEngine) -> AsyncEngine:
     """The test database, its tables emptied for this test."""
     async with engine.begin() as connection:
         await connection.exec_driver_sql(
-            "TRUNCATE usage_event, rollup_minute, rollup_hour, rollup_day"
+            "TRUNCATE usage_event, rollup_minute, rollup_hour, rollup_day, api_key"
         )
     return engine
+
+
+@dataclass
+class Keys:
+    """Creates API keys in the test database; `admin` is a platform admin key made up front."""
+
+    engine: AsyncEngine
+    admin: str
+
+    async def create(self, scope: Scope, tenant: str | None = None, name: str = "test") -> str:
+        async with self.engine.begin() as connection:
+            created = await create_key(connection, name=name, scope=scope, tenant=tenant)
+        return created.token
+
+    async def revoke(self, token: str) -> None:
+        parsed = parse_token(token)
+        assert parsed is not None
+        async with self.engine.begin() as connection:
+            assert await revoke_key(connection, parsed[0]) is not None
+
+
+@pytest.fixture
+async def keys(db: AsyncEngine) -> Keys:
+    async with db.begin() as connection:
+        admin = await create_key(connection, name="test admin", scope=Scope.ADMIN, tenant=None)
+    return Keys(db, admin.token)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -99,22 +133,35 @@ def clock() -> Clock:
     return Clock(NOW)
 
 
+# Rate limits are off unless a test turns them on: most tests send requests as fast as they can.
+UNLIMITED_ENV = {f"TOKENPULSE_RATE_LIMIT_{scope.upper()}": "0" for scope in Scope}
+
+
 @pytest.fixture
 def settings(database_url: str, db: AsyncEngine) -> Settings:
-    return Settings(database_url=database_url)
+    return Settings(
+        database_url=database_url, rate_limit_ingest=0, rate_limit_read=0, rate_limit_admin=0
+    )
 
 
 @pytest.fixture
-def make_client(settings: Settings, clock: Clock) -> ClientFactory:
-    """Open a client on an app built with these settings, changed by keyword arguments."""
+def make_client(settings: Settings, clock: Clock, keys: Keys) -> ClientFactory:
+    """Open a client on an app built with these settings, changed by keyword arguments.
+
+    The client sends the platform admin key unless given another `token` (None: no key).
+    """
 
     @asynccontextmanager
-    async def open_client(**changes: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def open_client(
+        token: str | None = keys.admin, **changes: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(settings.model_copy(update=changes), clock=clock)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://tokenpulse.test"
+                transport=transport,
+                base_url="http://tokenpulse.test",
+                headers=bearer(token) if token is not None else {},
             ) as client:
                 yield client
 

@@ -1,6 +1,7 @@
-"""The `tokenpulse` command: serving on an embedded PostgreSQL, migrating, refusing bad settings."""
+"""The `tokenpulse` command: serving on an embedded PostgreSQL, migrating, managing keys."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,11 +11,13 @@ from pathlib import Path
 import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import scratch_database
+from tests.conftest import UNLIMITED_ENV, bearer, scratch_database
 from tests.servers import running_server
 from tokenpulse.database import async_url
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.migrations import current_revision, head_revision
+
+KEY = re.compile(r"tp_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -29,11 +32,11 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_serve_without_a_database_url_runs_an_embedded_postgresql_that_keeps_its_data(
+def test_a_first_start_on_the_embedded_postgresql_prints_one_admin_key_and_keeps_the_data(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
-    env = {"TOKENPULSE_DATA_DIR": str(data_dir)}
+    env = {"TOKENPULSE_DATA_DIR": str(data_dir), **UNLIMITED_ENV}
     event = {
         "event_id": "req-1",
         "occurred_at": format_rfc3339(datetime.now(UTC) - timedelta(minutes=1)),
@@ -44,18 +47,54 @@ def test_serve_without_a_database_url_runs_an_embedded_postgresql_that_keeps_its
     }
 
     with running_server(tmp_path, env=env) as server:
-        response = httpx.post(f"{server.url}/v1/events", json=event)
-        assert response.status_code == 200
+        printed = KEY.findall(server.log())
+        assert len(printed) == 1
+        admin = printed[0]
+        # Beside the running server, the command joins its database, and leaves it running.
+        created = run_cli("keys", "create", "--scope", "ingest", "--tenant", "acme", env=env)
+        assert created.returncode == 0, created.stderr
+        ingest = created.stdout.strip()
+        assert KEY.fullmatch(ingest)
+
+        response = httpx.post(f"{server.url}/v1/events", json=event, headers=bearer(ingest))
+        assert response.status_code == 200, response.text
         assert (data_dir / "pgdata" / "postmaster.pid").exists()
         assert server.stop(signal.SIGTERM) == 0
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL still runs"
 
     with running_server(tmp_path, env=env) as server:
-        totals = httpx.get(f"{server.url}/v1/totals", params={"window": "1h"}).json()
-        again = httpx.post(f"{server.url}/v1/events", json=event).json()
+        assert KEY.findall(server.log()) == [], "a second start must not print a new key"
+        totals = httpx.get(
+            f"{server.url}/v1/totals", params={"window": "1h"}, headers=bearer(admin)
+        ).json()
+        again = httpx.post(f"{server.url}/v1/events", json=event, headers=bearer(admin)).json()
 
     assert totals["results"][0]["total_tokens"] == 2000
     assert (again["accepted"], again["duplicates"]) == (0, 1)
+
+
+async def test_keys_commands_create_list_and_revoke_keys_in_the_database(
+    server_url: str,
+) -> None:
+    async with scratch_database(server_url) as url:
+        env = {"TOKENPULSE_DATABASE_URL": url}
+
+        created = run_cli("keys", "create", "--scope", "read", "--name", "grafana", env=env)
+        listed = run_cli("keys", "list", env=env)
+
+        assert created.returncode == 0, created.stderr
+        token = created.stdout.strip()
+        assert KEY.fullmatch(token), "create prints the secret and nothing else"
+        key_id = token.split("_")[1]
+        assert listed.returncode == 0, listed.stderr
+        assert re.search(rf"^{key_id}\tgrafana\tread\t-\t\S+\t-$", listed.stdout, re.MULTILINE)
+        assert token.split("_", 2)[2] not in listed.stdout, "list never shows a secret"
+
+        revoked = run_cli("keys", "revoke", key_id, env=env)
+        assert revoked.returncode == 0, revoked.stderr
+        relisted = run_cli("keys", "list", env=env).stdout
+        assert re.search(rf"^{key_id}\tgrafana\tread\t-\t\S+\t\S+Z$", relisted, re.MULTILINE)
+        assert run_cli("keys", "revoke", "0000000000000000", env=env).returncode == 1
 
 
 async def test_migrate_brings_a_database_to_the_newest_migration(server_url: str) -> None:

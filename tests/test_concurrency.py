@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.conftest import UNLIMITED_ENV, Keys, bearer
 from tests.servers import running_server
 from tokenpulse.instants import format_rfc3339
 
@@ -34,7 +35,7 @@ def usage_event(number: int, occurred_at: datetime) -> dict[str, Any]:
 
 
 async def test_two_workers_store_overlapping_batches_exactly_once(
-    db: AsyncEngine, database_url: str, tmp_path: Path
+    db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
     started = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=3)
     rng = random.Random(20261127)
@@ -47,10 +48,11 @@ async def test_two_workers_store_overlapping_batches_exactly_once(
     ]
     sent = {int(e["event_id"].removeprefix("req-")) for batch in batches for e in batch}
 
-    with running_server(
-        tmp_path, "--workers", "2", env={"TOKENPULSE_DATABASE_URL": database_url}
-    ) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+    env = {"TOKENPULSE_DATABASE_URL": database_url, **UNLIMITED_ENV}
+    with running_server(tmp_path, "--workers", "2", env=env) as server:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=60, headers=bearer(keys.admin)
+        ) as http:
 
             async def client(number: int) -> list[dict[str, Any]]:
                 answers = []

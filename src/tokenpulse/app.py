@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from tokenpulse import health
 from tokenpulse.clock import Clock, system_clock
@@ -13,7 +14,13 @@ from tokenpulse.ingest import router as ingest_router
 from tokenpulse.ingest.batcher import Batcher
 from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.storage import EventKey, store_events
+from tokenpulse.keys import router as keys_router
+from tokenpulse.keys.registry import KeyRegistry
+from tokenpulse.keys.scopes import Scope
+from tokenpulse.keys.store import StoredKey, find_key
+from tokenpulse.metrics import Metrics, RequestMetrics
 from tokenpulse.migrations import head_revision
+from tokenpulse.ratelimit import RateLimits
 from tokenpulse.runtime import Runtime
 from tokenpulse.settings import Settings
 from tokenpulse.usage import router as usage_router
@@ -23,6 +30,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url; `tokenpulse serve` provides one")
     database_url = settings.database_url.get_secret_value()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,6 +40,10 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             async with engine.begin() as connection:
                 return await store_events(connection, events)
 
+        async def find(key_id: str) -> StoredKey | None:
+            async with engine.connect() as connection:
+                return await find_key(connection, key_id)
+
         batcher = Batcher(
             store,
             max_batch_events=settings.batch_max_events,
@@ -39,8 +51,25 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             max_concurrent_flushes=settings.batch_max_concurrent_flushes,
             max_queued_events=settings.queue_max_events,
             answer_timeout=settings.ingest_timeout.total_seconds(),
+            observer=metrics,
         )
-        runtime = Runtime(settings, engine, batcher, clock, head_revision())
+        runtime = Runtime(
+            settings=settings,
+            engine=engine,
+            batcher=batcher,
+            keys=KeyRegistry(find, ttl=settings.key_cache_seconds.total_seconds()),
+            rate_limits=RateLimits(
+                {
+                    Scope.INGEST: settings.rate_limit_ingest,
+                    Scope.READ: settings.rate_limit_read,
+                    Scope.ADMIN: settings.rate_limit_admin,
+                },
+                burst_seconds=settings.rate_limit_burst_seconds,
+            ),
+            metrics=metrics,
+            clock=clock,
+            head_revision=head_revision(),
+        )
         app.state.runtime = runtime
         batcher.start()
         try:
@@ -60,6 +89,18 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     app.include_router(health.router)
     app.include_router(ingest_router.router)
     app.include_router(usage_router.router)
+    app.include_router(keys_router.router)
+    if settings.cors_origins:
+        # Keys travel in the Authorization header, never in cookies: no credentials to allow.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Request-ID"],
+            max_age=600,
+        )
+    app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 
 

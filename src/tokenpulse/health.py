@@ -1,12 +1,16 @@
-"""Liveness and readiness: `/healthz` says the process runs, `/readyz` that it can serve."""
+"""Operations: `/healthz` says the process runs, `/readyz` that it can serve, `/metrics` how."""
 
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from tokenpulse.auth import authenticate
 from tokenpulse.database import is_unavailable
+from tokenpulse.errors import Forbidden
+from tokenpulse.keys.scopes import Scope
 from tokenpulse.migrations import current_revision
 from tokenpulse.runtime import Runtime, get_runtime
 
@@ -46,3 +50,12 @@ async def readiness_checks(runtime: Runtime) -> dict[str, str]:
             f"migration {revision or 'none'} applied, {runtime.head_revision} is the newest"
         )
     return checks
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Response:
+    if not runtime.settings.metrics_public:
+        caller = await authenticate(request, runtime)
+        if caller.tenant is not None or caller.scope is Scope.INGEST:
+            raise Forbidden("metrics need a platform key with the read or admin scope")
+    return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenpulse.clock import Clock
 from tokenpulse.ingest.batcher import Batcher
+from tokenpulse.keys.registry import KeyRegistry
+from tokenpulse.metrics import Metrics
+from tokenpulse.ratelimit import RateLimits
 from tokenpulse.settings import Settings
 
 
@@ -15,6 +18,9 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     batcher: Batcher
+    keys: KeyRegistry
+    rate_limits: RateLimits
+    metrics: Metrics
     clock: Clock
     head_revision: str | None
     shutting_down: bool = False

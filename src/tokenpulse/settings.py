@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _plain_number_as_seconds(value: object) -> object:
@@ -87,6 +87,33 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(
         default=1, ge=1, description="`Retry-After` sent with 503 answers."
     )
+    key_cache_seconds: Duration = Field(
+        default=timedelta(milliseconds=500),
+        description="How long a worker trusts what it read of a key; bounds how soon a "
+        "revocation takes effect.",
+    )
+    rate_limit_ingest: float = Field(
+        default=5000, ge=0, description="Requests per second per ingest key (0: no limit)."
+    )
+    rate_limit_read: float = Field(
+        default=100, ge=0, description="Requests per second per read key (0: no limit)."
+    )
+    rate_limit_admin: float = Field(
+        default=20, ge=0, description="Requests per second per admin key (0: no limit)."
+    )
+    rate_limit_burst_seconds: float = Field(
+        default=2,
+        gt=0,
+        description="A key may save up this many seconds' worth of requests for a burst.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated browser origins allowed to call the API (none: no CORS).",
+    )
+    metrics_public: bool = Field(
+        default=True,
+        description="Serve /metrics without a key; false asks for a platform read or admin key.",
+    )
     shutdown_grace: Duration = Field(
         default=timedelta(seconds=20),
         description="How long a stopping worker lets in-flight requests finish.",
@@ -99,6 +126,13 @@ class Settings(BaseSettings):
             ("postgresql://", "postgres://", "postgresql+asyncpg://")
         ):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
     @model_validator(mode="after")

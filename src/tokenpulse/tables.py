@@ -2,8 +2,10 @@
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -69,3 +71,19 @@ def _rollup(name: str) -> Table:
 rollup_minute = _rollup("rollup_minute")
 rollup_hour = _rollup("rollup_hour")
 rollup_day = _rollup("rollup_day")
+
+api_key = Table(
+    "api_key",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    # NULL: a platform key, which may act for every tenant.
+    Column("tenant", Text, nullable=True),
+    # SHA-256 of the random secret; the secret itself is shown once and never stored.
+    Column("secret_hash", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("scope IN ('ingest', 'read', 'admin')", name="scope"),
+)

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tokenpulse.database import is_unavailable
 from tokenpulse.ingest.events import Event
@@ -49,6 +50,27 @@ class FlushStats:
     seconds: float
 
 
+class Observer(Protocol):
+    """What the batcher reports as it works (for metrics)."""
+
+    def flushed(self, stats: FlushStats) -> None: ...
+
+    def failed(self, *, unavailable: bool) -> None: ...
+
+    def holding(self, events: int) -> None: ...
+
+
+class _Unobserved:
+    def flushed(self, stats: FlushStats) -> None:
+        pass
+
+    def failed(self, *, unavailable: bool) -> None:
+        pass
+
+    def holding(self, events: int) -> None:
+        pass
+
+
 class Batcher:
     def __init__(
         self,
@@ -59,14 +81,14 @@ class Batcher:
         max_concurrent_flushes: int,
         max_queued_events: int,
         answer_timeout: float,
-        on_flush: Callable[[FlushStats], None] = lambda stats: None,
+        observer: Observer | None = None,
     ) -> None:
         self._store = store
         self._max_batch_events = max_batch_events
         self._max_wait = max_wait
         self._max_queued_events = max_queued_events
         self._answer_timeout = answer_timeout
-        self._on_flush = on_flush
+        self._observer = observer or _Unobserved()
         self._slots = asyncio.Semaphore(max_concurrent_flushes)
         self._waiting: deque[_Request] = deque()
         self._arrived = asyncio.Event()
@@ -96,6 +118,7 @@ class Batcher:
         request = _Request(events, time.monotonic())
         self._waiting.append(request)
         self._held_events += len(events)
+        self._observer.holding(self._held_events)
         self._arrived.set()
         # Shielded: a caller that stops waiting (a timeout, a disconnect) must not cancel the
         # outcome that the flush will still set for the events it is storing.
@@ -159,6 +182,7 @@ class Batcher:
             await self._store_batch(batch)
         finally:
             self._held_events -= sum(len(request.events) for request in batch)
+            self._observer.holding(self._held_events)
 
     async def _store_batch(self, batch: list[_Request]) -> None:
         started = time.perf_counter()
@@ -169,6 +193,7 @@ class Batcher:
         try:
             new_keys = await self._store(events)
         except Exception as exc:
+            self._observer.failed(unavailable=is_unavailable(exc))
             if len(batch) > 1 and not is_unavailable(exc):
                 # Not an outage: find the request at fault, so that the others are still stored.
                 log.warning("a batch of %d requests failed; storing them one by one", len(batch))
@@ -182,7 +207,7 @@ class Batcher:
                 if not request.outcome.done():
                     request.outcome.set_exception(failure)
             return
-        self._on_flush(FlushStats(len(events), len(batch), time.perf_counter() - started))
+        self._observer.flushed(FlushStats(len(events), len(batch), time.perf_counter() - started))
         for request in batch:
             outcomes = []
             for event in request.events:

@@ -5,11 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from tokenpulse.auth import Caller, Scope, require
+from tokenpulse.auth import Caller, require
 from tokenpulse.errors import PayloadTooLarge
 from tokenpulse.ingest.body import body_format, decode_events, read_limited
 from tokenpulse.ingest.events import EventRules
 from tokenpulse.ingest.ingestion import ingest
+from tokenpulse.keys.scopes import Scope
 from tokenpulse.runtime import Runtime, get_runtime
 
 router = APIRouter(tags=["ingest"])
@@ -44,4 +45,8 @@ async def post_events(
         batcher=runtime.batcher,
         retry_after=settings.retry_after_seconds,
     )
+    events = runtime.metrics.events
+    events.labels("accepted").inc(result.accepted)
+    events.labels("duplicate").inc(result.duplicates)
+    events.labels("rejected").inc(len(result.rejections))
     return JSONResponse(result.as_json(), status_code=200 if result.stored_any else 422)

@@ -5,9 +5,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from tokenpulse.auth import Caller, Scope, require
+from tokenpulse.auth import Caller, require
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.instants import parse_rfc3339, rfc3339_problem
+from tokenpulse.keys.scopes import Scope
 from tokenpulse.runtime import Runtime, get_runtime
 from tokenpulse.usage.aggregate import Selection, parse_selection
 from tokenpulse.usage.series import Buckets, parse_zone, usage_series

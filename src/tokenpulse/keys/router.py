@@ -1,0 +1,63 @@
+"""`/v1/keys`: creating, listing and revoking API keys (admin scope).
+
+A tenant-bound admin key manages only keys bound to its own tenant.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenpulse.auth import Caller, require
+from tokenpulse.errors import Forbidden, NotFound
+from tokenpulse.keys.scopes import Scope
+from tokenpulse.keys.store import create_key, list_keys, revoke_key
+from tokenpulse.runtime import Runtime, get_runtime
+
+router = APIRouter(tags=["keys"])
+Admin = Annotated[Caller, Depends(require(Scope.ADMIN))]
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    scope: Scope
+    tenant: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+@router.post("/v1/keys", status_code=201)
+async def post_key(
+    request: KeyRequest, caller: Admin, runtime: Annotated[Runtime, Depends(get_runtime)]
+) -> JSONResponse:
+    tenant = request.tenant
+    if caller.tenant is not None:
+        if tenant not in (None, caller.tenant):
+            raise Forbidden("a tenant-bound key can create keys for its own tenant only")
+        tenant = caller.tenant
+    async with runtime.engine.begin() as connection:
+        created = await create_key(
+            connection, name=request.name, scope=request.scope, tenant=tenant
+        )
+    return JSONResponse({**created.key.as_json(), "key": created.token}, status_code=201)
+
+
+@router.get("/v1/keys")
+async def get_keys(
+    caller: Admin, runtime: Annotated[Runtime, Depends(get_runtime)]
+) -> dict[str, Any]:
+    async with runtime.engine.connect() as connection:
+        keys = await list_keys(connection, tenant=caller.tenant)
+    return {"keys": [key.as_json() for key in keys]}
+
+
+@router.delete("/v1/keys/{key_id}")
+async def delete_key(
+    key_id: str, caller: Admin, runtime: Annotated[Runtime, Depends(get_runtime)]
+) -> dict[str, Any]:
+    async with runtime.engine.begin() as connection:
+        revoked = await revoke_key(connection, key_id, tenant=caller.tenant)
+    if revoked is None:
+        raise NotFound("there is no such key")
+    return revoked.as_json()
