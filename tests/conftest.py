@@ -105,9 +105,11 @@ class Keys:
     engine: AsyncEngine
     admin: str
 
-    async def create(self, scope: Scope, tenant: str | None = None, name: str = "test") -> str:
+    async def create(
+        self, scope: Scope | str, tenant: str | None = None, name: str = "test"
+    ) -> str:
         async with self.engine.begin() as connection:
-            created = await create_key(connection, name=name, scope=scope, tenant=tenant)
+            created = await create_key(connection, name=name, scope=Scope(scope), tenant=tenant)
         return created.token
 
     async def revoke(self, token: str) -> None:
@@ -155,7 +157,7 @@ def make_client(settings: Settings, clock: Clock, keys: Keys) -> ClientFactory:
     async def open_client(
         token: str | None = keys.admin, **changes: Any
     ) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(settings.model_copy(update=changes), clock=clock)
+        app = create_app(Settings(**{**settings.model_dump(), **changes}), clock=clock)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(

@@ -1,0 +1,1 @@
+"""tokenpulse: durable, exactly-once token-usage telemetry on PostgreSQL."""

@@ -11,8 +11,9 @@ from tokenpulse.clock import Clock, system_clock
 from tokenpulse.database import create_engine
 from tokenpulse.error_handlers import install_error_handlers
 from tokenpulse.ingest import router as ingest_router
+from tokenpulse.ingest.admission import BodyBudget
 from tokenpulse.ingest.batcher import Batcher
-from tokenpulse.ingest.events import Event
+from tokenpulse.ingest.events import Event, EventRules
 from tokenpulse.ingest.storage import EventKey, store_events
 from tokenpulse.keys import router as keys_router
 from tokenpulse.keys.registry import KeyRegistry
@@ -34,10 +35,15 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings, database_url)
+        engine = create_engine(settings, database_url, pool_size=settings.db_pool_size)
+        # Ingest has connections of its own, so that no number of slow dashboard reads can
+        # keep a flush waiting for one.
+        ingest_engine = create_engine(
+            settings, database_url, pool_size=settings.batch_max_concurrent_flushes
+        )
 
         async def store(events: Sequence[Event]) -> set[EventKey]:
-            async with engine.begin() as connection:
+            async with ingest_engine.begin() as connection:
                 return await store_events(connection, events)
 
         async def find(key_id: str) -> StoredKey | None:
@@ -57,6 +63,14 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             settings=settings,
             engine=engine,
             batcher=batcher,
+            body_budget=BodyBudget(
+                settings.ingest_max_held_bytes, retry_after=settings.retry_after_seconds
+            ),
+            event_rules=EventRules(
+                max_tokens=settings.max_tokens_per_count,
+                max_age=settings.max_event_age,
+                max_lead=settings.max_event_lead,
+            ),
             keys=KeyRegistry(find, ttl=settings.key_cache_seconds.total_seconds()),
             rate_limits=RateLimits(
                 {
@@ -73,10 +87,12 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         app.state.runtime = runtime
         batcher.start()
         try:
-            yield
+            with health.unready_on_stop_signal(runtime):
+                yield
         finally:
             runtime.shutting_down = True
             await batcher.close()
+            await ingest_engine.dispose()
             await engine.dispose()
 
     app = FastAPI(

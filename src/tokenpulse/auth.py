@@ -1,8 +1,4 @@
-"""Who is calling and what they may do: the dependency every protected route declares.
-
-A request presents `Authorization: Bearer <key>`. No key, an unknown or a revoked one is a 401;
-a key whose scope does not cover the route is a 403; a key over its rate is a 429.
-"""
+"""Who is calling and what they may do: the dependency every protected route declares."""
 
 import math
 from collections.abc import Awaitable, Callable

@@ -1,4 +1,4 @@
-"""The connection pool to PostgreSQL: one async engine per worker process, created at start-up."""
+"""Connection pools to PostgreSQL, created per worker process at start-up."""
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
@@ -13,12 +13,15 @@ def async_url(url: str) -> URL:
     return parsed.set(drivername="postgresql+asyncpg")
 
 
-def create_engine(settings: Settings, database_url: str) -> AsyncEngine:
+def create_engine(settings: Settings, database_url: str, *, pool_size: int) -> AsyncEngine:
     return create_async_engine(
         async_url(database_url),
-        pool_size=settings.db_pool_size,
+        pool_size=pool_size,
         max_overflow=0,
         pool_timeout=settings.db_connect_timeout.total_seconds(),
+        # A connection left over from before a database restart is replaced before it fails a
+        # request: one round trip per checkout buys recovery without a single error.
+        pool_pre_ping=True,
         connect_args={
             "timeout": settings.db_connect_timeout.total_seconds(),
             "command_timeout": settings.db_statement_timeout.total_seconds(),

@@ -7,7 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokenpulse.errors import InvalidParameters, Problem, ServiceError, error_body
+from tokenpulse.database import is_unavailable
+from tokenpulse.errors import InvalidParameters, Problem, ServiceError, Unavailable, error_body
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +24,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        problems = [
-            Problem(".".join(str(part) for part in error["loc"][1:]) or None, error["msg"])
-            for error in exc.errors()
-        ]
-        message = "; ".join(f"{p.field}: {p.message}" for p in problems)
-        return JSONResponse(
-            error_body(InvalidParameters.code, message, problems),
-            status_code=InvalidParameters.status,
+        return await service_error(
+            request,
+            InvalidParameters.listing(
+                [
+                    Problem(".".join(str(part) for part in error["loc"][1:]) or None, error["msg"])
+                    for error in exc.errors()
+                ]
+            ),
         )
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -43,6 +44,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_unavailable(exc):
+            runtime = getattr(request.app.state, "runtime", None)
+            retry_after = runtime.settings.retry_after_seconds if runtime is not None else 1
+            return await service_error(
+                request, Unavailable("the database is unavailable", retry_after=retry_after)
+            )
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(
             error_body(ServiceError.code, "the service failed to handle this request"),

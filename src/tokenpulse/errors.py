@@ -1,8 +1,5 @@
-"""Service errors and the one JSON shape every error answer takes.
-
-Every error body is `{"error": {"code": ..., "message": ..., "errors": [{"field", "message"}]}}`,
-the `errors` list present only when individual fields or parameters are at fault.
-"""
+"""Service errors, each with its HTTP status and code, and the one JSON shape they answer with:
+`{"error": {"code", "message", "errors": [{"field", "message"}]}}`, `errors` only if any."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,7 +68,11 @@ class InvalidParameters(ServiceError):
 
     @classmethod
     def of(cls, field: str, message: str) -> "InvalidParameters":
-        return cls(f"{field}: {message}", problems=[Problem(field, message)])
+        return cls.listing([Problem(field, message)])
+
+    @classmethod
+    def listing(cls, problems: Sequence[Problem]) -> "InvalidParameters":
+        return cls("; ".join(f"{p.field}: {p.message}" for p in problems), problems=problems)
 
 
 class TooManyRequests(ServiceError):

@@ -1,6 +1,11 @@
 """Operations: `/healthz` says the process runs, `/readyz` that it can serve, `/metrics` how."""
 
 import asyncio
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -30,6 +35,41 @@ async def readyz(runtime: Annotated[Runtime, Depends(get_runtime)]) -> JSONRespo
     ready = all(check == "ok" for check in checks.values())
     body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@contextmanager
+def unready_on_stop_signal(runtime: Runtime) -> Iterator[None]:
+    """Make `/readyz` answer 503 the moment the process is told to stop.
+
+    uvicorn handles SIGTERM and SIGINT: it stops accepting connections at once, and tells the
+    application only once every connection has closed. This handler turns readiness off first,
+    keeps serving for `shutdown_drain` so that load balancers see it and send no more, and then
+    passes the signal on to uvicorn's.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    chained = {sig: handler for sig, handler in previous.items() if callable(handler)}
+    drain = runtime.settings.shutdown_drain.total_seconds()
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        handler = chained[signal.Signals(signum)]
+        if runtime.shutting_down or not drain:
+            runtime.shutting_down = True
+            handler(signum, frame)
+            return
+        runtime.shutting_down = True
+        # Signal handlers run on the main thread, between the event loop's steps.
+        asyncio.get_running_loop().call_later(drain, handler, signum, frame)
+
+    for sig in chained:
+        signal.signal(sig, note)
+    try:
+        yield
+    finally:
+        for sig, handler in chained.items():
+            signal.signal(sig, handler)
 
 
 async def readiness_checks(runtime: Runtime) -> dict[str, str]:

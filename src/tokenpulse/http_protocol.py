@@ -1,13 +1,12 @@
-"""The HTTP/1.1 connection handler uvicorn runs, with a bound on the size of a request's head.
-
-uvicorn's httptools parser accepts a request line and headers of any size, and buffers a header
-until it ends, which lets one client make a worker hold any amount of memory. This handler
-answers 431 and closes the connection instead.
-"""
+"""The HTTP/1.1 connection handler uvicorn runs, with a bound on the size of a request's head."""
 
 import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# uvicorn's httptools parser accepts a request line and headers of any size, and buffers a
+# header until it ends, so one client could make a worker hold any amount of memory. This
+# handler answers 431 and closes the connection instead.
 
 MAX_REQUEST_HEAD_BYTES = 16 * 1024
 # Bytes are counted per read, and a read may also hold the end of the previous request.

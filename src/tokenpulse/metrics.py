@@ -1,8 +1,4 @@
-"""The service's own figures, in Prometheus text format at `/metrics`.
-
-With several worker processes, `tokenpulse serve` points PROMETHEUS_MULTIPROC_DIR at a fresh
-folder; each worker writes its figures there and any worker's `/metrics` adds them all up.
-"""
+"""The service's own figures, in Prometheus text format, added up across worker processes."""
 
 import os
 import time
@@ -19,6 +15,9 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tokenpulse.ingest.batcher import FlushStats
+
+# With several workers, `tokenpulse serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder;
+# each worker writes its figures there, and any worker's `/metrics` adds them all up.
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -13,16 +13,12 @@ class Grain:
     name: str
     length: timedelta
     table: Table
-
-    @property
-    def unit(self) -> str:
-        """The `date_trunc` unit that floors an instant to this grain (in UTC)."""
-        return self.name
+    """Its rows, one per bucket and group; `name` is the `date_trunc` unit of its buckets."""
 
 
 MINUTE = Grain("minute", timedelta(minutes=1), rollup_minute)
 HOUR = Grain("hour", timedelta(hours=1), rollup_hour)
 DAY = Grain("day", timedelta(days=1), rollup_day)
 
-# Finest first. Writers update every grain in this order, which is part of the fixed lock order.
+# Finest first: the order in which a range is covered, from its edges inwards.
 GRAINS = (MINUTE, HOUR, DAY)

@@ -6,7 +6,9 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenpulse.clock import Clock
+from tokenpulse.ingest.admission import BodyBudget
 from tokenpulse.ingest.batcher import Batcher
+from tokenpulse.ingest.events import EventRules
 from tokenpulse.keys.registry import KeyRegistry
 from tokenpulse.metrics import Metrics
 from tokenpulse.ratelimit import RateLimits
@@ -18,6 +20,8 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     batcher: Batcher
+    body_budget: BodyBudget
+    event_rules: EventRules
     keys: KeyRegistry
     rate_limits: RateLimits
     metrics: Metrics

@@ -2,9 +2,9 @@
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -17,8 +17,16 @@ def _plain_number_as_seconds(value: object) -> object:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(_plain_number_as_seconds)]
-"""A duration: seconds (`2.5`) or ISO 8601 (`PT5M`, `P35D`)."""
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be a positive duration")
+    return value
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(_plain_number_as_seconds), AfterValidator(_positive)
+]
+"""A positive duration: seconds (`2.5`) or ISO 8601 (`PT5M`, `P35D`)."""
 
 
 class Settings(BaseSettings):
@@ -34,7 +42,11 @@ class Settings(BaseSettings):
     )
 
     db_pool_size: int = Field(
-        default=5, ge=2, le=100, description="Database connections per worker process."
+        default=4,
+        ge=1,
+        le=100,
+        description="Database connections per worker for reads; ingest has its own, one per "
+        "concurrent flush.",
     )
     db_connect_timeout: Duration = Field(
         default=timedelta(seconds=5),
@@ -55,7 +67,8 @@ class Settings(BaseSettings):
     max_tokens_per_count: int = Field(
         default=1_000_000_000,
         ge=1,
-        le=2**63 - 1,
+        # Far beyond any request, and low enough that sums of counts cannot overflow bigint.
+        le=10**12,
         description="Largest value of any token count of an event.",
     )
     max_event_age: Duration = Field(
@@ -74,6 +87,12 @@ class Settings(BaseSettings):
     )
     batch_max_concurrent_flushes: int = Field(
         default=2, ge=1, description="Transactions one worker may have in flight at once."
+    )
+    ingest_max_held_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Most body bytes one worker holds for the requests it is reading; beyond "
+        "it ingest answers 503.",
     )
     queue_max_events: int = Field(
         default=100_000,
@@ -114,6 +133,12 @@ class Settings(BaseSettings):
         default=True,
         description="Serve /metrics without a key; false asks for a platform read or admin key.",
     )
+    shutdown_drain: Annotated[timedelta, BeforeValidator(_plain_number_as_seconds)] = Field(
+        default=timedelta(0),
+        ge=timedelta(0),
+        description="After SIGTERM, how long a worker keeps serving with /readyz answering 503 "
+        "before it stops accepting connections.",
+    )
     shutdown_grace: Duration = Field(
         default=timedelta(seconds=20),
         description="How long a stopping worker lets in-flight requests finish.",
@@ -134,12 +159,3 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
-
-    @model_validator(mode="after")
-    def _pool_leaves_room_for_reads(self) -> Self:
-        if self.db_pool_size <= self.batch_max_concurrent_flushes:
-            raise ValueError(
-                "TOKENPULSE_DB_POOL_SIZE must be larger than "
-                "TOKENPULSE_BATCH_MAX_CONCURRENT_FLUSHES, so that reads still get a connection"
-            )
-        return self

@@ -1,0 +1,1 @@
+"""Ingest: usage events in, validated, stored once, acked after commit."""

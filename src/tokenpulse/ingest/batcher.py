@@ -1,9 +1,4 @@
-"""Group commit: concurrent requests' events stored together, in one transaction per flush.
-
-Each worker process owns one batcher. A request hands it its valid events and waits; the batcher
-flushes whatever has gathered when it holds `max_batch_events` or when the oldest waiting request
-has waited `max_wait`, and answers every request of a flush only after its transaction commits.
-"""
+"""Group commit: the events of concurrent requests stored in one transaction, acked after it."""
 
 import asyncio
 import logging
@@ -17,7 +12,12 @@ from tokenpulse.database import is_unavailable
 from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.storage import EventKey
 
+# A flush takes what has gathered when it holds `max_batch_events` or its oldest request has
+# waited `max_wait`; every request of a flush is answered only after its transaction commits.
+
 log = logging.getLogger(__name__)
+
+OUTAGE_LOG_INTERVAL_SECONDS = 5.0
 
 Store = Callable[[Sequence[Event]], Awaitable[set[EventKey]]]
 
@@ -96,11 +96,11 @@ class Batcher:
         self._held_events = 0
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._last_outage_log = -OUTAGE_LOG_INTERVAL_SECONDS
 
-    @property
-    def held_events(self) -> int:
-        """Events taken but not yet answered: waiting for a flush or being flushed."""
-        return self._held_events
+    def has_room(self) -> bool:
+        """Whether another request would be taken now (checked before reading its body)."""
+        return not self._closing and self._held_events < self._max_queued_events
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="tokenpulse-batcher")
@@ -126,7 +126,16 @@ class Batcher:
             async with asyncio.timeout(self._answer_timeout):
                 return await asyncio.shield(request.outcome)
         except TimeoutError:
+            self._withdraw(request)
             raise StoreUnavailable from None
+
+    def _withdraw(self, request: _Request) -> None:
+        """Drop a request its caller gave up on, unless a flush is already storing it."""
+        if request in self._waiting:
+            self._waiting.remove(request)
+            self._held_events -= len(request.events)
+            self._observer.holding(self._held_events)
+            request.outcome.cancel()
 
     async def close(self) -> None:
         """Take no more events, flush every waiting one, and return when all are answered."""
@@ -147,6 +156,9 @@ class Batcher:
                 continue
             await self._gather_more()
             await self._slots.acquire()
+            if not self._waiting:  # every waiting request was withdrawn meanwhile
+                self._slots.release()
+                continue
             batch = self._take_batch()
             task = asyncio.create_task(self._flush(batch))
             self._flushes.add(task)
@@ -154,7 +166,9 @@ class Batcher:
 
     async def _gather_more(self) -> None:
         """Let more requests join until the oldest has waited long enough or the batch is full."""
-        while not self._closing and self._waiting_events() < self._max_batch_events:
+        while (
+            not self._closing and self._waiting and self._waiting_events() < self._max_batch_events
+        ):
             remaining = self._waiting[0].arrived + self._max_wait - time.monotonic()
             if remaining <= 0:
                 return
@@ -193,21 +207,20 @@ class Batcher:
         try:
             new_keys = await self._store(events)
         except Exception as exc:
-            self._observer.failed(unavailable=is_unavailable(exc))
-            if len(batch) > 1 and not is_unavailable(exc):
+            unavailable = is_unavailable(exc)
+            self._observer.failed(unavailable=unavailable)
+            if len(batch) > 1 and not unavailable:
                 # Not an outage: find the request at fault, so that the others are still stored.
                 log.warning("a batch of %d requests failed; storing them one by one", len(batch))
                 for request in batch:
                     await self._store_batch([request])
                 return
-            if not is_unavailable(exc):
-                log.exception("storing %d events failed", len(events))
-            failure = StoreUnavailable() if is_unavailable(exc) else exc
+            self._log_failure(exc, unavailable, len(events))
+            failure = StoreUnavailable() if unavailable else exc
             for request in batch:
                 if not request.outcome.done():
                     request.outcome.set_exception(failure)
             return
-        self._observer.flushed(FlushStats(len(events), len(batch), time.perf_counter() - started))
         for request in batch:
             outcomes = []
             for event in request.events:
@@ -216,3 +229,14 @@ class Batcher:
                 new_keys.discard(key)
             if not request.outcome.done():
                 request.outcome.set_result(outcomes)
+        self._observer.flushed(FlushStats(len(events), len(batch), time.perf_counter() - started))
+
+    def _log_failure(self, exc: Exception, unavailable: bool, events: int) -> None:
+        if not unavailable:
+            log.error("storing %d events failed", events, exc_info=exc)
+            return
+        # An outage fails every flush; one line every few seconds says so without a flood.
+        now = time.monotonic()
+        if now - self._last_outage_log >= OUTAGE_LOG_INTERVAL_SECONDS:
+            self._last_outage_log = now
+            log.warning("the database is unavailable (%s); ingest answers 503", type(exc).__name__)

@@ -2,13 +2,14 @@
 
 import json
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from tokenpulse.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from tokenpulse.ingest.events import DuplicateKeys, echo, integer_from_text, object_from_pairs
+from tokenpulse.ingest.events import DuplicateKeys, integer_from_text, object_from_pairs
+from tokenpulse.text import echo
 
 
 class Format(Enum):
@@ -43,21 +44,27 @@ def body_format(content_type: str | None, content_encoding: str | None) -> tuple
     return body, encoding == "gzip"
 
 
-async def read_limited(chunks: AsyncIterator[bytes], *, limit: int, gzipped: bool) -> bytes:
+async def read_limited(
+    chunks: AsyncIterator[bytes],
+    *,
+    limit: int,
+    gzipped: bool,
+    reserve: Callable[[int], None] = lambda size: None,
+) -> bytes:
     """The body's bytes, decompressed, refusing it as soon as it passes `limit` bytes.
 
     The limit applies to what is received and to what it decompresses to, so neither a lying
     Content-Length nor a small gzip bomb can make the service hold more than `limit` bytes.
+    Every chunk kept is first passed to `reserve`, which may refuse it.
     """
     received = bytearray()
     inflater = _Inflater() if gzipped else None
     async for chunk in chunks:
-        if inflater is None:
-            received += chunk
-        else:
-            received += inflater.inflate(chunk, limit + 1 - len(received))
-        if len(received) > limit:
+        data = chunk if inflater is None else inflater.inflate(chunk, limit + 1 - len(received))
+        if len(received) + len(data) > limit:
             raise PayloadTooLarge(f"the body is larger than the limit of {limit:,} bytes")
+        reserve(len(data))
+        received += data
     if inflater is not None:
         inflater.finish()
     return bytes(received)

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from tokenpulse.errors import Problem
 from tokenpulse.instants import parse_rfc3339, rfc3339_problem
+from tokenpulse.text import STRING_MAX, echo, text_problem
 
-STRING_MAX = 128
 ATTRIBUTES_MAX_KEYS = 16
 ATTRIBUTE_KEY_MAX = 64
 ATTRIBUTE_VALUE_MAX = 256
@@ -37,12 +38,6 @@ class Event:
     output_tokens: int
     reasoning_tokens: int
     attributes: dict[str, str] | None
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    field: str | None
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +101,18 @@ def describe(value: object) -> str:
 
 def validate_event(
     raw: object, *, key_tenant: str | None, rules: EventRules, now: datetime
-) -> Event | list[FieldError]:
+) -> Event | list[Problem]:
     """Check one decoded event against every rule; return the event or all that is wrong with it.
 
     `key_tenant` is the tenant the caller's key is bound to, or None for a platform key.
     """
     if not isinstance(raw, dict):
-        return [FieldError(None, f"an event must be a JSON object, got {describe(raw)}")]
-    errors: list[FieldError] = []
+        return [Problem(None, f"an event must be a JSON object, got {describe(raw)}")]
+    errors: list[Problem] = []
     if isinstance(raw, DuplicateKeys):
-        errors.extend(FieldError(echo(key), "appears more than once") for key in raw.duplicated)
+        errors.extend(Problem(echo(key), "appears more than once") for key in raw.duplicated)
     errors.extend(
-        FieldError(echo(key), "is not a known field") for key in raw if key not in KNOWN_FIELDS
+        Problem(echo(key), "is not a known field") for key in raw if key not in KNOWN_FIELDS
     )
 
     event_id = _event_id(raw.get("event_id"), errors)
@@ -137,7 +132,7 @@ def validate_event(
     if len(errors) > MAX_ERRORS_PER_EVENT:
         unlisted = len(errors) - MAX_ERRORS_PER_EVENT
         # An answer must not grow far beyond the body that asked for it.
-        return [*errors[:MAX_ERRORS_PER_EVENT], FieldError(None, f"and {unlisted:,} more errors")]
+        return [*errors[:MAX_ERRORS_PER_EVENT], Problem(None, f"and {unlisted:,} more errors")]
     if errors:
         return errors
     assert event_id is not None
@@ -159,90 +154,69 @@ def validate_event(
     )
 
 
-def echo(value: str, limit: int = STRING_MAX) -> str:
-    """`value` made safe to quote back in an error: shortened, lone surrogates escaped."""
-    shortened = value if len(value) <= limit else value[:limit] + "…"
-    return shortened.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def text_problem(value: str) -> str | None:
-    """Why a decoded string cannot be stored as text, or None when it can."""
-    if "\x00" in value:
-        return "must not contain NUL characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode (it holds a lone surrogate)"
-    return None
-
-
 def _string(
-    field: str, value: object, max_length: int, errors: list[FieldError], *, required: bool = False
+    field: str, value: object, max_length: int, errors: list[Problem], *, required: bool = False
 ) -> str | None:
     if value is None:
         if required:
-            errors.append(FieldError(field, "is required"))
+            errors.append(Problem(field, "is required"))
         return None
     if not isinstance(value, str):
-        errors.append(FieldError(field, f"must be a string, got {describe(value)}"))
+        errors.append(Problem(field, f"must be a string, got {describe(value)}"))
         return None
     if not value:
-        errors.append(FieldError(field, "must not be empty"))
+        errors.append(Problem(field, "must not be empty"))
         return None
     if len(value) > max_length:
-        errors.append(
-            FieldError(field, f"must be at most {max_length} characters, got {len(value)}")
-        )
+        errors.append(Problem(field, f"must be at most {max_length} characters, got {len(value)}"))
         return None
     problem = text_problem(value)
     if problem is not None:
-        errors.append(FieldError(field, problem))
+        errors.append(Problem(field, problem))
         return None
     return value
 
 
-def _event_id(value: object, errors: list[FieldError]) -> str | None:
+def _event_id(value: object, errors: list[Problem]) -> str | None:
     event_id = _string("event_id", value, STRING_MAX, errors, required=True)
     if event_id is not None and not _EVENT_ID.fullmatch(event_id):
-        errors.append(FieldError("event_id", "must be printable ASCII characters without spaces"))
+        errors.append(Problem("event_id", "must be printable ASCII characters without spaces"))
         return None
     return event_id
 
 
-def _tenant(value: object, key_tenant: str | None, errors: list[FieldError]) -> str | None:
+def _tenant(value: object, key_tenant: str | None, errors: list[Problem]) -> str | None:
     if key_tenant is None:
         return _string("tenant", value, STRING_MAX, errors, required=True)
     if value is None:
         return key_tenant
     tenant = _string("tenant", value, STRING_MAX, errors)
     if tenant is not None and tenant != key_tenant:
-        errors.append(FieldError("tenant", "names another tenant than the one the key is bound to"))
+        errors.append(Problem("tenant", "names another tenant than the one the key is bound to"))
         return None
     return tenant
 
 
 def _count(
-    field: str, value: object, maximum: int, errors: list[FieldError], *, required: bool
+    field: str, value: object, maximum: int, errors: list[Problem], *, required: bool
 ) -> int | None:
     if value is None:
         if required:
-            errors.append(FieldError(field, "is required"))
+            errors.append(Problem(field, "is required"))
         return None
     if isinstance(value, LongInteger):
         bound = "at least 0" if value.negative else f"at most {maximum:,}"
-        errors.append(
-            FieldError(field, f"must be {bound}, got an integer of {value.digits} digits")
-        )
+        errors.append(Problem(field, f"must be {bound}, got an integer of {value.digits} digits"))
         return None
     # bool is a subclass of int in Python, and `true` is not a count.
     if not isinstance(value, int) or isinstance(value, bool):
-        errors.append(FieldError(field, f"must be an integer, got {describe(value)}"))
+        errors.append(Problem(field, f"must be an integer, got {describe(value)}"))
         return None
     if value < 0:
-        errors.append(FieldError(field, f"must be at least 0, got {_abbreviate(value)}"))
+        errors.append(Problem(field, f"must be at least 0, got {_abbreviate(value)}"))
         return None
     if value > maximum:
-        errors.append(FieldError(field, f"must be at most {maximum:,}, got {_abbreviate(value)}"))
+        errors.append(Problem(field, f"must be at most {maximum:,}, got {_abbreviate(value)}"))
         return None
     return value
 
@@ -253,35 +227,33 @@ def _abbreviate(value: int) -> str:
     return str(value)
 
 
-def _part_of(
-    part: str, whole: str, counts: dict[str, int | None], errors: list[FieldError]
-) -> None:
+def _part_of(part: str, whole: str, counts: dict[str, int | None], errors: list[Problem]) -> None:
     part_value, whole_value = counts[part], counts[whole]
     if part_value is not None and whole_value is not None and part_value > whole_value:
         errors.append(
-            FieldError(part, f"must not exceed {whole} ({whole_value:,}), got {part_value:,}")
+            Problem(part, f"must not exceed {whole} ({whole_value:,}), got {part_value:,}")
         )
 
 
 def _occurred_at(
-    value: object, rules: EventRules, now: datetime, errors: list[FieldError]
+    value: object, rules: EventRules, now: datetime, errors: list[Problem]
 ) -> datetime | None:
     field = "occurred_at"
     if value is None:
-        errors.append(FieldError(field, "is required"))
+        errors.append(Problem(field, "is required"))
         return None
     if not isinstance(value, str):
-        errors.append(FieldError(field, f"must be an RFC 3339 string, got {describe(value)}"))
+        errors.append(Problem(field, f"must be an RFC 3339 string, got {describe(value)}"))
         return None
     instant = parse_rfc3339(value)
     if instant is None:
-        errors.append(FieldError(field, rfc3339_problem(value)))
+        errors.append(Problem(field, rfc3339_problem(value)))
         return None
     if instant < now - rules.max_age:
-        errors.append(FieldError(field, f"is older than the accepted {_span(rules.max_age)}"))
+        errors.append(Problem(field, f"is older than the accepted {_span(rules.max_age)}"))
         return None
     if instant > now + rules.max_lead:
-        errors.append(FieldError(field, f"is more than {_span(rules.max_lead)} in the future"))
+        errors.append(Problem(field, f"is more than {_span(rules.max_lead)} in the future"))
         return None
     return instant
 
@@ -295,36 +267,34 @@ def _span(delta: timedelta) -> str:
     return f"{seconds} seconds"
 
 
-def _attributes(value: object, errors: list[FieldError]) -> dict[str, str] | None:
+def _attributes(value: object, errors: list[Problem]) -> dict[str, str] | None:
     field = "attributes"
     if value is None:
         return None
     if not isinstance(value, dict):
-        errors.append(FieldError(field, f"must be an object, got {describe(value)}"))
+        errors.append(Problem(field, f"must be an object, got {describe(value)}"))
         return None
     before = len(errors)
     if isinstance(value, DuplicateKeys):
         errors.extend(
-            FieldError(f"{field}.{echo(key)}", "appears more than once") for key in value.duplicated
+            Problem(f"{field}.{echo(key)}", "appears more than once") for key in value.duplicated
         )
     if len(value) > ATTRIBUTES_MAX_KEYS:
         errors.append(
-            FieldError(field, f"must have at most {ATTRIBUTES_MAX_KEYS} keys, got {len(value)}")
+            Problem(field, f"must have at most {ATTRIBUTES_MAX_KEYS} keys, got {len(value)}")
         )
     for key, item in value.items():
         name = f"{field}.{echo(key, ATTRIBUTE_KEY_MAX)}"
         if not key or len(key) > ATTRIBUTE_KEY_MAX:
-            errors.append(FieldError(name, f"keys must be 1 to {ATTRIBUTE_KEY_MAX} characters"))
+            errors.append(Problem(name, f"keys must be 1 to {ATTRIBUTE_KEY_MAX} characters"))
         elif (problem := text_problem(key)) is not None:
-            errors.append(FieldError(name, f"key {problem}"))
+            errors.append(Problem(name, f"key {problem}"))
         if not isinstance(item, str):
-            errors.append(FieldError(name, f"must be a string, got {describe(item)}"))
+            errors.append(Problem(name, f"must be a string, got {describe(item)}"))
         elif len(item) > ATTRIBUTE_VALUE_MAX:
             errors.append(
-                FieldError(
-                    name, f"must be at most {ATTRIBUTE_VALUE_MAX} characters, got {len(item)}"
-                )
+                Problem(name, f"must be at most {ATTRIBUTE_VALUE_MAX} characters, got {len(item)}")
             )
         elif (problem := text_problem(item)) is not None:
-            errors.append(FieldError(name, problem))
+            errors.append(Problem(name, problem))
     return value if len(errors) == before else None

@@ -4,17 +4,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tokenpulse.errors import ServiceError, Unavailable
+from tokenpulse.errors import Problem, ServiceError, Unavailable
 from tokenpulse.ingest.batcher import Batcher, Overloaded, ShuttingDown, StoreUnavailable
 from tokenpulse.ingest.body import Undecodable
-from tokenpulse.ingest.events import Event, EventRules, FieldError, echo, validate_event
+from tokenpulse.ingest.events import Event, EventRules, validate_event
+from tokenpulse.text import echo
 
 
 @dataclass(frozen=True)
 class Rejection:
     index: int
     event_id: str | None
-    errors: list[FieldError]
+    errors: list[Problem]
 
 
 @dataclass
@@ -64,7 +65,7 @@ async def ingest(
     valid: list[Event] = []
     for index, raw in enumerate(decoded):
         if isinstance(raw, Undecodable):
-            result.rejections.append(Rejection(index, None, [FieldError(None, raw.message)]))
+            result.rejections.append(Rejection(index, None, [Problem(None, raw.message)]))
             continue
         checked = validate_event(raw, key_tenant=key_tenant, rules=rules, now=now)
         if isinstance(checked, Event):

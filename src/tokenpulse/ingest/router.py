@@ -6,9 +6,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from tokenpulse.auth import Caller, require
-from tokenpulse.errors import PayloadTooLarge
+from tokenpulse.errors import PayloadTooLarge, Unavailable
 from tokenpulse.ingest.body import body_format, decode_events, read_limited
-from tokenpulse.ingest.events import EventRules
 from tokenpulse.ingest.ingestion import ingest
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.runtime import Runtime, get_runtime
@@ -31,20 +30,24 @@ async def post_events(
         raise PayloadTooLarge(
             f"the body is larger than the limit of {settings.max_body_bytes:,} bytes"
         )
-    body = await read_limited(request.stream(), limit=settings.max_body_bytes, gzipped=gzipped)
-    decoded = decode_events(body, body_kind, max_events=settings.max_events_per_request)
-    result = await ingest(
-        decoded,
-        key_tenant=caller.tenant,
-        rules=EventRules(
-            max_tokens=settings.max_tokens_per_count,
-            max_age=settings.max_event_age,
-            max_lead=settings.max_event_lead,
-        ),
-        now=runtime.clock(),
-        batcher=runtime.batcher,
-        retry_after=settings.retry_after_seconds,
-    )
+    if not runtime.batcher.has_room():
+        raise Unavailable(
+            "ingest is overloaded; retry later", retry_after=settings.retry_after_seconds
+        )
+    with runtime.body_budget.holding() as reserve:
+        body = await read_limited(
+            request.stream(), limit=settings.max_body_bytes, gzipped=gzipped, reserve=reserve
+        )
+        decoded = decode_events(body, body_kind, max_events=settings.max_events_per_request)
+        del body  # the decoded events are what is kept from here on
+        result = await ingest(
+            decoded,
+            key_tenant=caller.tenant,
+            rules=runtime.event_rules,
+            now=runtime.clock(),
+            batcher=runtime.batcher,
+            retry_after=settings.retry_after_seconds,
+        )
     events = runtime.metrics.events
     events.labels("accepted").inc(result.accepted)
     events.labels("duplicate").inc(result.duplicates)

@@ -30,8 +30,9 @@ def _rollup_upsert(grain: Grain) -> str:
     keys = ", ".join(("bucket_start", *ROLLUP_DIMENSIONS))
     counts = ", ".join(ROLLUP_COUNTS)
     additions = ", ".join(f"{c} = {grain.table.name}.{c} + excluded.{c}" for c in ROLLUP_COUNTS)
-    # Rows are upserted sorted by their key: every writer takes row locks in the same order, so
-    # concurrent batches wait for each other but never deadlock.
+    # Rows are upserted sorted by their key, and every writer runs this same statement (same
+    # plan, same order of tables): all take row locks in one order, so concurrent batches wait
+    # for each other but never deadlock.
     return f"""
     {grain.name} AS (
         INSERT INTO {grain.table.name} ({keys}, {counts})

@@ -1,9 +1,4 @@
-"""Finding the key behind a request, for one worker: looked up by id, remembered briefly.
-
-Every answer, found or not, is kept for `ttl` seconds and then asked again, so a revoked key
-is refused by every worker within `ttl` of its revocation, and a burst of requests with one
-key costs one query, not one each.
-"""
+"""Finding the key behind a request, for one worker: looked up by id, remembered briefly."""
 
 import asyncio
 import time
@@ -11,6 +6,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from tokenpulse.keys.store import StoredKey
+
+# Every answer, found or not, is kept for `ttl` seconds and then asked again: a revoked key is
+# refused by every worker within `ttl`, and a burst of requests with one key costs one query.
 
 Find = Callable[[str], Awaitable[StoredKey | None]]
 
@@ -46,6 +44,10 @@ class KeyRegistry:
         future.set_result(found)
         self._remember(key_id, now, found)
         return found
+
+    def forget(self, key_id: str) -> None:
+        """Drop what is known of a key, so that this worker reads it afresh (after a revocation)."""
+        self._known.pop(key_id, None)
 
     def _remember(self, key_id: str, now: float, found: StoredKey | None) -> None:
         self._known[key_id] = (now, found)

@@ -1,7 +1,4 @@
-"""`/v1/keys`: creating, listing and revoking API keys (admin scope).
-
-A tenant-bound admin key manages only keys bound to its own tenant.
-"""
+"""`/v1/keys`: creating, listing and revoking API keys (admin scope, own tenant if bound)."""
 
 from typing import Annotated, Any
 
@@ -60,4 +57,6 @@ async def delete_key(
         revoked = await revoke_key(connection, key_id, tenant=caller.tenant)
     if revoked is None:
         raise NotFound("there is no such key")
+    # This worker refuses the key at once; the others within the key cache's lifetime.
+    runtime.keys.forget(key_id)
     return revoked.as_json()

@@ -1,15 +1,14 @@
-"""API key secrets: how they are made, read back from a request, and checked against a hash.
-
-A key reads `tp_<id>_<secret>`: the id finds the stored record, the secret proves possession.
-Secrets are 256 random bits, so a plain SHA-256 stores them safely; a slow password hash would
-protect nothing more and cost every request.
-"""
+"""API key secrets, `tp_<id>_<secret>`: made, read back from a request, checked against a hash."""
 
 import hashlib
 import hmac
 import re
 import secrets
 from dataclasses import dataclass
+
+# The id finds the stored record; the secret proves possession. Secrets are 256 random bits,
+# so a plain SHA-256 stores them safely: a slow password hash would protect nothing more and
+# cost every request.
 
 PREFIX = "tp_"
 _TOKEN = re.compile(r"tp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")

@@ -1,0 +1,1 @@
+"""The aggregates: exact totals and time series, read from the rollups."""

@@ -26,11 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenpulse.errors import InvalidParameters, Problem
 from tokenpulse.rollups import Grain
 from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
+from tokenpulse.text import STRING_MAX, text_problem
 from tokenpulse.usage.cover import Span
-
-DIMENSIONS = ROLLUP_DIMENSIONS
-MEASURES = (*ROLLUP_COUNTS, "total_tokens")
-FILTER_VALUE_MAX = 128
 
 
 @dataclass(frozen=True)
@@ -55,18 +52,20 @@ def parse_selection(group_by: str | None, filters: Mapping[str, Sequence[str]]) 
     for name in (part.strip() for part in (group_by or "").split(",")):
         if not name:
             continue
-        if name not in DIMENSIONS:
-            problems.append(Problem("group_by", f"{name!r} is not one of {', '.join(DIMENSIONS)}"))
+        if name not in ROLLUP_DIMENSIONS:
+            problems.append(
+                Problem("group_by", f"{name!r} is not one of {', '.join(ROLLUP_DIMENSIONS)}")
+            )
         elif name not in names:
             names.append(name)
     for dimension, values in filters.items():
         for value in values:
-            if not value or len(value) > FILTER_VALUE_MAX:
-                problems.append(Problem(dimension, f"must be 1 to {FILTER_VALUE_MAX} characters"))
+            if not value or len(value) > STRING_MAX:
+                problems.append(Problem(dimension, f"must be 1 to {STRING_MAX} characters"))
+            elif (problem := text_problem(value)) is not None:
+                problems.append(Problem(dimension, problem))
     if problems:
-        raise InvalidParameters(
-            "; ".join(f"{p.field}: {p.message}" for p in problems), problems=problems
-        )
+        raise InvalidParameters.listing(problems)
     return Selection(
         tuple(names),
         {dimension: tuple(values) for dimension, values in filters.items() if values},

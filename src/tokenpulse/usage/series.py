@@ -8,10 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.instants import floor_to, format_rfc3339
+from tokenpulse.rollups import DAY, HOUR, MINUTE
 from tokenpulse.usage.aggregate import Selection, sum_rollups
 from tokenpulse.usage.cover import cover_buckets
 
-BUCKET_LENGTHS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+BUCKET_GRAINS = {"1m": MINUTE, "1h": HOUR, "1d": DAY}
 MAX_BUCKETS = 1440
 
 
@@ -21,7 +22,7 @@ class Buckets:
     def __init__(self, size: str, zone: ZoneInfo) -> None:
         self.size = size
         self.zone = zone
-        self._length = BUCKET_LENGTHS[size]
+        self._length = BUCKET_GRAINS[size].length
 
     def floor(self, instant: datetime) -> datetime:
         """The start of the bucket that holds `instant`."""

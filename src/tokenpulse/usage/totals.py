@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.instants import ceil_to, floor_to, format_rfc3339
+from tokenpulse.rollups import MINUTE
 from tokenpulse.usage.aggregate import Selection, sum_rollups
 from tokenpulse.usage.cover import cover_buckets
 
@@ -17,7 +18,6 @@ WINDOWS = {
     "7d": timedelta(days=7),
     "30d": timedelta(days=30),
 }
-MINUTE = timedelta(minutes=1)
 
 
 def totals_range(
@@ -36,8 +36,12 @@ def totals_range(
         raise InvalidParameters.of("start", "is required unless window is given")
     if end is not None and end < start:
         raise InvalidParameters.of("end", "must not be before start")
-    counted_end = ceil_to(end, MINUTE) if end is not None else floor_to(now, MINUTE) + MINUTE
-    counted_start = floor_to(start, MINUTE)
+    counted_end = (
+        ceil_to(end, MINUTE.length)
+        if end is not None
+        else floor_to(now, MINUTE.length) + MINUTE.length
+    )
+    counted_start = floor_to(start, MINUTE.length)
     if counted_end < counted_start:
         raise InvalidParameters.of("start", "must not be after now")
     return counted_start, counted_end

@@ -1,0 +1,228 @@
+"""Who may call what: every endpoint against every kind of caller, and the keys API itself."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.conftest import ClientFactory, Keys, bearer
+from tests.factories import event
+
+Client = httpx.AsyncClient
+Headers = dict[str, str]
+Response = httpx.Response
+
+# A key that looks right but was never issued.
+UNKNOWN = "tp_0123456789abcdef_" + "A" * 43
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    needs: str | None  # the scope it needs; None: open to anyone
+    call: Callable[[httpx.AsyncClient, dict[str, str], Keys], Awaitable[httpx.Response]]
+
+
+async def post_event(
+    client: httpx.AsyncClient, headers: dict[str, str], keys: Keys
+) -> httpx.Response:
+    return await client.post("/v1/events", json=event(tenant="acme"), headers=headers)
+
+
+async def get_usage(
+    client: httpx.AsyncClient, headers: dict[str, str], keys: Keys
+) -> httpx.Response:
+    params = {"start": "2026-11-27T00:00:00Z", "bucket": "1h"}
+    return await client.get("/v1/usage", params=params, headers=headers)
+
+
+async def get_totals(
+    client: httpx.AsyncClient, headers: dict[str, str], keys: Keys
+) -> httpx.Response:
+    return await client.get("/v1/totals", params={"window": "1h"}, headers=headers)
+
+
+async def create_key(
+    client: httpx.AsyncClient, headers: dict[str, str], keys: Keys
+) -> httpx.Response:
+    body = {"name": "new", "scope": "read", "tenant": "acme"}
+    return await client.post("/v1/keys", json=body, headers=headers)
+
+
+async def list_keys(
+    client: httpx.AsyncClient, headers: dict[str, str], keys: Keys
+) -> httpx.Response:
+    return await client.get("/v1/keys", headers=headers)
+
+
+async def revoke_key(
+    client: httpx.AsyncClient, headers: dict[str, str], keys: Keys
+) -> httpx.Response:
+    target = (await keys.create("read", tenant="acme")).split("_")[1]
+    return await client.delete(f"/v1/keys/{target}", headers=headers)
+
+
+async def get_healthz(
+    client: httpx.AsyncClient, headers: dict[str, str], keys: Keys
+) -> httpx.Response:
+    return await client.get("/healthz", headers=headers)
+
+
+async def get_readyz(
+    client: httpx.AsyncClient, headers: dict[str, str], keys: Keys
+) -> httpx.Response:
+    return await client.get("/readyz", headers=headers)
+
+
+async def get_metrics(
+    client: httpx.AsyncClient, headers: dict[str, str], keys: Keys
+) -> httpx.Response:
+    return await client.get("/metrics", headers=headers)
+
+
+ENDPOINTS = [
+    Endpoint("POST /v1/events", "ingest", post_event),
+    Endpoint("GET /v1/usage", "read", get_usage),
+    Endpoint("GET /v1/totals", "read", get_totals),
+    Endpoint("POST /v1/keys", "admin", create_key),
+    Endpoint("GET /v1/keys", "admin", list_keys),
+    Endpoint("DELETE /v1/keys/{id}", "admin", revoke_key),
+    Endpoint("GET /healthz", None, get_healthz),
+    Endpoint("GET /readyz", None, get_readyz),
+    Endpoint("GET /metrics", None, get_metrics),
+]
+CALLERS = ["no key", "malformed", "unknown", "revoked", "ingest", "read", "admin"]
+SUCCESS = {"POST /v1/keys": 201}
+
+
+def expected_status(endpoint: Endpoint, caller: str) -> int:
+    if endpoint.needs is None:
+        return 200
+    if caller in ("no key", "malformed", "unknown", "revoked"):
+        return 401
+    if caller == "admin" or caller == endpoint.needs:
+        return SUCCESS.get(endpoint.name, 200)
+    return 403
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["platform", "tenant-bound"])
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
+async def test_each_endpoint_answers_each_kind_of_caller_as_its_scope_says(
+    make_client: ClientFactory, keys: Keys, endpoint: Endpoint, caller: str, bound: bool
+) -> None:
+    tenant = "acme" if bound else None
+    if caller == "no key":
+        headers = {}
+    elif caller == "malformed":
+        headers = bearer("not-a-key")
+    elif caller == "unknown":
+        headers = bearer(UNKNOWN)
+    elif caller == "revoked":
+        token = await keys.create("admin", tenant=tenant)
+        await keys.revoke(token)
+        headers = bearer(token)
+    else:
+        headers = bearer(await keys.create(caller, tenant=tenant))
+
+    async with make_client(token=None) as client:
+        response = await endpoint.call(client, headers, keys)
+
+    assert response.status_code == expected_status(endpoint, caller), response.text
+    if response.status_code == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]["code"] == "unauthorized"
+    if response.status_code == 403:
+        assert response.json()["error"]["code"] == "forbidden"
+
+
+async def test_a_created_key_is_shown_once_and_then_listed_without_its_secret(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await client.post(
+        "/v1/keys", json={"name": "gw-eu-1", "scope": "ingest", "tenant": None}
+    )
+
+    assert created.status_code == 201
+    body = created.json()
+    assert set(body) == {"id", "name", "scope", "tenant", "created_at", "revoked_at", "key"}
+    assert (body["name"], body["scope"], body["tenant"]) == ("gw-eu-1", "ingest", None)
+    assert body["key"].startswith(f"tp_{body['id']}_")
+    listed = await client.get("/v1/keys")
+    assert body["key"].split("_", 2)[2] not in listed.text
+    assert {key["id"]: key["name"] for key in listed.json()["keys"]}[body["id"]] == "gw-eu-1"
+    ingested = await client.post("/v1/events", json=event(), headers=bearer(body["key"]))
+    assert ingested.status_code == 200
+
+
+async def test_a_revoked_key_is_refused_and_listed_as_revoked(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    token = await keys.create("read")
+    key_id = token.split("_")[1]
+    assert (await client.get("/v1/totals?window=1h", headers=bearer(token))).status_code == 200
+
+    revoked = await client.delete(f"/v1/keys/{key_id}")
+    again = await client.delete(f"/v1/keys/{key_id}")
+
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"] is not None
+    assert again.json()["revoked_at"] == revoked.json()["revoked_at"]
+    refused = await client.get("/v1/totals?window=1h", headers=bearer(token))
+    assert refused.status_code == 401
+    assert (await client.delete("/v1/keys/0000000000000000")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "x", "scope": "superuser"}, "scope"),
+        ({"name": "", "scope": "read"}, "name"),
+        ({"scope": "read"}, "name"),
+        ({"name": "x", "scope": "read", "tenant": ""}, "tenant"),
+        ({"name": "x", "scope": "read", "colour": "red"}, "colour"),
+    ],
+)
+async def test_a_key_request_that_breaks_a_rule_is_refused_naming_the_field(
+    client: httpx.AsyncClient, body: dict[str, object], field: str
+) -> None:
+    response = await client.post("/v1/keys", json=body)
+
+    assert response.status_code == 422
+    assert [problem["field"] for problem in response.json()["error"]["errors"]] == [field]
+
+
+async def test_a_tenant_bound_admin_manages_only_keys_of_its_own_tenant(
+    make_client: ClientFactory, keys: Keys
+) -> None:
+    acme_admin = await keys.create("admin", tenant="acme")
+    globex_reader = (await keys.create("read", tenant="globex")).split("_")[1]
+    async with make_client(token=acme_admin) as client:
+        platform = await client.post("/v1/keys", json={"name": "x", "scope": "read"})
+        other = await client.post(
+            "/v1/keys", json={"name": "x", "scope": "read", "tenant": "globex"}
+        )
+        listed = await client.get("/v1/keys")
+        foreign = await client.delete(f"/v1/keys/{globex_reader}")
+
+    assert platform.status_code == 201
+    assert platform.json()["tenant"] == "acme", "an unnamed tenant means the key's own"
+    assert other.status_code == 403
+    assert {key["tenant"] for key in listed.json()["keys"]} == {"acme"}
+    assert foreign.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "tp_0123456789abcdef_" + "A" * 43, "bearer x y"],
+)
+async def test_an_authorization_header_that_is_not_a_bearer_key_is_refused(
+    make_client: ClientFactory, header: str
+) -> None:
+    async with make_client(token=None) as client:
+        response = await client.get(
+            "/v1/totals", params={"window": "1h"}, headers={"Authorization": header}
+        )
+
+    assert response.status_code == 401
