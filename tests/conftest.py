@@ -93,7 +93,7 @@ async def db(engine: AsyncEngine) -> AsyncEngine:
     """The test database, its tables emptied for this test."""
     async with engine.begin() as connection:
         await connection.exec_driver_sql(
-            "TRUNCATE usage_event, rollup_minute, rollup_hour, rollup_day, api_key"
+            "TRUNCATE usage_event, rollup_minute, rollup_hour, rollup_day, api_key, launch"
         )
     return engine
 

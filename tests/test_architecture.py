@@ -18,6 +18,8 @@ HTTP_LAYER = {
     "tokenpulse.runtime",
     "tokenpulse.ingest.router",
     "tokenpulse.keys.router",
+    "tokenpulse.launches.router",
+    "tokenpulse.usage.params",
     "tokenpulse.usage.router",
 }
 

@@ -22,6 +22,7 @@ class Endpoint:
     name: str
     needs: str | None  # the scope it needs; None: open to anyone
     call: Callable[[httpx.AsyncClient, dict[str, str], Keys], Awaitable[httpx.Response]]
+    platform_only: bool = False  # refused (403) to tenant-bound keys of any scope
 
 
 async def post_event(
@@ -63,6 +64,29 @@ async def revoke_key(
     return await client.delete(f"/v1/keys/{target}", headers=headers)
 
 
+async def put_launch(client: Client, headers: Headers, keys: Keys) -> Response:
+    body = {"launched_at": "2026-11-27T09:00:00Z"}
+    return await client.put("/v1/launches/m-large", json=body, headers=headers)
+
+
+async def get_launches(client: Client, headers: Headers, keys: Keys) -> Response:
+    return await client.get("/v1/launches", headers=headers)
+
+
+async def get_launch(client: Client, headers: Headers, keys: Keys) -> Response:
+    await client.put(
+        "/v1/launches/m-large",
+        json={"launched_at": "2026-11-27T09:00:00Z"},
+        headers=bearer(keys.admin),
+    )
+    return await client.get("/v1/launches/m-large", headers=headers)
+
+
+async def get_milestones(client: Client, headers: Headers, keys: Keys) -> Response:
+    params = {"threshold": "1000", "since": "2026-11-27T00:00:00Z"}
+    return await client.get("/v1/milestones", params=params, headers=headers)
+
+
 async def get_healthz(
     client: httpx.AsyncClient, headers: dict[str, str], keys: Keys
 ) -> httpx.Response:
@@ -88,20 +112,24 @@ ENDPOINTS = [
     Endpoint("POST /v1/keys", "admin", create_key),
     Endpoint("GET /v1/keys", "admin", list_keys),
     Endpoint("DELETE /v1/keys/{id}", "admin", revoke_key),
+    Endpoint("PUT /v1/launches/{model}", "admin", put_launch, platform_only=True),
+    Endpoint("GET /v1/launches", "read", get_launches),
+    Endpoint("GET /v1/launches/{model}", "read", get_launch),
+    Endpoint("GET /v1/milestones", "read", get_milestones),
     Endpoint("GET /healthz", None, get_healthz),
     Endpoint("GET /readyz", None, get_readyz),
     Endpoint("GET /metrics", None, get_metrics),
 ]
 CALLERS = ["no key", "malformed", "unknown", "revoked", "ingest", "read", "admin"]
-SUCCESS = {"POST /v1/keys": 201}
+SUCCESS = {"POST /v1/keys": 201, "PUT /v1/launches/{model}": 201}
 
 
-def expected_status(endpoint: Endpoint, caller: str) -> int:
+def expected_status(endpoint: Endpoint, caller: str, bound: bool) -> int:
     if endpoint.needs is None:
         return 200
     if caller in ("no key", "malformed", "unknown", "revoked"):
         return 401
-    if caller == "admin" or caller == endpoint.needs:
+    if (caller == "admin" or caller == endpoint.needs) and not (bound and endpoint.platform_only):
         return SUCCESS.get(endpoint.name, 200)
     return 403
 
@@ -129,7 +157,7 @@ async def test_each_endpoint_answers_each_kind_of_caller_as_its_scope_says(
     async with make_client(token=None) as client:
         response = await endpoint.call(client, headers, keys)
 
-    assert response.status_code == expected_status(endpoint, caller), response.text
+    assert response.status_code == expected_status(endpoint, caller, bound), response.text
     if response.status_code == 401:
         assert response.headers["www-authenticate"] == "Bearer"
         assert response.json()["error"]["code"] == "unauthorized"

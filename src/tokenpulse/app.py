@@ -19,6 +19,7 @@ from tokenpulse.keys import router as keys_router
 from tokenpulse.keys.registry import KeyRegistry
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import StoredKey, find_key
+from tokenpulse.launches import router as launches_router
 from tokenpulse.metrics import Metrics, RequestMetrics
 from tokenpulse.migrations import head_revision
 from tokenpulse.ratelimit import RateLimits
@@ -105,6 +106,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     app.include_router(health.router)
     app.include_router(ingest_router.router)
     app.include_router(usage_router.router)
+    app.include_router(launches_router.router)
     app.include_router(keys_router.router)
     if settings.cors_origins:
         # Keys travel in the Authorization header, never in cookies: no credentials to allow.

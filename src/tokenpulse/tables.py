@@ -5,6 +5,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Index,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
@@ -41,6 +42,11 @@ usage_event = Table(
     Column("attributes", JSONB, nullable=True),
     # The idempotency key: an event is stored once per tenant, whatever else it says.
     PrimaryKeyConstraint("tenant", "event_id"),
+    # Milestones read the raw events of one minute in crossing order, usually for one model.
+    Index("ix_usage_event_model_occurred_at_event_id", "model", "occurred_at", "event_id"),
+    # Any other filter narrows to the minute through block ranges: events arrive roughly in
+    # time order, and a BRIN index costs next to nothing to keep up at ingest.
+    Index("ix_usage_event_occurred_at_brin", "occurred_at", postgresql_using="brin"),
 )
 
 # Rollup rows store "no api key" as the empty string, which a real key id can never be, so that
@@ -86,4 +92,13 @@ api_key = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("id"),
     CheckConstraint("scope IN ('ingest', 'read', 'admin')", name="scope"),
+)
+
+launch = Table(
+    "launch",
+    metadata,
+    Column("model", Text, nullable=False),
+    Column("launched_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("model"),
 )

@@ -142,3 +142,55 @@ def _row(record: Sequence[Any], offset: int, group_by: Sequence[str], grouped: i
     counts = dict(zip(ROLLUP_COUNTS, record[offset + grouped :], strict=True))
     measures = {**counts, "total_tokens": counts["input_tokens"] + counts["output_tokens"]}
     return Row(record[0] if offset else 0, groups, measures)
+
+
+def rollup_measure(grain: Grain, measure: str) -> ColumnElement[Any]:
+    """`measure` as the rollup rows of `grain` hold it."""
+    table = grain.table
+    if measure == "total_tokens":
+        return table.c.input_tokens + table.c.output_tokens
+    return table.c[measure]
+
+
+async def bucket_sums(
+    connection: AsyncConnection, selection: Selection, grain: Grain, span: Span, measure: str
+) -> list[tuple[datetime, int]]:
+    """The non-empty buckets of `grain` in `span` with their sum of `measure`, in time order."""
+    if any(not values for values in selection.filters.values()):
+        return []
+    table = grain.table
+    total = cast(func.sum(rollup_measure(grain, measure)), BigInteger)
+    statement = (
+        select(table.c.bucket_start, total)
+        .where(
+            table.c.bucket_start >= span[0],
+            table.c.bucket_start < span[1],
+            *(table.c[name].in_(values) for name, values in selection.filters.items()),
+        )
+        .group_by(table.c.bucket_start)
+        .order_by(table.c.bucket_start)
+    )
+    return [(start, value) for start, value in await connection.execute(statement)]
+
+
+async def busiest_bucket(
+    connection: AsyncConnection, selection: Selection, grain: Grain, span: Span, measure: str
+) -> tuple[datetime, int] | None:
+    """The bucket of `grain` in `span` with the largest sum of `measure` (the earliest of ties)."""
+    if any(not values for values in selection.filters.values()):
+        return None
+    table = grain.table
+    total = cast(func.sum(rollup_measure(grain, measure)), BigInteger)
+    statement = (
+        select(table.c.bucket_start, total)
+        .where(
+            table.c.bucket_start >= span[0],
+            table.c.bucket_start < span[1],
+            *(table.c[name].in_(values) for name, values in selection.filters.items()),
+        )
+        .group_by(table.c.bucket_start)
+        .order_by(total.desc(), table.c.bucket_start)
+        .limit(1)
+    )
+    row = (await connection.execute(statement)).one_or_none()
+    return None if row is None else (row[0], row[1])

@@ -1,53 +1,16 @@
 """`GET /v1/usage` and `GET /v1/totals`: the HTTP face of the aggregates."""
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from tokenpulse.auth import Caller, require
-from tokenpulse.errors import InvalidParameters
-from tokenpulse.instants import parse_rfc3339, rfc3339_problem
-from tokenpulse.keys.scopes import Scope
 from tokenpulse.runtime import Runtime, get_runtime
-from tokenpulse.usage.aggregate import Selection, parse_selection
+from tokenpulse.usage.aggregate import Selection
+from tokenpulse.usage.params import instant, selection
 from tokenpulse.usage.series import Buckets, parse_zone, usage_series
 from tokenpulse.usage.totals import totals_range, usage_totals
 
 router = APIRouter(tags=["aggregates"])
-
-Filter = Annotated[
-    list[str] | None, Query(description="Keep only these values; repeat to allow several.")
-]
-
-
-def selection(
-    caller: Annotated[Caller, Depends(require(Scope.READ))],
-    group_by: Annotated[
-        str | None,
-        Query(description="Comma-separated subset of tenant, project, model, api_key_id."),
-    ] = None,
-    tenant: Filter = None,
-    project: Filter = None,
-    model: Filter = None,
-    api_key_id: Filter = None,
-) -> Selection:
-    """The common aggregate parameters, narrowed to the caller's tenant for a tenant-bound key."""
-    filters = {"tenant": tenant, "project": project, "model": model, "api_key_id": api_key_id}
-    chosen = parse_selection(group_by, {name: v for name, v in filters.items() if v is not None})
-    return chosen.for_tenant(caller.tenant)
-
-
-def instant(name: str, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    # An unescaped '+' in a query string arrives as a space: "…T00:00:00 01:00".
-    if len(value) > 6 and value[-6] == " " and value[-3] == ":":
-        value = value[:-6] + "+" + value[-5:]
-    parsed = parse_rfc3339(value)
-    if parsed is None:
-        raise InvalidParameters.of(name, rfc3339_problem(value))
-    return parsed
 
 
 @router.get("/v1/usage")

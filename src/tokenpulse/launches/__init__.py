@@ -1,0 +1,1 @@
+"""Launches: models going live, and the milestones their usage crosses."""

@@ -1,0 +1,164 @@
+"""Launches: registering one, and its summary — since launch, first day, peak minute, milestones."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from tests.conftest import ClientFactory, Keys
+from tests.factories import event
+
+LAUNCH = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def measures(*events: dict[str, Any]) -> dict[str, int]:
+    sums = {
+        name: sum(e.get(name, 0) for e in events)
+        for name in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+    }
+    return {
+        "requests": len(events),
+        **sums,
+        "total_tokens": sums["input_tokens"] + sums["output_tokens"],
+    }
+
+
+async def post(client: httpx.AsyncClient, *events: dict[str, Any]) -> None:
+    response = await client.post("/v1/events", json={"events": list(events)})
+    assert response.status_code == 200, response.text
+
+
+async def test_putting_a_launch_creates_it_then_moves_it(client: httpx.AsyncClient) -> None:
+    created = await client.put("/v1/launches/gpt-5.2", json={"launched_at": "2026-11-27T09:00:00Z"})
+    moved = await client.put(
+        "/v1/launches/gpt-5.2", json={"launched_at": "2026-11-27T10:30:00+01:00"}
+    )
+    listed = await client.get("/v1/launches")
+
+    assert created.status_code == 201
+    assert created.json() == {"model": "gpt-5.2", "launched_at": "2026-11-27T09:00:00Z"}
+    assert moved.status_code == 200
+    assert listed.json() == {
+        "launches": [{"model": "gpt-5.2", "launched_at": "2026-11-27T09:30:00Z"}]
+    }
+
+
+async def test_a_launch_needs_an_rfc3339_instant_and_a_platform_admin(
+    make_client: ClientFactory, keys: Keys
+) -> None:
+    async with make_client() as client:
+        naive = await client.put("/v1/launches/m", json={"launched_at": "2026-11-27T09:00:00"})
+        extra = await client.put("/v1/launches/m", json={"launched_at": "x", "by": "me"})
+    async with make_client(token=await keys.create("admin", tenant="acme")) as client:
+        bound = await client.put("/v1/launches/m", json={"launched_at": "2026-11-27T09:00:00Z"})
+    async with make_client(token=await keys.create("read")) as client:
+        reader = await client.put("/v1/launches/m", json={"launched_at": "2026-11-27T09:00:00Z"})
+        missing = await client.get("/v1/launches/m")
+
+    assert naive.status_code == 422
+    assert naive.json()["error"]["errors"] == [
+        {"field": "launched_at", "message": "must include a UTC offset ('Z' or ±hh:mm)"}
+    ]
+    assert extra.status_code == 422
+    assert (bound.status_code, reader.status_code) == (403, 403)
+    assert missing.status_code == 404
+
+
+async def test_the_summary_counts_since_launch_the_first_24_hours_and_the_peak_minute(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.put("/v1/launches/m-large", json={"launched_at": "2026-11-25T09:00:00Z"})
+    before = event(at=LAUNCH - timedelta(microseconds=1), input_tokens=999)
+    first = event(at=LAUNCH, input_tokens=10, output_tokens=5, cached_input_tokens=4)
+    busy = [event(at=LAUNCH + timedelta(hours=3, seconds=s), input_tokens=100) for s in (1, 59)]
+    last_of_day = event(
+        at=LAUNCH + timedelta(hours=24) - timedelta(microseconds=1), input_tokens=1, output_tokens=1
+    )
+    next_day = event(at=LAUNCH + timedelta(hours=24), input_tokens=7, reasoning_tokens=3)
+    other_model = event(at=LAUNCH + timedelta(hours=1), model="m-small", input_tokens=10**6)
+    await post(client, before, first, *busy, last_of_day, next_day, other_model)
+
+    response = await client.get("/v1/launches/m-large")
+
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    assert summary["model"] == "m-large"
+    assert summary["launched_at"] == "2026-11-25T09:00:00Z"
+    assert summary["since_launch"] == measures(first, *busy, last_of_day, next_day)
+    assert summary["first_24h"] == measures(first, *busy, last_of_day)
+    assert summary["peak_minute"] == {"start": "2026-11-25T12:00:00Z", "total_tokens": 1800}
+    assert summary["milestones"] == [
+        {"threshold": 10**n, "crossed_at": None, "seconds_after_launch": None, "event_id": None}
+        for n in (9, 10, 11, 12)
+    ]
+
+
+async def test_the_summary_lists_the_milestones_reached_with_the_event_that_crossed_them(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.put("/v1/launches/m-large", json={"launched_at": "2026-11-25T09:00:00Z"})
+    big = [
+        event(
+            event_id=f"big-{n}",
+            at=LAUNCH + timedelta(hours=n, microseconds=112_000),
+            input_tokens=10**9,
+            output_tokens=10**9 // 4,
+        )
+        for n in range(9)
+    ]
+    await post(client, *big)
+
+    milestones = (await client.get("/v1/launches/m-large")).json()["milestones"]
+
+    assert milestones == [
+        {
+            "threshold": 10**9,
+            "crossed_at": "2026-11-25T09:00:00.112000Z",
+            "seconds_after_launch": 0.112,
+            "event_id": "big-0",
+        },
+        {
+            "threshold": 10**10,
+            "crossed_at": "2026-11-25T16:00:00.112000Z",
+            "seconds_after_launch": 25200.112,
+            "event_id": "big-7",
+        },
+        {"threshold": 10**11, "crossed_at": None, "seconds_after_launch": None, "event_id": None},
+        {"threshold": 10**12, "crossed_at": None, "seconds_after_launch": None, "event_id": None},
+    ]
+
+
+async def test_a_launch_that_cuts_a_minute_counts_only_what_came_after_it(
+    client: httpx.AsyncClient,
+) -> None:
+    launched = LAUNCH + timedelta(seconds=30)
+    await client.put("/v1/launches/m-large", json={"launched_at": "2026-11-25T09:00:30Z"})
+    early = event(at=launched - timedelta(seconds=10), input_tokens=5000)
+    late = event(at=launched + timedelta(seconds=10), input_tokens=50)
+
+    await post(client, early, late)
+    summary = (await client.get("/v1/launches/m-large")).json()
+
+    assert summary["since_launch"] == measures(late)
+    assert summary["first_24h"] == measures(late)
+    assert summary["peak_minute"] == {"start": "2026-11-25T09:00:00Z", "total_tokens": 850}
+
+
+async def test_a_tenant_bound_key_sees_a_launch_summary_of_its_own_usage(
+    make_client: ClientFactory, keys: Keys
+) -> None:
+    async with make_client() as client:
+        await client.put("/v1/launches/m-large", json={"launched_at": "2026-11-25T09:00:00Z"})
+        await post(
+            client,
+            event(at=LAUNCH + timedelta(minutes=5), tenant="acme", input_tokens=1),
+            event(at=LAUNCH + timedelta(minutes=6), tenant="globex", input_tokens=10**9),
+        )
+    async with make_client(token=await keys.create("read", tenant="acme")) as client:
+        summary = (await client.get("/v1/launches/m-large")).json()
+        launches = (await client.get("/v1/launches")).json()
+
+    assert summary["since_launch"]["requests"] == 1
+    assert summary["peak_minute"] == {"start": "2026-11-25T09:05:00Z", "total_tokens": 801}
+    assert summary["milestones"][0]["crossed_at"] is None
+    assert launches["launches"] == [{"model": "m-large", "launched_at": "2026-11-25T09:00:00Z"}]
