@@ -1,4 +1,5 @@
-"""The `tokenpulse` command: serve the API, apply migrations, and manage API keys."""
+"""The `tokenpulse` command: serve the API, apply migrations, manage API keys, and simulate a
+launch day against a server."""
 
 import argparse
 import asyncio
@@ -23,6 +24,7 @@ from tokenpulse.keys.store import create_key, has_keys, list_keys, revoke_key
 from tokenpulse.metrics import MULTIPROCESS_DIR
 from tokenpulse.migrations import upgrade_to_head
 from tokenpulse.settings import Settings
+from tokenpulse.simulator import run as simulator
 
 log = logging.getLogger("tokenpulse")
 
@@ -31,6 +33,9 @@ FIRST_KEY_LOCK = 0x746F6B656E71  # any constant shared by every instance
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "simulate":
+        # A client of a server over HTTP: no settings, no database.
+        return simulator.simulate(args)
     quiet = args.command == "keys"
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
@@ -71,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("list", help="list keys (never their secrets)")
     revoke = actions.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id")
+    simulate = commands.add_parser(
+        "simulate",
+        help="send a seeded launch day to a server and check its totals against what it acked",
+    )
+    simulator.add_arguments(simulate)
     return parser
 
 

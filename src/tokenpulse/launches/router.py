@@ -128,9 +128,7 @@ async def get_milestones(
         "reached": crossed_at is not None,
         "crossed_at": None if crossed_at is None else format_rfc3339(crossed_at),
         "event_id": crossing.event_id,
-        "seconds_after_since": None
-        if crossed_at is None
-        else (crossed_at - start).total_seconds(),
+        "seconds_after_since": None if crossed_at is None else (crossed_at - start).total_seconds(),
         "current": progress.current,
     }
 

@@ -1,0 +1,128 @@
+"""The final report of a run: what was sent, and the ledger's totals and milestone crossings next
+to the server's."""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from tokenpulse.instants import format_rfc3339
+from tokenpulse.simulator.check import Checks, MilestoneCheck
+from tokenpulse.simulator.launchday import LaunchDay
+from tokenpulse.simulator.ledger import MEASURES, Crossing, Ledger
+from tokenpulse.simulator.retries import Traffic
+
+MAX_REJECTIONS_SHOWN = 5
+
+
+def render_report(
+    day: LaunchDay, ledger: Ledger, traffic: Traffic, seconds: float, checks: Checks
+) -> str:
+    lines = [
+        f"launch day: seed {day.seed}, project {day.project}, models {', '.join(day.models)}",
+        f"  {day.events:,} events from {format_rfc3339(day.start)} to {format_rfc3339(day.end)}"
+        f", {day.tenants:,} tenants, {day.api_keys:,} api keys",
+        f"sent in {seconds:.1f} s: {traffic.requests:,} requests ({traffic.retries:,} retried), "
+        f"{traffic.bytes_sent / 1e6:,.1f} MB, {ledger.acked / seconds if seconds > 0 else 0:,.0f}"
+        " events/s",
+        f"  {ledger.accepted:,} accepted, {ledger.duplicates:,} duplicates, "
+        f"{ledger.rejected:,} rejected",
+    ]
+    for rejection in ledger.rejections[:MAX_REJECTIONS_SHOWN]:
+        reasons = "; ".join(f"{e['field']}: {e['message']}" for e in rejection["errors"])
+        lines.append(f"    rejected {rejection['event_id']}: {reasons}")
+    lines += ["", *_totals(day.start, day.end, checks), "", *_milestones(day.start, checks), ""]
+    if checks.passed and not ledger.rejected:
+        lines.append("ledger check passed: the server's totals and crossings equal the ledger's")
+    elif checks.passed:
+        lines.append("ledger check FAILED: the server rejected events the simulator made")
+    else:
+        lines.append("ledger check FAILED: the server disagrees with the ledger (see ✗ above)")
+        if ledger.duplicates:
+            lines += [
+                "  some events were duplicates: if this seed ran before with other options or",
+                "  another --start, the server holds that run's events; repeat that run exactly",
+                "  (same options and --start), or choose another --seed",
+            ]
+    return "\n".join(lines)
+
+
+def _totals(start: datetime, end: datetime, checks: Checks) -> list[str]:
+    heading = f"totals in [{format_rfc3339(start)}, {format_rfc3339(end)})"
+    if checks.totals_problem is not None:
+        return [heading, f"  ✗ {checks.totals_problem}"]
+    rows = [["model", "measure", "ledger", "server", ""]]
+    for check in checks.totals:
+        for number, measure in enumerate(MEASURES):
+            ledger = check.ledger[measure] if check.ledger is not None else None
+            server = check.server[measure] if check.server is not None else None
+            rows.append(
+                [
+                    check.model if number == 0 else "",
+                    measure,
+                    _count(ledger),
+                    _count(server),
+                    "ok" if ledger == server else "✗",
+                ]
+            )
+    return [heading, *_table(rows, right={2, 3})]
+
+
+def _milestones(since: datetime, checks: Checks) -> list[str]:
+    heading = f"milestones of total_tokens since {format_rfc3339(since)}"
+    shown = [c for c in checks.milestones if c.predicted or c.reported or c.problem]
+    unreached = sorted(
+        {c.threshold for c in checks.milestones} - {c.threshold for c in shown},
+    )
+    rows = [["model", "threshold", "ledger predicts", "server reports", ""]]
+    for check in shown:
+        rows.append(
+            [
+                check.model,
+                _threshold(check.threshold),
+                _crossing(check.predicted),
+                _reported(check),
+                "ok" if check.matches else "✗",
+            ]
+        )
+    lines = [heading, *(_table(rows) if shown else [])]
+    if unreached:
+        lines.append(f"  not reached: {', '.join(map(_threshold, unreached))}")
+    return lines
+
+
+def _crossing(crossing: Crossing | None) -> str:
+    if crossing is None:
+        return "not reached"
+    return f"{format_rfc3339(crossing.crossed_at)} {crossing.event_id}"
+
+
+def _reported(check: MilestoneCheck) -> str:
+    if check.problem is not None:
+        return check.problem
+    if check.reported is None:
+        return "not reached"
+    return f"{format_rfc3339(check.reported.crossed_at)} {check.reported.event_id}"
+
+
+def _threshold(threshold: int) -> str:
+    """10^9 rather than 1,000,000,000 when it is a power of ten."""
+    text = str(threshold)
+    if text.startswith("1") and set(text[1:]) <= {"0"} and len(text) > 3:
+        return f"10^{len(text) - 1}"
+    return f"{threshold:,}"
+
+
+def _count(count: int | None) -> str:
+    return "-" if count is None else f"{count:,}"
+
+
+def _table(rows: Sequence[Sequence[str]], right: set[int] | None = None) -> list[str]:
+    """Rows in columns two spaces apart, indented; the `right` columns aligned right."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if column in (right or set()) else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return lines

@@ -1,0 +1,394 @@
+"""The simulator: a seeded launch day that is valid and shaped like one, a ledger that predicts
+crossings by the contract's rule, and runs against a live server that pass their ledger check."""
+
+import gzip
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import UNLIMITED_ENV, Keys, bearer
+from tests.servers import free_port, running_server
+from tokenpulse.cli import main
+from tokenpulse.ingest.events import Event as StoredEvent
+from tokenpulse.ingest.events import EventRules, validate_event
+from tokenpulse.instants import format_rfc3339
+from tokenpulse.simulator.launchday import LaunchDay, apportion, occurred_at
+from tokenpulse.simulator.ledger import Crossing, Ledger, predict_crossings
+from tokenpulse.simulator.pacing import RateCap, SimulatedClock, due_batches
+from tokenpulse.simulator.sender import Delivery, encode
+
+LAUNCH = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+MODELS = ("pulse-1", "pulse-1-mini", "legacy-7")
+
+
+def launch_day(**changes: Any) -> LaunchDay:
+    """A day small enough for a unit test and large enough to show its shape."""
+    arguments: dict[str, Any] = {
+        "start": LAUNCH,
+        "seed": 5,
+        "models": MODELS,
+        "events": 30_000,
+        "duration": timedelta(hours=24),
+        "tenants": 200,
+        "api_keys": 2000,
+    }
+    return LaunchDay(**{**arguments, **changes})
+
+
+def usage(event_id: str, at: str, total_tokens: int, model: str = "m") -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "occurred_at": at,
+        "model": model,
+        "input_tokens": total_tokens,
+        "output_tokens": 0,
+    }
+
+
+def test_the_same_seed_makes_the_same_day_and_another_seed_another() -> None:
+    day = list(launch_day())
+
+    assert list(launch_day()) == day
+    other = list(launch_day(seed=6))
+    assert other != day
+    assert {event["project"] for event in day} == {"sim-5"}
+    assert {event["project"] for event in other} == {"sim-6"}
+    assert day[12]["event_id"] == "sim5-000000012"
+
+
+def test_every_event_of_a_day_passes_the_servers_event_rules() -> None:
+    day = launch_day()
+    rules = EventRules(
+        max_tokens=1_000_000_000, max_age=timedelta(days=35), max_lead=timedelta(minutes=5)
+    )
+
+    for event in day:
+        checked = validate_event(event, key_tenant=None, rules=rules, now=day.end)
+        assert isinstance(checked, StoredEvent), (event, checked)
+
+
+def test_a_day_holds_exactly_its_events_in_crossing_order_with_parts_within_wholes() -> None:
+    day = launch_day()
+    events = list(day)
+    keys = [(occurred_at(event), event["event_id"]) for event in events]
+
+    assert len(events) == 30_000
+    assert len({event["event_id"] for event in events}) == 30_000
+    assert keys == sorted(keys)
+    assert day.start <= keys[0][0]
+    assert keys[-1][0] < day.end
+    assert all(e["cached_input_tokens"] <= e["input_tokens"] for e in events)
+    assert all(e["reasoning_tokens"] <= e["output_tokens"] for e in events)
+    assert 0.1 < sum(e["cached_input_tokens"] > 0 for e in events) / len(events) < 0.9
+    assert 0.1 < sum(e["reasoning_tokens"] > 0 for e in events) / len(events) < 0.9
+
+
+def test_the_launch_surge_makes_the_first_hours_the_busiest_and_builds_up_in_minutes() -> None:
+    day = launch_day()
+    per_hour = Counter((occurred_at(event) - day.start) // timedelta(hours=1) for event in day)
+    hourly_mean = day.events / 24
+
+    assert max(per_hour, key=per_hour.__getitem__) in {0, 1, 2}
+    assert (per_hour[0] + per_hour[1]) / 2 > 2 * hourly_mean
+    assert sum(day.minute_counts[:2]) < sum(day.minute_counts[20:22])
+
+
+def test_tenants_are_zipf_sized_and_a_large_one_uses_many_keys_of_its_own() -> None:
+    events = list(launch_day())
+    per_tenant = Counter(event["tenant"] for event in events)
+    keys_of_first = {e["api_key_id"] for e in events if e["tenant"] == "tenant-0001"}
+
+    assert per_tenant["tenant-0001"] > per_tenant["tenant-0002"] > per_tenant["tenant-0004"]
+    assert per_tenant["tenant-0001"] > 10 * per_tenant["tenant-0020"]
+    assert len(per_tenant) > 150, "the long tail shows up too"
+    assert len(keys_of_first) > 20
+    assert all(
+        event["api_key_id"].startswith(event["tenant"].replace("tenant-", "key-") + "-")
+        for event in events
+    )
+
+
+def test_the_first_model_named_takes_the_largest_share_and_each_model_its_own_sizes() -> None:
+    events = list(launch_day())
+    per_model = Counter(event["model"] for event in events)
+    median_input = {
+        model: sorted(e["input_tokens"] for e in events if e["model"] == model)[
+            per_model[model] // 2
+        ]
+        for model in MODELS
+    }
+
+    assert per_model["pulse-1"] > per_model["pulse-1-mini"] > per_model["legacy-7"]
+    assert len(set(median_input.values())) == len(MODELS)
+    assert max(e["input_tokens"] for e in events) > 50 * median_input["pulse-1"], "heavy tail"
+
+
+def test_counts_are_apportioned_exactly_in_proportion() -> None:
+    assert apportion(10, [1.0, 1.0, 1.0]) in ([3, 4, 3], [3, 3, 4], [4, 3, 3])
+    assert apportion(7, [0.0, 2.5, 0.0]) == [0, 7, 0]
+    day = launch_day(events=1001, duration=timedelta(hours=2))
+    assert len(day.minute_counts) == 120
+    assert sum(day.minute_counts) == 1001
+
+
+def test_batches_cut_the_day_in_order() -> None:
+    day = launch_day(events=5000)
+    batches = list(day.batches(999))
+
+    assert [len(batch) for batch in batches] == [999] * 5 + [5]
+    assert list(chain.from_iterable(batches)) == list(day)
+
+
+def test_a_crossing_is_the_event_at_which_the_running_sum_reaches_the_threshold() -> None:
+    events = [
+        usage("early", "2026-11-27T08:59:59.999999Z", 5000),
+        usage("a", "2026-11-27T09:00:00Z", 400),
+        usage("b", "2026-11-27T09:00:01.5Z", 600),
+        usage("c", "2026-11-27T09:00:02Z", 1),
+    ]
+
+    crossings = predict_crossings(events, since=LAUNCH, thresholds=[1000, 1001, 2000])
+
+    assert crossings == {
+        "m": [
+            Crossing("m", 1000, datetime(2026, 11, 27, 9, 0, 1, 500_000, tzinfo=UTC), "b"),
+            Crossing("m", 1001, datetime(2026, 11, 27, 9, 0, 2, tzinfo=UTC), "c"),
+        ]
+    }
+
+
+def test_ties_on_occurred_at_are_broken_by_event_id_compared_as_ascii() -> None:
+    at = "2026-11-27T09:30:00Z"
+    events = [
+        usage("req-a", at, 100),
+        usage("req-9", "2026-11-27T10:30:00+01:00", 100),
+        usage("req-Z", at, 100),
+        usage("req-10", at, 100),
+        usage("other", at, 10**6, model="n"),
+    ]
+
+    crossings = predict_crossings(events, since=LAUNCH, thresholds=[100, 200, 300, 400])
+
+    assert [c.event_id for c in crossings["m"]] == ["req-10", "req-9", "req-Z", "req-a"]
+    assert [c.event_id for c in crossings["n"]] == ["other"] * 4
+
+
+def test_a_ledger_folds_answers_in_batch_order_whatever_order_they_arrive_in() -> None:
+    day = launch_day(events=3000, models=("pulse-1",))
+    events = list(day)
+    batches = list(enumerate(day.batches(100)))
+    random.Random(3).shuffle(batches)
+    ledger = Ledger(since=day.start, thresholds=[10**5, 10**6, 10**7])
+    rejected = dict(batches)[0][3]["event_id"]
+
+    for number, batch in batches:
+        errors = [{"index": 3, "event_id": rejected, "errors": []}] if number == 0 else []
+        answer = {"accepted": 100 - len(errors), "duplicates": 0, "rejected": len(errors)}
+        ledger.record(number, batch, {**answer, "errors": errors})
+
+    kept = [event for event in events if event["event_id"] != rejected]
+    assert ledger.complete
+    assert (ledger.accepted, ledger.duplicates, ledger.rejected) == (2999, 0, 1)
+    assert ledger.totals["pulse-1"].requests == 2999
+    assert ledger.totals["pulse-1"].total_tokens == sum(
+        e["input_tokens"] + e["output_tokens"] for e in kept
+    )
+    assert ledger.crossings == predict_crossings(
+        kept, since=day.start, thresholds=[10**5, 10**6, 10**7]
+    )
+    assert len(ledger.crossings["pulse-1"]) == 3
+
+
+def test_the_simulated_clock_runs_speedup_times_real_time_and_never_past_now() -> None:
+    seconds = [100.0]
+    wall = [LAUNCH + timedelta(hours=2)]
+    clock = SimulatedClock(LAUNCH, 3600, wall=lambda: wall[0], monotonic=lambda: seconds[0])
+    as_fast_as_possible = SimulatedClock(LAUNCH, 0, wall=lambda: wall[0])
+
+    seconds[0] += 1.5
+    assert clock.now() == LAUNCH + timedelta(hours=1.5)
+    assert clock.seconds_until(LAUNCH + timedelta(hours=1.75)) == pytest.approx(0.25)
+    seconds[0] += 10
+    assert clock.now() == wall[0]
+    assert clock.seconds_until(wall[0] + timedelta(seconds=3)) == pytest.approx(3)
+    assert as_fast_as_possible.now() == wall[0]
+
+
+async def test_due_events_go_in_full_batches_and_a_batch_waits_only_so_long_for_more() -> None:
+    now = datetime.now(UTC)
+    events = [
+        usage(f"e{number}", format_rfc3339(now - timedelta(seconds=10 - number)), 1)
+        for number in range(5)
+    ]
+    events.append(usage("later", format_rfc3339(now + timedelta(seconds=1)), 1))
+    clock = SimulatedClock(now - timedelta(minutes=1), 0)
+
+    batches = [
+        [event["event_id"] for event in batch]
+        async for batch in due_batches(events, clock=clock, size=2, rate=RateCap(0), max_wait=0.01)
+    ]
+
+    assert batches == [["e0", "e1"], ["e2", "e3"], ["e4"], ["later"]]
+
+
+def test_gzipped_ndjson_and_json_bodies_hold_the_events() -> None:
+    events = next(launch_day(events=50).batches(50))
+
+    ndjson, ndjson_headers = encode(events, Delivery(format="ndjson", gzip=True))
+    plain, plain_headers = encode(events, Delivery(format="json"))
+
+    assert ndjson_headers == {
+        "Content-Type": "application/x-ndjson",
+        "Content-Encoding": "gzip",
+    }
+    lines = gzip.decompress(ndjson).decode().split("\n")
+    assert [json.loads(line) for line in lines] == events
+    assert plain_headers == {"Content-Type": "application/json"}
+    assert json.loads(plain) == {"events": events}
+
+
+def simulate(url: str, *args: str, key: str) -> subprocess.CompletedProcess[str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPULSE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "tokenpulse", "simulate", "--url", url, *args],
+        env={**inherited, "TOKENPULSE_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def crossing_rows(report: str) -> list[tuple[str, str, str]]:
+    """(threshold, predicted, reported) of each milestone row of a report marked ok."""
+    row = re.compile(r"^  pulse-1\s+(10\^\d+)\s+(\S+ sim\d+-\d+)\s+(\S+ sim\d+-\d+)\s+ok$", re.M)
+    return row.findall(report)
+
+
+async def test_a_seeded_run_passes_its_ledger_check_and_its_repeat_is_all_duplicates(
+    keys: Keys, database_url: str, tmp_path: Path
+) -> None:
+    start = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
+    end = start + timedelta(hours=2)
+    run = [
+        *("--seed", "41", "--events", "20000", "--hours", "2", "--speedup", "0"),
+        *("--start", format_rfc3339(start), "--thresholds", "10^6,10^7,10^12"),
+        *("--tenants", "300", "--api-keys", "3000"),
+    ]
+    env = {"TOKENPULSE_DATABASE_URL": database_url, **UNLIMITED_ENV}
+
+    with running_server(tmp_path, env=env) as server:
+        first = simulate(server.url, *run, "--launch", key=keys.admin)
+        again = simulate(server.url, *run, "--format", "ndjson", "--gzip", key=keys.admin)
+        async with httpx.AsyncClient(base_url=server.url, headers=bearer(keys.admin)) as http:
+            totals = await http.get(
+                "/v1/totals",
+                params={
+                    "start": format_rfc3339(start),
+                    "end": format_rfc3339(end),
+                    "project": "sim-41",
+                },
+            )
+            launch = await http.get("/v1/launches/pulse-1")
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "20,000 accepted, 0 duplicates, 0 rejected" in first.stdout
+    assert "ledger check passed" in first.stdout
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 accepted, 20,000 duplicates, 0 rejected" in again.stdout
+    assert "ledger check passed" in again.stdout
+    crossings = crossing_rows(first.stdout)
+    assert [threshold for threshold, _, _ in crossings] == ["10^6", "10^7"]
+    assert all(predicted == reported for _, predicted, reported in crossings)
+    assert crossing_rows(again.stdout) == crossings
+    assert "not reached: 10^12" in first.stdout
+    assert totals.json()["results"][0]["requests"] == 20_000
+    assert launch.json()["launched_at"] == format_rfc3339(start)
+
+
+async def test_a_run_slowed_by_429s_sends_the_same_events_again_and_passes(
+    keys: Keys, database_url: str, tmp_path: Path
+) -> None:
+    ingest = await keys.create("ingest")
+    run = [
+        *("--seed", "42", "--events", "5000", "--hours", "1", "--speedup", "0"),
+        *("--batch", "250", "--read-key", keys.admin, "--quiet"),
+    ]
+    env = {
+        "TOKENPULSE_DATABASE_URL": database_url,
+        **UNLIMITED_ENV,
+        "TOKENPULSE_RATE_LIMIT_INGEST": "4",
+        "TOKENPULSE_RATE_LIMIT_BURST_SECONDS": "1",
+    }
+
+    with running_server(tmp_path, env=env) as server:
+        done = simulate(server.url, *run, key=ingest)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    retried = re.search(r"sent in \S+ s: ([\d,]+) requests \(([\d,]+) retried\)", done.stdout)
+    assert retried is not None, done.stdout
+    requests, retries = (int(group.replace(",", "")) for group in retried.groups())
+    assert retries > 0
+    assert requests == 20 + retries
+    assert "5,000 accepted, 0 duplicates, 0 rejected" in done.stdout
+    assert "ledger check passed" in done.stdout
+
+
+async def test_a_run_the_server_disagrees_with_fails_its_ledger_check_with_status_1(
+    keys: Keys, database_url: str, tmp_path: Path
+) -> None:
+    start = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
+    run = ["--seed", "43", "--events", "3000", "--hours", "1", "--speedup", "0", "--quiet"]
+    env = {"TOKENPULSE_DATABASE_URL": database_url, **UNLIMITED_ENV}
+
+    with running_server(tmp_path, env=env) as server:
+        first = simulate(server.url, *run, "--start", format_rfc3339(start), key=keys.admin)
+        # The same seed half an hour later: the same event ids at other instants, some of them
+        # duplicates of the first run's, which the server keeps as they were.
+        moved = format_rfc3339(start + timedelta(minutes=30))
+        second = simulate(server.url, *run, "--start", moved, key=keys.admin)
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "ledger check FAILED" in second.stdout
+    assert re.search(r"^  pulse-1\s+requests\s+3,000\s+[\d,]+\s+✗$", second.stdout, re.M)
+
+
+def test_a_server_that_cannot_be_reached_ends_the_run_with_status_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+
+    status = main(["simulate", "--url", url, "--key", "tp_x", "--events", "10", "--quiet"])
+
+    assert status == 2
+    assert f"cannot reach {url}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--hours", "0.01", "--hours must be a whole number of minutes"),
+        ("--batch", "10001", "--batch must be at most 10,000"),
+        ("--start", "2026-11-27T09:00:30Z", "start must be a whole minute"),
+        ("--thresholds", "1e9,lots", "'lots' is not a number"),
+    ],
+)
+def test_unusable_options_end_the_run_with_status_2_and_say_why(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["simulate", "--key", "tp_x", option, value])
+
+    assert status == 2
+    assert message in capsys.readouterr().err
