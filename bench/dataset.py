@@ -1,0 +1,73 @@
+"""The aggregate benchmark's data: 30 days of a simulated service, loaded through the write
+path's own statement (events and rollups in one transaction), without HTTP in between."""
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenpulse.ingest.events import Event
+from tokenpulse.ingest.storage import store_events
+from tokenpulse.simulator.launchday import LaunchDay
+
+MODELS = tuple(f"model-{n}" for n in range(8))
+DAYS = 30
+LOAD_BATCH = 20_000
+
+
+def thirty_days(events: int, end: datetime, seed: int = 7) -> LaunchDay:
+    """`events` events over the 30 days before `end`: 2,000 tenants, 20,000 keys, 8 models."""
+    return LaunchDay(
+        start=end - timedelta(days=DAYS),
+        seed=seed,
+        models=MODELS,
+        events=events,
+        duration=timedelta(days=DAYS),
+        tenants=2000,
+        api_keys=20_000,
+    )
+
+
+def as_event(raw: dict[str, Any]) -> Event:
+    return Event(
+        tenant=raw["tenant"],
+        event_id=raw["event_id"],
+        project=raw["project"],
+        model=raw["model"],
+        api_key_id=raw["api_key_id"],
+        occurred_at=datetime.fromisoformat(raw["occurred_at"]),
+        input_tokens=raw["input_tokens"],
+        cached_input_tokens=raw["cached_input_tokens"],
+        output_tokens=raw["output_tokens"],
+        reasoning_tokens=raw["reasoning_tokens"],
+        attributes=None,
+    )
+
+
+def _batches(day: LaunchDay) -> Iterator[list[Event]]:
+    for batch in day.batches(LOAD_BATCH):
+        events = [as_event(raw) for raw in batch]
+        events.sort(key=lambda event: (event.tenant, event.event_id))
+        yield events
+
+
+async def load(engine: AsyncEngine, day: LaunchDay, writers: int = 2) -> float:
+    """Store the whole day with `writers` concurrent transactions; the seconds it took."""
+    batches = _batches(day)
+    lock = asyncio.Lock()
+
+    async def writer() -> None:
+        while True:
+            async with lock:
+                batch = next(batches, None)
+            if batch is None:
+                return
+            async with engine.begin() as connection:
+                await store_events(connection, batch)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer() for _ in range(writers)))
+    return time.perf_counter() - started
