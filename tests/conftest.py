@@ -24,6 +24,7 @@ from tokenpulse.keys.store import create_key, revoke_key
 from tokenpulse.keys.tokens import parse_token
 from tokenpulse.migrations import upgrade_to_head
 from tokenpulse.settings import Settings
+from tokenpulse.tables import metadata
 
 # The instant tests run at, unless they move it: events are dated around it.
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -92,9 +93,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def db(engine: AsyncEngine) -> AsyncEngine:
     """The test database, its tables emptied for this test."""
     async with engine.begin() as connection:
-        await connection.exec_driver_sql(
-            "TRUNCATE usage_event, rollup_minute, rollup_hour, rollup_day, api_key, launch"
-        )
+        await connection.exec_driver_sql(f"TRUNCATE {', '.join(metadata.tables)}")
     return engine
 
 

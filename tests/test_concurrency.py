@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import UNLIMITED_ENV, Keys, bearer
 from tests.servers import running_server
 from tokenpulse.instants import format_rfc3339
+from tokenpulse.tables import ROLLUP_TABLES
 
 CLIENTS = 8
 REQUESTS_PER_CLIENT = 25
@@ -84,8 +85,9 @@ async def test_two_workers_store_overlapping_batches_exactly_once(
     async with db.connect() as connection:
         stored = await connection.exec_driver_sql("SELECT count(*) FROM usage_event")
         assert stored.scalar_one() == len(sent)
-        for grain in ("minute", "hour", "day"):
-            rollup = await connection.exec_driver_sql(
-                f"SELECT sum(requests), sum(input_tokens) FROM rollup_{grain}"
-            )
-            assert tuple(rollup.one()) == (len(sent), sum(sent))
+        for tables in ROLLUP_TABLES.values():
+            for table in tables:
+                rollup = await connection.exec_driver_sql(
+                    f"SELECT sum(requests), sum(input_tokens) FROM {table.name}"
+                )
+                assert tuple(rollup.one()) == (len(sent), sum(sent)), table.name

@@ -1,6 +1,6 @@
 """The migration history is the schema: it builds the tables, and readiness checks it."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -101,3 +101,35 @@ async def test_readiness_fails_when_the_database_is_unreachable_without_showing_
         assert "127.0.0.1" not in response.text
         assert "s3cret" not in response.text
         assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_the_rollups_by_fewer_dimensions_start_out_filled_from_the_existing_ones(
+    server_url: str,
+) -> None:
+    async with scratch_database(server_url) as url:
+        engine = create_async_engine(async_url(url))
+
+        def upgrade_to(revision: str) -> Callable[[Connection], None]:
+            def upgrade(sync_connection: Connection) -> None:
+                config = alembic_config()
+                config.attributes["connection"] = sync_connection
+                command.upgrade(config, revision)
+
+            return upgrade
+
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_to("0003"))
+            await connection.exec_driver_sql(
+                "INSERT INTO rollup_hour VALUES "
+                "('2026-11-27 10:00Z', 'acme', 'default', 'm1', '', 2, 10, 1, 5, 0), "
+                "('2026-11-27 10:00Z', 'acme', 'chat', 'm1', 'k1', 3, 20, 2, 6, 1), "
+                "('2026-11-27 10:00Z', 'globex', 'default', 'm1', '', 4, 30, 3, 7, 2)"
+            )
+            await connection.run_sync(upgrade_to("head"))
+            by_model = await connection.exec_driver_sql("SELECT * FROM rollup_hour_model")
+            by_tenant = await connection.exec_driver_sql(
+                "SELECT tenant, requests, input_tokens FROM rollup_hour_tenant_model ORDER BY 1"
+            )
+            assert [tuple(row)[1:] for row in by_model] == [("m1", 9, 60, 6, 18, 3)]
+            assert [tuple(row) for row in by_tenant] == [("acme", 5, 30), ("globex", 4, 30)]
+        await engine.dispose()

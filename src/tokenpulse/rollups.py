@@ -1,24 +1,39 @@
-"""The rollup grains: which pre-aggregated bucket sizes exist and the table that holds each."""
+"""The rollup grains: which pre-aggregated bucket sizes exist, and the tables that hold each."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import Table
 
-from tokenpulse.tables import rollup_day, rollup_hour, rollup_minute
+from tokenpulse.tables import ROLLUP_TABLES
 
 
 @dataclass(frozen=True)
 class Grain:
     name: str
+    """Also the `date_trunc` unit of its buckets."""
     length: timedelta
-    table: Table
-    """Its rows, one per bucket and group; `name` is the `date_trunc` unit of its buckets."""
+
+    @property
+    def tables(self) -> tuple[Table, ...]:
+        """Its rollup tables, one row per bucket and group; every dimension's first."""
+        return ROLLUP_TABLES[self.name]
+
+    @property
+    def table(self) -> Table:
+        return self.tables[0]
+
+    def table_for(self, dimensions: Iterable[str]) -> Table:
+        """The table with the fewest dimensions that still has all of `dimensions`."""
+        needed = set(dimensions)
+        fitting = [table for table in self.tables if needed <= set(table.c.keys())]
+        return min(fitting, key=lambda table: len(table.c))
 
 
-MINUTE = Grain("minute", timedelta(minutes=1), rollup_minute)
-HOUR = Grain("hour", timedelta(hours=1), rollup_hour)
-DAY = Grain("day", timedelta(days=1), rollup_day)
+MINUTE = Grain("minute", timedelta(minutes=1))
+HOUR = Grain("hour", timedelta(hours=1))
+DAY = Grain("day", timedelta(days=1))
 
 # Finest first: the order in which a range is covered, from its edges inwards.
 GRAINS = (MINUTE, HOUR, DAY)

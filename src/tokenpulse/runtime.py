@@ -30,6 +30,7 @@ class Runtime:
     shutting_down: bool = False
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain def dependency in a thread pool, a costly hop for a lookup.
     runtime: Runtime = request.app.state.runtime
     return runtime

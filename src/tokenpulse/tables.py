@@ -63,20 +63,34 @@ ROLLUP_COUNTS = (
 )
 
 
-def _rollup(name: str) -> Table:
+# Each grain is rolled up by every dimension, and again by fewer: a query reads the smallest
+# set that holds its group_by and filters, so "per model" sums 8 rows a bucket, not 20,000.
+ROLLUP_CUBES = {
+    "": ROLLUP_DIMENSIONS,
+    "_tenant_model": ("tenant", "model"),
+    "_model": ("model",),
+}
+
+
+def _rollup(name: str, dimensions: tuple[str, ...]) -> Table:
     return Table(
         name,
         metadata,
         Column("bucket_start", DateTime(timezone=True), nullable=False),
-        *(Column(dimension, Text, nullable=False) for dimension in ROLLUP_DIMENSIONS),
+        *(Column(dimension, Text, nullable=False) for dimension in dimensions),
         *(Column(count, BigInteger, nullable=False) for count in ROLLUP_COUNTS),
-        PrimaryKeyConstraint("bucket_start", *ROLLUP_DIMENSIONS),
+        PrimaryKeyConstraint("bucket_start", *dimensions),
     )
 
 
-rollup_minute = _rollup("rollup_minute")
-rollup_hour = _rollup("rollup_hour")
-rollup_day = _rollup("rollup_day")
+ROLLUP_TABLES = {
+    grain: tuple(
+        _rollup(f"rollup_{grain}{suffix}", dimensions)
+        for suffix, dimensions in ROLLUP_CUBES.items()
+    )
+    for grain in ("minute", "hour", "day")
+}
+"""Per grain, its rollup tables, the one with every dimension first."""
 
 api_key = Table(
     "api_key",

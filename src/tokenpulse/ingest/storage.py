@@ -3,6 +3,7 @@
 import json
 from collections.abc import Iterable, Sequence
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.ingest.events import Event
@@ -26,23 +27,28 @@ _EVENT_COLUMNS = (
 )
 
 
-def _rollup_upsert(grain: Grain) -> str:
-    keys = ", ".join(("bucket_start", *ROLLUP_DIMENSIONS))
+def _rollup_upsert(grain: Grain, table: Table) -> str:
+    dimensions = [name for name in ROLLUP_DIMENSIONS if name in table.c]
+    keys = ", ".join(("bucket_start", *dimensions))
+    values = ", ".join(
+        f"coalesce(api_key_id, '{NO_API_KEY}')" if name == "api_key_id" else name
+        for name in dimensions
+    )
+    positions = ", ".join(str(position) for position in range(1, len(dimensions) + 2))
     counts = ", ".join(ROLLUP_COUNTS)
-    additions = ", ".join(f"{c} = {grain.table.name}.{c} + excluded.{c}" for c in ROLLUP_COUNTS)
+    additions = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in ROLLUP_COUNTS)
     # Rows are upserted sorted by their key, and every writer runs this same statement (same
     # plan, same order of tables): all take row locks in one order, so concurrent batches wait
     # for each other but never deadlock.
     return f"""
-    {grain.name} AS (
-        INSERT INTO {grain.table.name} ({keys}, {counts})
-        SELECT date_trunc('{grain.name}', occurred_at, 'UTC'), tenant, project, model,
-               coalesce(api_key_id, '{NO_API_KEY}'),
+    {table.name} AS (
+        INSERT INTO {table.name} ({keys}, {counts})
+        SELECT date_trunc('{grain.name}', occurred_at, 'UTC'), {values},
                count(*), sum(input_tokens)::int8, sum(cached_input_tokens)::int8,
                sum(output_tokens)::int8, sum(reasoning_tokens)::int8
         FROM inserted
-        GROUP BY 1, 2, 3, 4, 5
-        ORDER BY 1, 2, 3, 4, 5
+        GROUP BY {positions}
+        ORDER BY {positions}
         ON CONFLICT ({keys}) DO UPDATE SET {additions}
     )"""
 
@@ -50,7 +56,7 @@ def _rollup_upsert(grain: Grain) -> str:
 def _store_statement() -> str:
     names = ", ".join(name for name, _ in _EVENT_COLUMNS)
     arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(_EVENT_COLUMNS, start=1))
-    rollups = ",".join(_rollup_upsert(grain) for grain in GRAINS)
+    rollups = ",".join(_rollup_upsert(grain, table) for grain in GRAINS for table in grain.tables)
     # One statement, one round trip: the insert returns only the rows that are new (a conflict on
     # (tenant, event_id) means the event is stored already, or earlier in this same batch), and
     # the rollups are fed from exactly those rows.

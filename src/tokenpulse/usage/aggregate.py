@@ -12,6 +12,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Select,
+    Table,
     and_,
     bindparam,
     cast,
@@ -121,7 +122,7 @@ def _read(
     selection: Selection,
     starts: BindParameter[Any] | None,
 ) -> Select[Any]:
-    table = grain.table
+    table = grain.table_for((*selection.group_by, *selection.filters))
     columns: list[ColumnElement[Any]] = []
     if starts is not None:
         # width_bucket numbers the buckets from 1.
@@ -144,12 +145,13 @@ def _row(record: Sequence[Any], offset: int, group_by: Sequence[str], grouped: i
     return Row(record[0] if offset else 0, groups, measures)
 
 
-def rollup_measure(grain: Grain, measure: str) -> ColumnElement[Any]:
-    """`measure` as the rollup rows of `grain` hold it."""
-    table = grain.table
+def rollup_measure(table: Table, measure: str) -> ColumnElement[Any]:
+    """`measure` as the rows of a rollup table hold it."""
     if measure == "total_tokens":
-        return table.c.input_tokens + table.c.output_tokens
-    return table.c[measure]
+        total: ColumnElement[Any] = table.c.input_tokens + table.c.output_tokens
+        return total
+    column: ColumnElement[Any] = table.c[measure]
+    return column
 
 
 async def bucket_sums(
@@ -158,8 +160,8 @@ async def bucket_sums(
     """The non-empty buckets of `grain` in `span` with their sum of `measure`, in time order."""
     if any(not values for values in selection.filters.values()):
         return []
-    table = grain.table
-    total = cast(func.sum(rollup_measure(grain, measure)), BigInteger)
+    table = grain.table_for(selection.filters)
+    total = cast(func.sum(rollup_measure(table, measure)), BigInteger)
     statement = (
         select(table.c.bucket_start, total)
         .where(
@@ -179,8 +181,8 @@ async def busiest_bucket(
     """The bucket of `grain` in `span` with the largest sum of `measure` (the earliest of ties)."""
     if any(not values for values in selection.filters.values()):
         return None
-    table = grain.table
-    total = cast(func.sum(rollup_measure(grain, measure)), BigInteger)
+    table = grain.table_for(selection.filters)
+    total = cast(func.sum(rollup_measure(table, measure)), BigInteger)
     statement = (
         select(table.c.bucket_start, total)
         .where(

@@ -16,7 +16,7 @@ Filter = Annotated[
 ]
 
 
-def filters(
+async def filters(
     caller: Annotated[Caller, Depends(require(Scope.READ))],
     tenant: Filter = None,
     project: Filter = None,
@@ -29,7 +29,7 @@ def filters(
     return chosen.for_tenant(caller.tenant)
 
 
-def selection(
+async def selection(
     filtered: Annotated[Selection, Depends(filters)],
     group_by: Annotated[
         str | None,
