@@ -313,8 +313,9 @@ def queries(end: datetime) -> dict[str, str]:
     week = (end - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "totals 24h by model": "/v1/totals?window=24h&group_by=model",
-        "usage 1h x 7d by tenant, one model": (
-            f"/v1/usage?bucket=1h&start={week}&group_by=tenant&model=model-1"
+        "usage 1h x 7d, 5 tenants by tenant": (
+            f"/v1/usage?bucket=1h&start={week}&group_by=tenant"
+            + "".join(f"&tenant=tenant-{rank:04}" for rank in (1, 2, 10, 100, 1000))
         ),
         "launch summary": "/v1/launches/model-0",
     }
@@ -371,8 +372,9 @@ async def overload(server_url: str, size: Size, workers: int, sustainable: float
                     await asyncio.sleep(0.5)
 
             watcher = asyncio.create_task(watch())
+            # Enough connections to put the whole backlog on the server, not in this client.
             latency, statuses, answers = await open_loop(
-                HOST, port, requests, rate=rate, connections=64
+                HOST, port, requests, rate=rate, connections=512
             )
             watcher.cancel()
             await asyncio.sleep(1)

@@ -15,6 +15,7 @@ HTTP_LAYER = {
     "tokenpulse.error_handlers",
     "tokenpulse.health",
     "tokenpulse.http_protocol",
+    "tokenpulse.request_body",
     "tokenpulse.runtime",
     "tokenpulse.ingest.router",
     "tokenpulse.keys.router",

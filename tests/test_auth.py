@@ -254,3 +254,44 @@ async def test_an_authorization_header_that_is_not_a_bearer_key_is_refused(
         )
 
     assert response.status_code == 401
+
+
+async def test_a_caller_without_a_key_is_refused_before_its_body_is_read(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(token=None) as client:
+        malformed = await client.post(
+            "/v1/keys", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        launch = await client.put("/v1/launches/m", content=b"x" * 200_000)
+
+    assert (malformed.status_code, launch.status_code) == (401, 401)
+
+
+async def test_a_key_or_launch_body_over_64_kib_is_refused(client: httpx.AsyncClient) -> None:
+    padded = {"name": "x", "scope": "read", "pad": "p" * 70_000}
+
+    key = await client.post("/v1/keys", json=padded)
+    launch = await client.put("/v1/launches/m", json={"launched_at": "p" * 70_000})
+
+    assert (key.status_code, launch.status_code) == (413, 413)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "a\u0000b", "scope": "read"}, "name"),
+        ({"name": "x", "scope": "read", "tenant": "a\u0000b"}, "tenant"),
+    ],
+)
+async def test_key_names_and_tenants_must_be_storable_text(
+    client: httpx.AsyncClient, body: dict[str, object], field: str
+) -> None:
+    response = await client.post("/v1/keys", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["error"]["errors"][0]["field"] == field
+
+
+async def test_revoking_a_key_id_that_cannot_exist_is_not_found(client: httpx.AsyncClient) -> None:
+    assert (await client.delete("/v1/keys/not%00a-key")).status_code == 404

@@ -162,3 +162,14 @@ async def test_a_tenant_bound_key_sees_a_launch_summary_of_its_own_usage(
     assert summary["peak_minute"] == {"start": "2026-11-25T09:05:00Z", "total_tokens": 801}
     assert summary["milestones"][0]["crossed_at"] is None
     assert launches["launches"] == [{"model": "m-large", "launched_at": "2026-11-25T09:00:00Z"}]
+
+
+async def test_a_launch_far_in_the_future_or_a_model_name_that_is_not_text_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    far = await client.put("/v1/launches/m", json={"launched_at": "9999-12-31T23:59:59Z"})
+    nul = await client.get("/v1/launches/a%00b")
+
+    assert far.status_code == 422
+    assert far.json()["error"]["errors"][0]["field"] == "launched_at"
+    assert nul.status_code == 422

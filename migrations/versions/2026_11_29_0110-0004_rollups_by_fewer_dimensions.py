@@ -21,6 +21,11 @@ COUNTS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "r
 
 
 def upgrade() -> None:
+    # Writers wait while the new tables are filled, so that none of their rollups is missed.
+    # Writers still running the previous version would feed only the old tables: stop them first.
+    op.execute(
+        "LOCK TABLE usage_event, rollup_minute, rollup_hour, rollup_day IN SHARE ROW EXCLUSIVE MODE"
+    )
     for grain in GRAINS:
         for suffix, dimensions in CUBES.items():
             table = f"rollup_{grain}{suffix}"

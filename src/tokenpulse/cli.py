@@ -25,6 +25,7 @@ from tokenpulse.metrics import MULTIPROCESS_DIR
 from tokenpulse.migrations import upgrade_to_head
 from tokenpulse.settings import Settings
 from tokenpulse.simulator import run as simulator
+from tokenpulse.text import STRING_MAX, text_problem
 
 log = logging.getLogger("tokenpulse")
 
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="create a key and print only its secret")
     create.add_argument("--scope", required=True, choices=[scope.value for scope in Scope])
     create.add_argument("--tenant", help="bind the key to this tenant (default: all tenants)")
-    create.add_argument("--name", default="", help="what the key is for (default: its scope)")
+    create.add_argument("--name", help="what the key is for (default: its scope)")
     actions.add_parser("list", help="list keys (never their secrets)")
     revoke = actions.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id")
@@ -145,6 +146,9 @@ async def _create_first_admin_key(database_url: str) -> None:
 
 
 async def _keys(args: argparse.Namespace, database_url: str) -> int:
+    if args.action == "create" and (problem := _create_problem(args)):
+        print(f"tokenpulse: {problem}", file=sys.stderr)
+        return 2
     async with _transaction(database_url) as connection:
         if args.action == "create":
             scope = Scope(args.scope)
@@ -163,6 +167,15 @@ async def _keys(args: argparse.Namespace, database_url: str) -> int:
                 return 1
             print(f"revoked {revoked.id}", file=sys.stderr)
     return 0
+
+
+def _create_problem(args: argparse.Namespace) -> str | None:
+    for option, value in (("--tenant", args.tenant), ("--name", args.name)):
+        if value is None:
+            continue
+        if not value or len(value) > STRING_MAX or text_problem(value):
+            return f"{option} must be 1 to {STRING_MAX} characters of text"
+    return None
 
 
 def _serve(args: argparse.Namespace, settings: Settings, database_url: str) -> None:

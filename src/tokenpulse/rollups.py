@@ -20,10 +20,6 @@ class Grain:
         """Its rollup tables, one row per bucket and group; every dimension's first."""
         return ROLLUP_TABLES[self.name]
 
-    @property
-    def table(self) -> Table:
-        return self.tables[0]
-
     def table_for(self, dimensions: Iterable[str]) -> Table:
         """The table with the fewest dimensions that still has all of `dimensions`."""
         needed = set(dimensions)

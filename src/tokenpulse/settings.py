@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     max_tokens_per_count: int = Field(
         default=1_000_000_000,
         ge=1,
-        # Far beyond any request, and low enough that sums of counts cannot overflow bigint.
+        # Far beyond any request; sums of counts are bigint, which holds 9.2 million such events.
         le=10**12,
         description="Largest value of any token count of an event.",
     )
@@ -108,8 +108,8 @@ class Settings(BaseSettings):
     )
     key_cache_seconds: Duration = Field(
         default=timedelta(milliseconds=500),
-        description="How long a worker trusts what it read of a key; bounds how soon a "
-        "revocation takes effect.",
+        description="How long a worker trusts what it read of a key: how soon a revocation takes "
+        "effect everywhere (keep it under 1 s to refuse a revoked key within a second).",
     )
     rate_limit_ingest: float = Field(
         default=5000, ge=0, description="Requests per second per ingest key (0: no limit)."

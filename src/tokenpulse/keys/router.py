@@ -2,15 +2,18 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tokenpulse.auth import Caller, require
 from tokenpulse.errors import Forbidden, NotFound
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key, list_keys, revoke_key
+from tokenpulse.keys.tokens import KEY_ID
+from tokenpulse.request_body import documented_body, read_model
 from tokenpulse.runtime import Runtime, get_runtime
+from tokenpulse.text import STRING_MAX, text_problem
 
 router = APIRouter(tags=["keys"])
 Admin = Annotated[Caller, Depends(require(Scope.ADMIN))]
@@ -19,15 +22,23 @@ Admin = Annotated[Caller, Depends(require(Scope.ADMIN))]
 class KeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=STRING_MAX)
     scope: Scope
-    tenant: str | None = Field(default=None, min_length=1, max_length=128)
+    tenant: str | None = Field(default=None, min_length=1, max_length=STRING_MAX)
+
+    @field_validator("name", "tenant")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        if value is not None and (problem := text_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
 
-@router.post("/v1/keys", status_code=201)
+@router.post("/v1/keys", status_code=201, openapi_extra=documented_body(KeyRequest))
 async def post_key(
-    request: KeyRequest, caller: Admin, runtime: Annotated[Runtime, Depends(get_runtime)]
+    http_request: Request, caller: Admin, runtime: Annotated[Runtime, Depends(get_runtime)]
 ) -> JSONResponse:
+    request = await read_model(http_request, KeyRequest)
     tenant = request.tenant
     if caller.tenant is not None:
         if tenant not in (None, caller.tenant):
@@ -53,6 +64,8 @@ async def get_keys(
 async def delete_key(
     key_id: str, caller: Admin, runtime: Annotated[Runtime, Depends(get_runtime)]
 ) -> dict[str, Any]:
+    if not KEY_ID.fullmatch(key_id):
+        raise NotFound("there is no such key")
     async with runtime.engine.begin() as connection:
         revoked = await revoke_key(connection, key_id, tenant=caller.tenant)
     if revoked is None:

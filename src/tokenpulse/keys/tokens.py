@@ -11,6 +11,7 @@ from dataclasses import dataclass
 # cost every request.
 
 PREFIX = "tp_"
+KEY_ID = re.compile(r"[0-9a-f]{16}")
 _TOKEN = re.compile(r"tp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
 

@@ -2,10 +2,10 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +17,7 @@ from tokenpulse.keys.scopes import Scope
 from tokenpulse.launches.milestones import find_crossings
 from tokenpulse.launches.store import find_launch, list_launches, put_launch
 from tokenpulse.launches.summary import launch_summary
+from tokenpulse.request_body import documented_body, read_model
 from tokenpulse.rollups import MINUTE
 from tokenpulse.runtime import Runtime, get_runtime
 from tokenpulse.text import STRING_MAX, text_problem
@@ -24,6 +25,8 @@ from tokenpulse.usage.aggregate import Selection
 from tokenpulse.usage.params import filters, instant
 
 router = APIRouter(tags=["launches"])
+
+LAUNCH_LEAD = timedelta(days=366)
 
 Model = Annotated[str, Path(min_length=1, max_length=STRING_MAX)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -57,21 +60,28 @@ def stored_until(runtime: Runtime) -> datetime:
     return ceil_to(ahead, MINUTE.length) + MINUTE.length
 
 
-@router.put("/v1/launches/{model}")
+def checked_model(model: str) -> str:
+    if (problem := text_problem(model)) is not None:
+        raise InvalidParameters.of("model", problem)
+    return model
+
+
+@router.put("/v1/launches/{model}", openapi_extra=documented_body(LaunchRequest))
 async def put_model_launch(
     model: Model,
-    request: LaunchRequest,
+    http_request: Request,
     caller: Annotated[Caller, Depends(require(Scope.ADMIN))],
     runtime: RuntimeDep,
 ) -> JSONResponse:
     if caller.tenant is not None:
         raise Forbidden("launches concern every tenant: only a platform admin key may set them")
-    if (problem := text_problem(model)) is not None:
-        raise InvalidParameters.of("model", problem)
+    request = await read_model(http_request, LaunchRequest)
     launched_at = instant("launched_at", request.launched_at)
     assert launched_at is not None
+    if launched_at > runtime.clock() + LAUNCH_LEAD:
+        raise InvalidParameters.of("launched_at", "must not lie more than a year ahead")
     async with runtime.engine.begin() as connection:
-        launch, created = await put_launch(connection, model, launched_at)
+        launch, created = await put_launch(connection, checked_model(model), launched_at)
     return JSONResponse(launch.as_json(), status_code=201 if created else 200)
 
 
@@ -90,7 +100,7 @@ async def get_launch(
     caller: Annotated[Caller, Depends(require(Scope.READ))],
     runtime: RuntimeDep,
 ) -> dict[str, Any]:
-    selection = Selection(filters={"model": (model,)}).for_tenant(caller.tenant)
+    selection = Selection(filters={"model": (checked_model(model),)}).for_tenant(caller.tenant)
     async with snapshot(runtime) as connection:
         launch = await find_launch(connection, model)
         if launch is None:

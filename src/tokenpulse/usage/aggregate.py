@@ -18,6 +18,7 @@ from sqlalchemy import (
     cast,
     false,
     func,
+    literal_column,
     or_,
     select,
     union_all,
@@ -37,6 +38,11 @@ class Selection:
 
     group_by: tuple[str, ...] = ()
     filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def matches_nothing(self) -> bool:
+        """Whether some dimension may take no value at all (another tenant's, for a bound key)."""
+        return any(not values for values in self.filters.values())
 
     def for_tenant(self, tenant: str | None) -> "Selection":
         """This selection as a key bound to `tenant` may see it: that tenant's usage only."""
@@ -94,7 +100,7 @@ async def sum_rollups(
 
     No rollup row that `spans` read may cross a bucket bound: each then falls in one bucket.
     """
-    if not spans or any(not values for values in selection.filters.values()):
+    if not spans or selection.matches_nothing:
         return []
     starts = None
     if bounds is not None:
@@ -154,15 +160,11 @@ def rollup_measure(table: Table, measure: str) -> ColumnElement[Any]:
     return column
 
 
-async def bucket_sums(
-    connection: AsyncConnection, selection: Selection, grain: Grain, span: Span, measure: str
-) -> list[tuple[datetime, int]]:
-    """The non-empty buckets of `grain` in `span` with their sum of `measure`, in time order."""
-    if any(not values for values in selection.filters.values()):
-        return []
+def _bucket_totals(grain: Grain, selection: Selection, span: Span, measure: str) -> Select[Any]:
+    """Each non-empty bucket of `grain` in `span` with its sum of `measure`."""
     table = grain.table_for(selection.filters)
-    total = cast(func.sum(rollup_measure(table, measure)), BigInteger)
-    statement = (
+    total = cast(func.sum(rollup_measure(table, measure)), BigInteger).label("total")
+    return (
         select(table.c.bucket_start, total)
         .where(
             table.c.bucket_start >= span[0],
@@ -170,8 +172,16 @@ async def bucket_sums(
             *(table.c[name].in_(values) for name, values in selection.filters.items()),
         )
         .group_by(table.c.bucket_start)
-        .order_by(table.c.bucket_start)
     )
+
+
+async def bucket_sums(
+    connection: AsyncConnection, selection: Selection, grain: Grain, span: Span, measure: str
+) -> list[tuple[datetime, int]]:
+    """The non-empty buckets of `grain` in `span` with their sum of `measure`, in time order."""
+    if selection.matches_nothing:
+        return []
+    statement = _bucket_totals(grain, selection, span, measure).order_by("bucket_start")
     return [(start, value) for start, value in await connection.execute(statement)]
 
 
@@ -179,19 +189,11 @@ async def busiest_bucket(
     connection: AsyncConnection, selection: Selection, grain: Grain, span: Span, measure: str
 ) -> tuple[datetime, int] | None:
     """The bucket of `grain` in `span` with the largest sum of `measure` (the earliest of ties)."""
-    if any(not values for values in selection.filters.values()):
+    if selection.matches_nothing:
         return None
-    table = grain.table_for(selection.filters)
-    total = cast(func.sum(rollup_measure(table, measure)), BigInteger)
     statement = (
-        select(table.c.bucket_start, total)
-        .where(
-            table.c.bucket_start >= span[0],
-            table.c.bucket_start < span[1],
-            *(table.c[name].in_(values) for name, values in selection.filters.items()),
-        )
-        .group_by(table.c.bucket_start)
-        .order_by(total.desc(), table.c.bucket_start)
+        _bucket_totals(grain, selection, span, measure)
+        .order_by(literal_column("total").desc(), literal_column("bucket_start"))
         .limit(1)
     )
     row = (await connection.execute(statement)).one_or_none()

@@ -33,7 +33,7 @@ async def sum_events(
     connection: AsyncConnection, selection: Selection, start: datetime, end: datetime
 ) -> dict[str, int]:
     """The six measures of the matching events in [start, end), which may be any instants."""
-    if start >= end or any(not values for values in selection.filters.values()):
+    if start >= end or selection.matches_nothing:
         return dict.fromkeys(MEASURES, 0)
     sums = [
         func.coalesce(cast(func.sum(event_measure(measure)), BigInteger), 0) for measure in MEASURES
@@ -52,7 +52,7 @@ async def crossing_event(
 ) -> tuple[datetime, str] | None:
     """The first matching event in [start, end), in (occurred_at, event_id) order, at which the
     running sum of `measure` reaches `needed`; None if it never does."""
-    if start >= end or any(not values for values in selection.filters.values()):
+    if start >= end or selection.matches_nothing:
         return None
     order = (usage_event.c.occurred_at, usage_event.c.event_id.collate("C"))
     running = (
