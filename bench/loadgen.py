@@ -5,6 +5,7 @@ and server share two cores; this client does only what a benchmark needs.
 """
 
 import asyncio
+import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -17,21 +18,42 @@ def request_bytes(method: str, path: str, headers: dict[str, str], body: bytes =
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-class Connection:
-    """One keep-alive connection; `send` writes a request and waits for the whole answer."""
+DROPPED = 0
+"""The status counted for a request whose connection closed before any answer came."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+
+class Connection:
+    """One keep-alive connection; `send` writes a request and waits for the whole answer.
+
+    A server may close a connection after an answer (say, a 503 sent before the body was read);
+    the next request then goes out on a new one.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
 
     @classmethod
     async def open(cls, host: str, port: int) -> "Connection":
-        reader, writer = await asyncio.open_connection(host, port, limit=2**20)
-        return cls(reader, writer)
+        connection = cls(host, port)
+        await connection._connect()
+        return connection
+
+    async def _connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(*self._address, limit=2**20)
 
     async def send(self, request: bytes) -> tuple[int, bytes, dict[str, str]]:
-        self._writer.write(request)
-        head = await self._reader.readuntil(b"\r\n\r\n")
+        if self._writer is None or self._writer.is_closing():
+            await self._connect()
+        assert self._reader is not None
+        assert self._writer is not None
+        try:
+            self._writer.write(request)
+            head = await self._reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self._writer.close()
+            return DROPPED, b"", {}
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         headers = {}
         for line in header_lines:
@@ -39,11 +61,15 @@ class Connection:
                 name, value = line.split(":", 1)
                 headers[name.strip().lower()] = value.strip()
         body = await self._reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            self._writer.close()
         return int(status_line.split(" ", 2)[1]), body, headers
 
     async def close(self) -> None:
-        self._writer.close()
-        await self._writer.wait_closed()
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.wait_closed()
 
 
 @dataclass

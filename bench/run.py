@@ -38,7 +38,15 @@ from tokenpulse.simulator.launchday import LaunchDay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules
 from dataset import MODELS, load, thirty_days
-from loadgen import Connection, Latencies, closed_loop, median, open_loop, request_bytes
+from loadgen import (
+    DROPPED,
+    Connection,
+    Latencies,
+    closed_loop,
+    median,
+    open_loop,
+    request_bytes,
+)
 
 HOST = "127.0.0.1"
 BENCH_DIR = str(Path(__file__).resolve().parent)
@@ -66,6 +74,15 @@ class Row:
     reference: str = ""
     ratio: str = ""
     goal: str = ""
+
+
+class Rows(list[Row]):
+    """The table's rows, each also shown on stderr as it is measured: a run that fails late
+    still tells what it measured."""
+
+    def append(self, row: Row) -> None:
+        print(f"{row.figure}: {row.value}  {row.reference}  {row.ratio}", file=sys.stderr)
+        super().append(row)
 
 
 # -- databases and processes ---------------------------------------------------------------
@@ -398,7 +415,7 @@ async def overload(server_url: str, size: Size, workers: int, sustainable: float
                 await connection.close()
 
             await read_stored()
-    refused = statuses.get(503, 0) + statuses.get(429, 0)
+    refused = statuses.get(503, 0) + statuses.get(429, 0) + statuses.get(DROPPED, 0)
     return {
         "rate": rate * 1000,
         "statuses": statuses,
@@ -439,7 +456,7 @@ def table(rows: list[Row]) -> str:
 async def run_all(args: argparse.Namespace, server_url: str) -> int:
     size = TINY if args.tiny else FULL
     reps = 1 if args.tiny else args.reps
-    rows: list[Row] = []
+    rows = Rows()
     print(
         f"machine: {os.cpu_count()} cores shared by the service, PostgreSQL and the load "
         f"generators; {args.workers} tokenpulse workers; medians of {reps} runs",
