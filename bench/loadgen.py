@@ -44,16 +44,19 @@ class Connection:
         self._reader, self._writer = await asyncio.open_connection(*self._address, limit=2**20)
 
     async def send(self, request: bytes) -> tuple[int, bytes, dict[str, str]]:
-        if self._writer is None or self._writer.is_closing():
+        reused = self._writer is not None and not self._writer.is_closing()
+        if not reused:
             await self._connect()
+        head = await self._exchange(request)
+        if head is None and reused:
+            # The server closed the connection while it sat idle (uvicorn's keep-alive timeout),
+            # before this request reached it: as any HTTP client does, send it again on a new one.
+            await self._connect()
+            head = await self._exchange(request)
+        if head is None:
+            return DROPPED, b"", {}
         assert self._reader is not None
         assert self._writer is not None
-        try:
-            self._writer.write(request)
-            head = await self._reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self._writer.close()
-            return DROPPED, b"", {}
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         headers = {}
         for line in header_lines:
@@ -64,6 +67,17 @@ class Connection:
         if headers.get("connection", "").lower() == "close":
             self._writer.close()
         return int(status_line.split(" ", 2)[1]), body, headers
+
+    async def _exchange(self, request: bytes) -> bytes | None:
+        """The head of the answer, or None if the connection closed before any came."""
+        assert self._reader is not None
+        assert self._writer is not None
+        try:
+            self._writer.write(request)
+            return await self._reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self._writer.close()
+            return None
 
     async def close(self) -> None:
         if self._writer is not None:
