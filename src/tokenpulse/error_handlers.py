@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokenpulse.database import is_unavailable
-from tokenpulse.errors import InvalidParameters, Problem, ServiceError, Unavailable, error_body
+from tokenpulse.errors import InvalidParameters, ServiceError, Unavailable, error_body
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +24,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return await service_error(
-            request,
-            InvalidParameters.listing(
-                [
-                    Problem(".".join(str(part) for part in error["loc"][1:]) or None, error["msg"])
-                    for error in exc.errors()
-                ]
-            ),
-        )
+        return await service_error(request, InvalidParameters.from_validation(exc.errors(), skip=1))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -1,7 +1,7 @@
 """Service errors, each with its HTTP status and code, and the one JSON shape they answer with:
 `{"error": {"code", "message", "errors": [{"field", "message"}]}}`, `errors` only if any."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,18 @@ class InvalidParameters(ServiceError):
     @classmethod
     def of(cls, field: str, message: str) -> "InvalidParameters":
         return cls.listing([Problem(field, message)])
+
+    @classmethod
+    def from_validation(
+        cls, errors: Sequence[Mapping[str, Any]], *, skip: int = 0
+    ) -> "InvalidParameters":
+        """From pydantic's errors; `skip` drops leading parts of each location ("query")."""
+        return cls.listing(
+            [
+                Problem(".".join(str(part) for part in error["loc"][skip:]) or None, error["msg"])
+                for error in errors
+            ]
+        )
 
     @classmethod
     def listing(cls, problems: Sequence[Problem]) -> "InvalidParameters":

@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from tokenpulse.errors import InvalidParameters, PayloadTooLarge, Problem
+from tokenpulse.errors import InvalidParameters, PayloadTooLarge
 
 SMALL_BODY_BYTES = 64 * 1024
 
@@ -27,12 +27,7 @@ async def read_model(request: Request, model: type[Model]) -> Model:
     try:
         return model.model_validate_json(bytes(body))
     except ValidationError as exc:
-        raise InvalidParameters.listing(
-            [
-                Problem(".".join(str(part) for part in error["loc"]) or None, error["msg"])
-                for error in exc.errors()
-            ]
-        ) from None
+        raise InvalidParameters.from_validation(exc.errors()) from None
 
 
 def documented_body(model: type[BaseModel]) -> dict[str, Any]:
