@@ -358,8 +358,8 @@ function drawChart(usage) {
   const plot = $("chart");
   drawnWidth = plot.clientWidth;
   const width = Math.max(280, drawnWidth);
-  const height = Math.round(Math.min(300, Math.max(190, width * 0.3)));
-  const margin = { left: 52, right: 10, top: 10, bottom: 26 };
+  const height = Math.round(Math.min(300, Math.max(190, width * 0.34)));
+  const margin = { left: 52, right: 22, top: 10, bottom: 26 };
   const buckets = wholeMinutes(usage);
   const models = perModel(buckets);
   const highest = Math.max(1, ...models.flatMap(([, values]) => values));
@@ -525,8 +525,10 @@ async function poll() {
   }
 }
 
+/** Stop polling and ask for a key: at the start, on request, or when the API refused this one. */
 function askForKey(problem) {
   round += 1;
+  localStorage.removeItem(KEY_ITEM);
   showProblem("key-problem", problem ? new Error(problem) : null);
   $("change-key").hidden = true;
   const dialog = $("key-dialog");
@@ -553,10 +555,7 @@ function start() {
     useKey(value);
   });
   $("key-dialog").addEventListener("cancel", (event) => event.preventDefault());
-  $("change-key").addEventListener("click", () => {
-    localStorage.removeItem(KEY_ITEM);
-    askForKey(null);
-  });
+  $("change-key").addEventListener("click", () => askForKey(null));
   $("launch").addEventListener("change", () => {
     localStorage.setItem(LAUNCH_ITEM, $("launch").value);
     poll();
