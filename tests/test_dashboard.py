@@ -116,11 +116,9 @@ class Dashboard:
 
 
 @asynccontextmanager
-async def dashboard(
-    browser: Browser, server: Server, key: str | None, viewport: ViewportSize = LAPTOP
-) -> AsyncIterator[Dashboard]:
+async def dashboard(browser: Browser, server: Server, key: str) -> AsyncIterator[Dashboard]:
     """The page opened on `server`, `key` pasted into its prompt, noting errors and requests."""
-    context = await browser.new_context(viewport=viewport, timezone_id="UTC", locale="en-GB")
+    context = await browser.new_context(viewport=LAPTOP, timezone_id="UTC", locale="en-GB")
     page = await context.new_page()
     opened = Dashboard(page)
     page.on("console", opened.note_console)
@@ -128,9 +126,8 @@ async def dashboard(
     page.on("request", opened.note_request)
     try:
         await page.goto(server.url + "/")
-        if key is not None:
-            await page.fill("#key", key)
-            await page.click("#key-form button[type=submit]")
+        await page.fill("#key", key)
+        await page.click("#key-form button[type=submit]")
         yield opened
     finally:
         await context.close()
@@ -397,12 +394,16 @@ async def test_a_simulated_launch_reads_well_on_a_laptop_and_a_phone(
                 overflow = await page.page.evaluate(
                     "document.documentElement.scrollWidth - window.innerWidth"
                 )
+                panels = [
+                    await panel.bounding_box() for panel in await page.page.locator(".panel").all()
+                ]
                 await page.page.screenshot(path=phone, full_page=True)
 
     assert reached == sum(m["crossed_at"] is not None for m in summary["milestones"]) >= 1
     assert png_size(laptop)[0] == LAPTOP["width"]
     assert png_size(phone)[0] == PHONE["width"]
     assert overflow <= 0
+    assert len({(box["x"], box["width"]) for box in panels if box}) == 1, "one column on a phone"
     assert page.errors == []
     if os.environ.get(WRITE_SCREENSHOT):
         shutil.copyfile(laptop, SCREENSHOT)

@@ -87,7 +87,7 @@ function svgElement(tag, attributes = {}, ...children) {
   return made;
 }
 
-function figure(target, value, unit) {
+function showNumber(target, value, unit) {
   target.textContent = short(value);
   target.title = exact(value, unit);
 }
@@ -215,7 +215,7 @@ function drawLaunch(launch, summary) {
   if (!summary) return;
   const total = summary.since_launch.total_tokens;
   counter.show(total, launch.model);
-  figure($("counter-short"), total, "tokens");
+  showNumber($("counter-short"), total, "tokens");
   drawBreakdown(summary.since_launch);
   const peak = summary.peak_minute;
   $("peak").textContent = peak ? `peak minute ${when(peak.start)}: ${short(peak.total_tokens)}` : "";
@@ -338,9 +338,9 @@ function perMinuteOf(usage, model) {
 function drawRates(usage) {
   const rates = ratesOf(usage);
   const seconds = Math.max(1, rates.minutes * 60);
-  figure($("tokens-per-second"), rates.total_tokens / seconds, "tokens per second");
-  figure($("requests-per-second"), rates.requests / seconds, "requests per second");
-  figure($("tokens-per-minute"), (60 * rates.total_tokens) / seconds, "tokens per minute");
+  showNumber($("tokens-per-second"), rates.total_tokens / seconds, "tokens per second");
+  showNumber($("requests-per-second"), rates.requests / seconds, "requests per second");
+  showNumber($("tokens-per-minute"), (60 * rates.total_tokens) / seconds, "tokens per minute");
   $("rates-note").textContent = `averaged over the last ${rates.minutes} whole minutes`;
 }
 
@@ -384,7 +384,7 @@ function drawChart(usage) {
   }
   buckets.forEach((bucket, index) => {
     const start = new Date(bucket.start);
-    if (start.getUTCMinutes() % 15 === 0) {
+    if (start.getMinutes() % 15 === 0) {
       chart.append(
         svgElement("text", { class: "axis", x: x(index), y: height - 8, "text-anchor": "middle" }, timeOfDay.format(start)),
       );
@@ -435,7 +435,7 @@ function drawTenants(totals) {
     const fill = element("span", { class: "fill" });
     fill.style.width = `${(100 * result.total_tokens) / top[0].total_tokens}%`;
     const value = element("span", { class: "value" });
-    figure(value, result.total_tokens, "tokens");
+    showNumber(value, result.total_tokens, "tokens");
     const share = element("span", { class: "share" }, `${Math.round((100 * result.total_tokens) / all)}%`);
     return element(
       "li",
@@ -492,7 +492,7 @@ async function refresh() {
   }
   showProblem("chart-problem", usage.error);
   if (summary.value) drawMilestones(summary.value, usage.value ? perMinuteOf(usage.value, launch.model) : null);
-  if (!launch) $("milestones").replaceChildren();
+  if (!launch && !launches.error) $("milestones").replaceChildren();
   showProblem("milestones-problem", summary.error);
   if (tenants.value) drawTenants(tenants.value);
   showProblem("tenants-problem", tenants.error);
