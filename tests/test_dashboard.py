@@ -258,12 +258,14 @@ async def test_the_page_shows_the_totals_the_api_answers_and_follows_new_events(
                 await page.wait_for_title("#counter", tokens(after))
                 await page.wait_for_text("#counter", f"{after:,}")
                 tenants_after = await page.tenants()
+                readiness = await page.page.inner_text("#readiness")
                 stored = await page.page.evaluate("localStorage.getItem('tokenpulse.key')")
 
             assert tenants_after == await top_tenants(http, read)
 
     assert after > before
     assert "hooli" in dict(tenants_after)
+    assert readiness == "ready"
     assert page.errors == []
     assert stored == read
     api_calls = [request for request in page.requests if "/v1/" in request.url]
