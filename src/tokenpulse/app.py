@@ -8,6 +8,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from tokenpulse import health
 from tokenpulse.clock import Clock, system_clock
+from tokenpulse.dashboard import router as dashboard_router
 from tokenpulse.database import create_engine
 from tokenpulse.error_handlers import install_error_handlers
 from tokenpulse.ingest import router as ingest_router
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     app.include_router(usage_router.router)
     app.include_router(launches_router.router)
     app.include_router(keys_router.router)
+    app.include_router(dashboard_router.router)
     if settings.cors_origins:
         # Keys travel in the Authorization header, never in cookies: no credentials to allow.
         app.add_middleware(
