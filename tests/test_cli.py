@@ -47,8 +47,9 @@ def test_a_first_start_on_the_embedded_postgresql_prints_one_admin_key_and_keeps
     }
 
     with running_server(tmp_path, env=env) as server:
-        printed = KEY.findall(server.log())
+        printed = KEY.findall(server.output())
         assert len(printed) == 1
+        assert KEY.findall(server.log()) == [], "the secret is shown, never logged"
         admin = printed[0]
         # Beside the running server, the command joins its database, and leaves it running.
         created = run_cli("keys", "create", "--scope", "ingest", "--tenant", "acme", env=env)
@@ -63,7 +64,7 @@ def test_a_first_start_on_the_embedded_postgresql_prints_one_admin_key_and_keeps
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL still runs"
 
     with running_server(tmp_path, env=env) as server:
-        assert KEY.findall(server.log()) == [], "a second start must not print a new key"
+        assert KEY.findall(server.output()) == [], "a second start must not print a new key"
         totals = httpx.get(
             f"{server.url}/v1/totals", params={"window": "1h"}, headers=bearer(admin)
         ).json()
