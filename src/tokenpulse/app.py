@@ -24,7 +24,7 @@ from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import StoredKey, find_key
 from tokenpulse.launches import router as launches_router
 from tokenpulse.logs import configure_logging
-from tokenpulse.metrics import Metrics, worker_exits
+from tokenpulse.metrics import Metrics
 from tokenpulse.migrations import head_revision
 from tokenpulse.ratelimit import RateLimits
 from tokenpulse.runtime import Runtime
@@ -111,7 +111,6 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             await batcher.close()
             await ingest_engine.dispose()
             await engine.dispose()
-            worker_exits()
 
     app = _Service(
         metrics=metrics,

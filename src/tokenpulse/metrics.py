@@ -18,7 +18,8 @@ from tokenpulse.ingest.batcher import FlushStats
 # With several workers, `tokenpulse serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder;
 # each worker writes its figures there, and any worker's `/metrics` adds them all up. Counters
 # and histograms of a worker that has exited still count (totals never go back); its gauges,
-# which say how things are now, are dropped.
+# which say how things are now, are dropped when the next scrape finds it gone, however it
+# ended (a stop, a crash, a kill).
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
@@ -52,6 +53,13 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=self.registry,
         )
+        self.workers = Gauge(
+            "tokenpulse_workers",
+            "Worker processes running (each counts itself).",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.workers.set(1)
         self.database_errors = Counter(
             "tokenpulse_database_errors",
             "Database operations that failed, by kind: unavailable (unreachable, overloaded, "
@@ -91,14 +99,8 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def worker_exits() -> None:
-    """Drop this worker's gauges from what the other workers report, as it stops."""
-    if directory := os.environ.get(MULTIPROCESS_DIR):
-        mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
-
-
 def forget_exited_workers(directory: Path) -> None:
-    """Drop the gauges of workers that ended without saying so (killed, crashed)."""
+    """Drop the gauges of workers that are no longer running."""
     for path in directory.glob("gauge_live*.db"):
         if (match := _LIVE_GAUGE_FILE.fullmatch(path.name)) and not _is_running(int(match[1])):
             mark_process_dead(int(match[1]), str(directory))  # type: ignore[no-untyped-call]
