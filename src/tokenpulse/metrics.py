@@ -2,6 +2,7 @@
 
 import os
 import re
+from contextlib import suppress
 from pathlib import Path
 
 from prometheus_client import (
@@ -103,7 +104,9 @@ def forget_exited_workers(directory: Path) -> None:
     """Drop the gauges of workers that are no longer running."""
     for path in directory.glob("gauge_live*.db"):
         if (match := _LIVE_GAUGE_FILE.fullmatch(path.name)) and not _is_running(int(match[1])):
-            mark_process_dead(int(match[1]), str(directory))  # type: ignore[no-untyped-call]
+            # Another worker's scrape may be removing the same files at this moment.
+            with suppress(FileNotFoundError):
+                mark_process_dead(int(match[1]), str(directory))  # type: ignore[no-untyped-call]
 
 
 def _is_running(pid: int) -> bool:
