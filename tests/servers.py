@@ -28,9 +28,15 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    output_path: Path
 
     def log(self) -> str:
+        """What the server wrote on stderr: its log."""
         return self.log_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        """What the server wrote on stdout: only what is meant for the operator's eyes."""
+        return self.output_path.read_text(errors="replace")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
@@ -48,16 +54,17 @@ def running_server(
     """
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
+    output_path = log_dir / f"server-{port}.out"
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPULSE_")}
     environment = {**inherited, **(env or {})}
-    with log_path.open("wb") as log:
+    with log_path.open("wb") as log, output_path.open("wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "tokenpulse", "serve", "--port", str(port), *args],
             env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=output,
+            stderr=log,
         )
-    server = Server(process, f"http://127.0.0.1:{port}", log_path)
+    server = Server(process, f"http://127.0.0.1:{port}", log_path, output_path)
     try:
         _wait_until_ready(server)
         yield server
@@ -75,11 +82,11 @@ def _wait_until_ready(server: Server) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"tokenpulse serve exited early:\n{server.log()}")
+            raise RuntimeError(f"tokenpulse serve exited early:\n{server.output()}{server.log()}")
         try:
             if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"tokenpulse serve was not ready in time:\n{server.log()}")
+    raise RuntimeError(f"tokenpulse serve was not ready in time:\n{server.output()}{server.log()}")
