@@ -9,14 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import ClientFactory, Keys
+from tests.conftest import ClientFactory, Keys, forget_usage
 from tests.factories import event
 from tokenpulse.instants import format_rfc3339
-from tokenpulse.rollups import GRAINS
-from tokenpulse.tables import usage_event
 
 LAUNCH = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-USAGE_TABLES = [usage_event.name, *(table.name for grain in GRAINS for table in grain.tables)]
 
 
 def measures(*events: dict[str, Any]) -> dict[str, int]:
@@ -215,8 +212,7 @@ async def test_the_peak_minute_equals_the_busiest_minute_of_the_events(
     concurrent: bool,
     launch_offset: int,
 ) -> None:
-    async with db.begin() as connection:  # every example starts with no usage
-        await connection.exec_driver_sql(f"TRUNCATE {', '.join(USAGE_TABLES)}")
+    await forget_usage(db)
     model = "m-large"
     base = LAUNCH - timedelta(days=1)
     launched_at = base + timedelta(seconds=launch_offset)
