@@ -1,7 +1,7 @@
 """Small JSON request bodies (keys, launches): read only once the caller is known, size-limited,
 and checked by a pydantic model into the one error shape."""
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
@@ -28,13 +28,3 @@ async def read_model(request: Request, model: type[Model]) -> Model:
         return model.model_validate_json(bytes(body))
     except ValidationError as exc:
         raise InvalidParameters.from_validation(exc.errors()) from None
-
-
-def documented_body(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` that describes a body read with `read_model`."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }

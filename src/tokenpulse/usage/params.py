@@ -1,7 +1,7 @@
 """Query parameters the read endpoints share: instants, group_by and the dimension filters."""
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query
 
@@ -38,6 +38,11 @@ async def selection(
 ) -> Selection:
     """The filters, and the dimensions to group by."""
     return Selection(parse_selection(group_by, {}).group_by, filtered.filters)
+
+
+def instant_query(description: str) -> Any:
+    """A query parameter that is an RFC 3339 instant (read with `instant`)."""
+    return Query(description=description, json_schema_extra={"format": "date-time"})
 
 
 def instant(name: str, value: str | None) -> datetime | None:
