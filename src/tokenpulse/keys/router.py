@@ -34,10 +34,11 @@ class KeyRequest(BaseModel):
     scope: Scope
     tenant: str | None = Field(default=None, min_length=1, max_length=STRING_MAX)
 
-    @field_validator("name", "tenant")
+    @field_validator("name", "tenant", mode="before")
     @classmethod
-    def _storable(cls, value: str | None) -> str | None:
-        if value is not None and (problem := text_problem(value)) is not None:
+    def _storable(cls, value: object) -> object:
+        # Before pydantic's own check, which would refuse a lone surrogate in other words.
+        if isinstance(value, str) and (problem := text_problem(value)) is not None:
             raise ValueError(problem)
         return value
 
