@@ -229,14 +229,15 @@ def ceil_minute(instant: datetime) -> datetime:
 # through HTTP
 
 
-async def empty_usage(engine: AsyncEngine) -> None:
-    """Every table but the keys emptied: each example starts from no events."""
+async def stored_after_sending(
+    engine: AsyncEngine, client: httpx.AsyncClient, batches: list[list[Sent]]
+) -> list[Sent]:
+    """Send `batches` to a service holding no events (every table but the keys is emptied, as
+    each example needs), check what each answer says became of its events, and return what the
+    model says is stored."""
     tables = [name for name in metadata.tables if name != "api_key"]
     async with engine.begin() as connection:
         await connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
-
-
-async def send(client: httpx.AsyncClient, batches: list[list[Sent]]) -> list[tuple[int, int]]:
     outcomes = []
     for batch in batches:
         response = await client.post("/v1/events", json={"events": [e.as_json() for e in batch]})
@@ -244,7 +245,13 @@ async def send(client: httpx.AsyncClient, batches: list[list[Sent]]) -> list[tup
         answer = response.json()
         assert answer["rejected"] == 0, answer["errors"]
         outcomes.append((answer["accepted"], answer["duplicates"]))
-    return outcomes
+    assert outcomes == expected_outcomes(batches)
+    return stored_events(batches)
+
+
+def query_lists(*parts: st.SearchStrategy[Any]) -> st.SearchStrategy[list[tuple[Any, ...]]]:
+    """A few queries, each a selection and `parts`: one example's events answer them all."""
+    return st.lists(st.tuples(selections(), *parts), min_size=1, max_size=4)
 
 
 def at(text: str) -> datetime:
@@ -254,15 +261,10 @@ def at(text: str) -> datetime:
 @PROPERTY_SETTINGS
 @given(
     sent=requests(),
-    queries=st.lists(
-        st.tuples(
-            selections(),
-            st.sampled_from(["5m", "1h", "24h", "7d", "30d", None]),
-            st.integers(-3 * 86400, 3 * 86400),
-            st.integers(0, 3 * 86400),
-        ),
-        min_size=1,
-        max_size=4,
+    queries=query_lists(
+        st.sampled_from(["5m", "1h", "24h", "7d", "30d", None]),
+        st.integers(-3 * 86400, 3 * 86400),
+        st.integers(0, 3 * 86400),
     ),
 )
 async def test_totals_equal_a_plain_sum_of_the_stored_events(
@@ -272,9 +274,7 @@ async def test_totals_equal_a_plain_sum_of_the_stored_events(
     queries: list[tuple[dict[str, Any], str | None, int, int]],
 ) -> None:
     center, batches = sent
-    await empty_usage(db)
-    assert await send(client, batches) == expected_outcomes(batches)
-    events = stored_events(batches)
+    events = await stored_after_sending(db, client, batches)
 
     for params, window, start_offset, length in queries:
         if window is not None:
@@ -304,16 +304,11 @@ async def test_totals_equal_a_plain_sum_of_the_stored_events(
 @PROPERTY_SETTINGS
 @given(
     sent=requests(),
-    queries=st.lists(
-        st.tuples(
-            selections(),
-            st.sampled_from(["1m", "1h", "1d"]),
-            st.sampled_from(ZONES),
-            st.integers(-3 * 1440, 2 * 1440),
-            st.integers(1, 150),
-        ),
-        min_size=1,
-        max_size=4,
+    queries=query_lists(
+        st.sampled_from(["1m", "1h", "1d"]),
+        st.sampled_from(ZONES),
+        st.integers(-3 * 1440, 2 * 1440),
+        st.integers(1, 150),
     ),
 )
 async def test_usage_buckets_equal_a_plain_sum_of_the_stored_events_in_each(
@@ -323,9 +318,7 @@ async def test_usage_buckets_equal_a_plain_sum_of_the_stored_events_in_each(
     queries: list[tuple[dict[str, Any], str, str, int, int]],
 ) -> None:
     center, batches = sent
-    await empty_usage(db)
-    await send(client, batches)
-    events = stored_events(batches)
+    events = await stored_after_sending(db, client, batches)
 
     for params, bucket, tz, start_minutes, count in queries:
         zone = ZoneInfo(tz)
