@@ -97,6 +97,14 @@ async def db(engine: AsyncEngine) -> AsyncEngine:
     return engine
 
 
+async def empty_all_but_keys(engine: AsyncEngine) -> None:
+    """Every table but the keys emptied: the examples of a hypothesis test share one `db`
+    fixture, and each must start from no events."""
+    tables = [name for name in metadata.tables if name != "api_key"]
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
+
+
 @dataclass
 class Keys:
     """Creates API keys in the test database; `admin` is a platform admin key made up front."""

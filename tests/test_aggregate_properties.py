@@ -19,9 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import NOW
+from tests.conftest import NOW, empty_all_but_keys
 from tokenpulse.instants import format_rfc3339
-from tokenpulse.tables import metadata
 
 DIMENSIONS = ("tenant", "project", "model", "api_key_id")
 TENANTS = ["acme", "globex"]
@@ -232,12 +231,9 @@ def ceil_minute(instant: datetime) -> datetime:
 async def stored_after_sending(
     engine: AsyncEngine, client: httpx.AsyncClient, batches: list[list[Sent]]
 ) -> list[Sent]:
-    """Send `batches` to a service holding no events (every table but the keys is emptied, as
-    each example needs), check what each answer says became of its events, and return what the
-    model says is stored."""
-    tables = [name for name in metadata.tables if name != "api_key"]
-    async with engine.begin() as connection:
-        await connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
+    """Send `batches` to a service holding no events, check what each answer says became of
+    its events, and return what the model says is stored."""
+    await empty_all_but_keys(engine)
     outcomes = []
     for batch in batches:
         response = await client.post("/v1/events", json={"events": [e.as_json() for e in batch]})
