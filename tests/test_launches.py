@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import ClientFactory, Keys, forget_usage
+from tests.conftest import ClientFactory, Keys, empty_all_but_keys
 from tests.factories import event
 from tokenpulse.instants import format_rfc3339
 
@@ -212,7 +212,7 @@ async def test_the_peak_minute_equals_the_busiest_minute_of_the_events(
     concurrent: bool,
     launch_offset: int,
 ) -> None:
-    await forget_usage(db)
+    await empty_all_but_keys(db)
     model = "m-large"
     base = LAUNCH - timedelta(days=1)
     launched_at = base + timedelta(seconds=launch_offset)

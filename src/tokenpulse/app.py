@@ -21,12 +21,15 @@ from tokenpulse.ingest.events import Event, EventRules
 from tokenpulse.ingest.storage import EventKey, store_events
 from tokenpulse.keys import router as keys_router
 from tokenpulse.keys.registry import KeyRegistry
+from tokenpulse.keys.router import KeyRequest
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import StoredKey, find_key
 from tokenpulse.launches import router as launches_router
+from tokenpulse.launches.router import LaunchRequest
 from tokenpulse.logs import configure_logging
 from tokenpulse.metrics import Metrics
 from tokenpulse.migrations import head_revision
+from tokenpulse.openapi import EventBatch, UsageEvent, with_body_schemas
 from tokenpulse.ratelimit import RateLimits
 from tokenpulse.runtime import Runtime
 from tokenpulse.settings import Settings
@@ -138,6 +141,17 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The bodies read by hand are not parameters FastAPI knows: their schemas are added.
+        if app.openapi_schema is None:
+            app.openapi_schema = with_body_schemas(
+                generate_openapi(), (UsageEvent, EventBatch, KeyRequest, LaunchRequest)
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

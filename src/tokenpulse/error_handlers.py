@@ -6,9 +6,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from tokenpulse.database import is_database_error, is_unavailable
-from tokenpulse.errors import InvalidParameters, ServiceError, Unavailable, error_body
+from tokenpulse.errors import BadRequest, InvalidParameters, ServiceError, Unavailable, error_body
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,13 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=exc.headers,
         )
 
+    async def body_cut_short(request: Request, exc: Exception) -> JSONResponse:
+        # Nobody reads this answer; what matters is that nothing of the request was kept, and
+        # that a client going away is not logged as the service failing.
+        return await service_error(
+            request, BadRequest("the connection closed before the body ended")
+        )
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         runtime = getattr(request.app.state, "runtime", None)
         if runtime is not None and is_database_error(exc):
@@ -53,4 +61,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, body_cut_short)
     app.add_exception_handler(Exception, unexpected)

@@ -77,14 +77,22 @@ class InvalidParameters(ServiceError):
         """From pydantic's errors; `skip` drops leading parts of each location ("query")."""
         return cls.listing(
             [
-                Problem(".".join(str(part) for part in error["loc"][skip:]) or None, error["msg"])
+                Problem(
+                    ".".join(str(part) for part in error["loc"][skip:]) or None,
+                    # A rule of ours reads as ingest's do, without pydantic's prefix.
+                    error["msg"].removeprefix("Value error, "),
+                )
                 for error in errors
             ]
         )
 
     @classmethod
     def listing(cls, problems: Sequence[Problem]) -> "InvalidParameters":
-        return cls("; ".join(f"{p.field}: {p.message}" for p in problems), problems=problems)
+        return cls("; ".join(_named(p) for p in problems), problems=problems)
+
+
+def _named(problem: Problem) -> str:
+    return problem.message if problem.field is None else f"{problem.field}: {problem.message}"
 
 
 class TooManyRequests(ServiceError):

@@ -17,6 +17,7 @@ from tokenpulse.database import is_unavailable
 from tokenpulse.errors import Forbidden
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.migrations import current_revision
+from tokenpulse.openapi import HealthAnswer, ReadinessAnswer, error_responses
 from tokenpulse.runtime import Runtime, get_runtime
 
 router = APIRouter(tags=["health"])
@@ -24,12 +25,19 @@ router = APIRouter(tags=["health"])
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses={200: {"model": HealthAnswer}, **error_responses()})
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"model": ReadinessAnswer},
+        503: {"model": ReadinessAnswer, "description": "A check failed, or shutting down."},
+        **error_responses(),
+    },
+)
 async def readyz(runtime: Annotated[Runtime, Depends(get_runtime)]) -> JSONResponse:
     checks = await readiness_checks(runtime)
     ready = all(check == "ok" for check in checks.values())
@@ -92,7 +100,14 @@ async def readiness_checks(runtime: Runtime) -> dict[str, str]:
     return checks
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+        **error_responses(401, 403, 503),
+    },
+)
 async def metrics(request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Response:
     if not runtime.settings.metrics_public:
         caller = await authenticate(request, runtime)

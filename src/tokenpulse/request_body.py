@@ -1,12 +1,14 @@
 """Small JSON request bodies (keys, launches): read only once the caller is known, size-limited,
 and checked by a pydantic model into the one error shape."""
 
+import json
 from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from tokenpulse.errors import InvalidParameters, PayloadTooLarge
+from tokenpulse.errors import InvalidParameters, PayloadTooLarge, Problem
+from tokenpulse.text import echo
 
 SMALL_BODY_BYTES = 64 * 1024
 
@@ -24,17 +26,49 @@ async def read_model(request: Request, model: type[Model]) -> Model:
         body += chunk
         if len(body) > SMALL_BODY_BYTES:
             raise too_large
+    document = _decoded(bytes(body))
     try:
-        return model.model_validate_json(bytes(body))
+        return model.model_validate(document)
     except ValidationError as exc:
         raise InvalidParameters.from_validation(exc.errors()) from None
 
 
-def documented_body(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` that describes a body read with `read_model`."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
+class _RepeatedKeys(ValueError):
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__("repeated keys")
+        self.keys = keys
+
+
+def _decoded(body: bytes) -> Any:
+    """The body as JSON, decoded as ingest decodes events: a repeated key, NaN or Infinity is
+    refused, and a lone surrogate is kept, so that the model names the field that holds it."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _not_json(f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        return json.loads(text, object_pairs_hook=_without_repeats, parse_constant=_no_constant)
+    except _RepeatedKeys as exc:
+        problems = [Problem(echo(key), "appears more than once") for key in exc.keys]
+        raise InvalidParameters.listing(problems) from None
+    except RecursionError:
+        reason = "nested too deeply"
+    except ValueError as exc:
+        reason = str(exc)
+    raise _not_json(reason)
+
+
+def _not_json(reason: str) -> InvalidParameters:
+    return InvalidParameters.listing([Problem(None, f"the body is not valid JSON: {reason}")])
+
+
+def _without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    decoded = dict(pairs)
+    if len(decoded) < len(pairs):
+        keys = [key for key, _ in pairs]
+        raise _RepeatedKeys(sorted({key for key in keys if keys.count(key) > 1}))
+    return decoded
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")

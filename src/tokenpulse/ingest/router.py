@@ -10,12 +10,20 @@ from tokenpulse.errors import PayloadTooLarge, Unavailable
 from tokenpulse.ingest.body import body_format, decode_events, read_limited
 from tokenpulse.ingest.ingestion import ingest
 from tokenpulse.keys.scopes import Scope
+from tokenpulse.openapi import AUTHENTICATED, IngestAnswer, answers, ingest_body
 from tokenpulse.runtime import Runtime, get_runtime
 
 router = APIRouter(tags=["ingest"])
 
 
-@router.post("/v1/events")
+@router.post(
+    "/v1/events",
+    responses={
+        **answers(IngestAnswer, *AUTHENTICATED, 400, 413, 415),
+        422: {"model": IngestAnswer, "description": "Every event was rejected."},
+    },
+    openapi_extra=ingest_body(),
+)
 async def post_events(
     request: Request,
     caller: Annotated[Caller, Depends(require(Scope.INGEST))],

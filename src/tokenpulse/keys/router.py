@@ -11,7 +11,15 @@ from tokenpulse.errors import Forbidden, NotFound
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key, list_keys, revoke_key
 from tokenpulse.keys.tokens import KEY_ID
-from tokenpulse.request_body import documented_body, read_model
+from tokenpulse.openapi import (
+    AUTHENTICATED,
+    CreatedKeyAnswer,
+    KeyAnswer,
+    KeysAnswer,
+    answers,
+    json_body,
+)
+from tokenpulse.request_body import read_model
 from tokenpulse.runtime import Runtime, get_runtime
 from tokenpulse.text import STRING_MAX, text_problem
 
@@ -26,15 +34,21 @@ class KeyRequest(BaseModel):
     scope: Scope
     tenant: str | None = Field(default=None, min_length=1, max_length=STRING_MAX)
 
-    @field_validator("name", "tenant")
+    @field_validator("name", "tenant", mode="before")
     @classmethod
-    def _storable(cls, value: str | None) -> str | None:
-        if value is not None and (problem := text_problem(value)) is not None:
+    def _storable(cls, value: object) -> object:
+        # Before pydantic's own check, which would refuse a lone surrogate in other words.
+        if isinstance(value, str) and (problem := text_problem(value)) is not None:
             raise ValueError(problem)
         return value
 
 
-@router.post("/v1/keys", status_code=201, openapi_extra=documented_body(KeyRequest))
+@router.post(
+    "/v1/keys",
+    status_code=201,
+    responses=answers(CreatedKeyAnswer, *AUTHENTICATED, 413, 422, status=201),
+    openapi_extra=json_body(KeyRequest),
+)
 async def post_key(
     http_request: Request, caller: Admin, runtime: Annotated[Runtime, Depends(get_runtime)]
 ) -> JSONResponse:
@@ -51,7 +65,7 @@ async def post_key(
     return JSONResponse({**created.key.as_json(), "key": created.token}, status_code=201)
 
 
-@router.get("/v1/keys")
+@router.get("/v1/keys", responses=answers(KeysAnswer, *AUTHENTICATED))
 async def get_keys(
     caller: Admin, runtime: Annotated[Runtime, Depends(get_runtime)]
 ) -> dict[str, Any]:
@@ -60,7 +74,7 @@ async def get_keys(
     return {"keys": [key.as_json() for key in keys]}
 
 
-@router.delete("/v1/keys/{key_id}")
+@router.delete("/v1/keys/{key_id}", responses=answers(KeyAnswer, *AUTHENTICATED, 404))
 async def delete_key(
     key_id: str, caller: Admin, runtime: Annotated[Runtime, Depends(get_runtime)]
 ) -> dict[str, Any]:

@@ -17,12 +17,21 @@ from tokenpulse.keys.scopes import Scope
 from tokenpulse.launches.milestones import find_crossings
 from tokenpulse.launches.store import find_launch, list_launches, put_launch
 from tokenpulse.launches.summary import launch_summary
-from tokenpulse.request_body import documented_body, read_model
+from tokenpulse.openapi import (
+    AUTHENTICATED,
+    LaunchAnswer,
+    LaunchesAnswer,
+    LaunchSummaryAnswer,
+    MilestoneAnswer,
+    answers,
+    json_body,
+)
+from tokenpulse.request_body import read_model
 from tokenpulse.rollups import MINUTE
 from tokenpulse.runtime import Runtime, get_runtime
 from tokenpulse.text import STRING_MAX, text_problem
 from tokenpulse.usage.aggregate import Selection
-from tokenpulse.usage.params import filters, instant
+from tokenpulse.usage.params import filters, instant, instant_query
 
 router = APIRouter(tags=["launches"])
 
@@ -66,7 +75,14 @@ def checked_model(model: str) -> str:
     return model
 
 
-@router.put("/v1/launches/{model}", openapi_extra=documented_body(LaunchRequest))
+@router.put(
+    "/v1/launches/{model}",
+    responses={
+        **answers(LaunchAnswer, *AUTHENTICATED, 413, 422),
+        201: {"model": LaunchAnswer, "description": "The launch was created."},
+    },
+    openapi_extra=json_body(LaunchRequest),
+)
 async def put_model_launch(
     model: Model,
     http_request: Request,
@@ -85,7 +101,7 @@ async def put_model_launch(
     return JSONResponse(launch.as_json(), status_code=201 if created else 200)
 
 
-@router.get("/v1/launches")
+@router.get("/v1/launches", responses=answers(LaunchesAnswer, *AUTHENTICATED))
 async def get_launches(
     caller: Annotated[Caller, Depends(require(Scope.READ))], runtime: RuntimeDep
 ) -> dict[str, Any]:
@@ -94,7 +110,9 @@ async def get_launches(
     return {"launches": [launch.as_json() for launch in launches]}
 
 
-@router.get("/v1/launches/{model}")
+@router.get(
+    "/v1/launches/{model}", responses=answers(LaunchSummaryAnswer, *AUTHENTICATED, 404, 422)
+)
 async def get_launch(
     model: Model,
     caller: Annotated[Caller, Depends(require(Scope.READ))],
@@ -108,14 +126,14 @@ async def get_launch(
         return await launch_summary(connection, launch, selection, until=stored_until(runtime))
 
 
-@router.get("/v1/milestones")
+@router.get("/v1/milestones", responses=answers(MilestoneAnswer, *AUTHENTICATED, 422))
 async def get_milestones(
     selection: Annotated[Selection, Depends(filters)],
     runtime: RuntimeDep,
     threshold: Annotated[int, Query(ge=1, le=2**63 - 1, description="The sum to reach.")],
     since: Annotated[
         str | None,
-        Query(description="Count from here; default: the launch of the one `model` filtered."),
+        instant_query("Count from here; default: the launch of the one `model` filtered."),
     ] = None,
     metric: Measure = "total_tokens",
 ) -> dict[str, Any]:

@@ -1,15 +1,20 @@
 """Query parameters the read endpoints share: instants, group_by and the dimension filters."""
 
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import Depends, Query
 
 from tokenpulse.auth import Caller, require
 from tokenpulse.errors import InvalidParameters
-from tokenpulse.instants import parse_rfc3339, rfc3339_problem
+from tokenpulse.instants import format_rfc3339, parse_rfc3339, rfc3339_problem
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.usage.aggregate import Selection, parse_selection
+
+# Instants asked about lie well inside the years Python can count in, so that a range, a day in
+# a time zone or a bucket after one never runs past them.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 Filter = Annotated[
     list[str] | None, Query(description="Keep only these values; repeat to allow several.")
@@ -40,6 +45,11 @@ async def selection(
     return Selection(parse_selection(group_by, {}).group_by, filtered.filters)
 
 
+def instant_query(description: str) -> Any:
+    """A query parameter that is an RFC 3339 instant (read with `instant`)."""
+    return Query(description=description, json_schema_extra={"format": "date-time"})
+
+
 def instant(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -49,4 +59,8 @@ def instant(name: str, value: str | None) -> datetime | None:
     parsed = parse_rfc3339(value)
     if parsed is None:
         raise InvalidParameters.of(name, rfc3339_problem(value))
+    if not EARLIEST <= parsed < LATEST:
+        raise InvalidParameters.of(
+            name, f"must lie from {format_rfc3339(EARLIEST)} to before {format_rfc3339(LATEST)}"
+        )
     return parsed

@@ -4,21 +4,22 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from tokenpulse.openapi import AUTHENTICATED, TotalsAnswer, UsageAnswer, answers
 from tokenpulse.runtime import Runtime, get_runtime
 from tokenpulse.usage.aggregate import Selection
-from tokenpulse.usage.params import instant, selection
+from tokenpulse.usage.params import instant, instant_query, selection
 from tokenpulse.usage.series import Buckets, parse_zone, usage_series
 from tokenpulse.usage.totals import totals_range, usage_totals
 
 router = APIRouter(tags=["aggregates"])
 
 
-@router.get("/v1/usage")
+@router.get("/v1/usage", responses=answers(UsageAnswer, *AUTHENTICATED, 422))
 async def get_usage(
     chosen: Annotated[Selection, Depends(selection)],
     runtime: Annotated[Runtime, Depends(get_runtime)],
-    start: Annotated[str, Query(description="First bucket's start, on a bucket boundary.")],
-    end: Annotated[str | None, Query(description="Last bucket's end (exclusive).")] = None,
+    start: Annotated[str, instant_query("First bucket's start, on a bucket boundary.")],
+    end: Annotated[str | None, instant_query("Last bucket's end (exclusive).")] = None,
     bucket: Literal["1m", "1h", "1d"] = "1d",
     tz: Annotated[str, Query(description="IANA time zone of 1d buckets.")] = "UTC",
 ) -> dict[str, Any]:
@@ -36,12 +37,12 @@ async def get_usage(
         )
 
 
-@router.get("/v1/totals")
+@router.get("/v1/totals", responses=answers(TotalsAnswer, *AUTHENTICATED, 422))
 async def get_totals(
     chosen: Annotated[Selection, Depends(selection)],
     runtime: Annotated[Runtime, Depends(get_runtime)],
-    start: Annotated[str | None, Query(description="Range start, floored to the minute.")] = None,
-    end: Annotated[str | None, Query(description="Range end (default now), raised.")] = None,
+    start: Annotated[str | None, instant_query("Range start, floored to the minute.")] = None,
+    end: Annotated[str | None, instant_query("Range end (default now), raised.")] = None,
     window: Literal["5m", "1h", "24h", "7d", "30d"] | None = None,
 ) -> dict[str, Any]:
     counted_start, counted_end = totals_range(
