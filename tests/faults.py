@@ -428,6 +428,7 @@ async def _restart_postgres_under_load(
         gateway_client(server.url, key, transport) as client,
         gateway_client(server.url, key, httpx.AsyncHTTPTransport()) as probe,
     ):
+        problems += await _restart_unnoticed(postgres, probe, load)
         async with gateways(client, load, transport) as sent:
             for restart in range(1, restarts + 1):
                 if not await sent.progressed(restart / (restarts + 1)):
@@ -446,6 +447,28 @@ async def _restart_postgres_under_load(
     if server.process.poll() is not None:
         problems.append("the service exited")
     return problems + sent.unexpected_answers({200, 503}) + sent.unanswered(expected=set())
+
+
+async def _restart_unnoticed(
+    postgres: CrashablePostgres, probe: httpx.AsyncClient, load: Load
+) -> list[str]:
+    """A crash and restart while the service is idle: every connection it holds is dead, and
+    its next requests must get fresh ones rather than fail."""
+    before, after = (probe_events(load.day(), name) for name in ("before-idle", "after-idle"))
+    problems = []
+    if (answer := await probe.post("/v1/events", json={"events": before})).status_code != 200:
+        problems.append(f"ingest before the idle restart: {answer.status_code} {answer.text}")
+    await asyncio.to_thread(postgres.crash)
+    await asyncio.to_thread(postgres.start)
+    for answer in (
+        await probe.post("/v1/events", json={"events": after}),
+        await probe.get("/v1/totals", params={"window": "24h"}),
+    ):
+        if answer.status_code != 200:
+            problems.append(
+                f"{answer.request.url.path} after the idle restart: {answer.status_code}"
+            )
+    return problems
 
 
 async def _crash_mid_flush(
