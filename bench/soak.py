@@ -13,7 +13,6 @@ starts a PostgreSQL of its own.
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' fault scenarios
-from run import fresh_database
+from run import database_server, fresh_database
 from tests.faults import (
     Load,
     postgres_restart_scenario,
@@ -29,8 +28,6 @@ from tests.faults import (
     sigkill_scenario,
     sigterm_scenario,
 )
-
-from tokenpulse.embedded import start_embedded_postgres
 
 SCENARIOS = ("sigkill", "postgres", "sigterm")
 
@@ -74,14 +71,8 @@ async def soak(args: argparse.Namespace, server_url: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    configured = os.environ.get("TOKENPULSE_BENCH_DATABASE_URL")
-    if configured:
-        return asyncio.run(soak(args, configured))
-    embedded = start_embedded_postgres(Path(tempfile.mkdtemp(prefix="tokenpulse-soak-db-")))
-    try:
-        return asyncio.run(soak(args, embedded.url))
-    finally:
-        embedded.stop()
+    with database_server() as server_url:
+        return asyncio.run(soak(args, server_url))
 
 
 if __name__ == "__main__":

@@ -178,13 +178,14 @@ def gateway_client(url: str, key: str, transport: httpx.AsyncBaseTransport) -> h
 
 async def until(condition: Callable[[], bool | Awaitable[bool]], what: str) -> None:
     """Poll `condition` until it holds; a hang if it does not within HANG_SECONDS."""
-    async with asyncio.timeout(HANG_SECONDS):
-        while True:
-            holds = condition()
-            if holds if isinstance(holds, bool) else await holds:
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError("unreachable")  # pragma: no cover
+    deadline = asyncio.get_running_loop().time() + HANG_SECONDS
+    while True:
+        holds = condition()
+        if holds if isinstance(holds, bool) else await holds:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"waited {HANG_SECONDS:g} s for {what}")
+        await asyncio.sleep(0.02)
 
 
 async def ledger_problems(
@@ -250,24 +251,21 @@ async def prepare_database(database_url: str) -> str:
 
 
 @asynccontextmanager
-async def ingest_stalled(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """Hold every ingest transaction at its rollups, and yield once one is waiting there.
+async def ingest_stalled(database_url: str) -> AsyncIterator[None]:
+    """Hold every ingest transaction at its rollups, and enter once one is waiting there.
 
-    The lock ends with the block (or with the database, if it goes down meanwhile).
+    The stall ends with the block, or with the database if that goes down meanwhile.
     """
     blocker = await asyncpg.connect(database_url)
     try:
-        transaction = blocker.transaction()
-        await transaction.start()
-        await blocker.execute("LOCK TABLE rollup_minute IN ACCESS EXCLUSIVE MODE")
+        await blocker.execute("BEGIN; LOCK TABLE rollup_minute IN ACCESS EXCLUSIVE MODE")
         await until(lambda: flushes_waiting(blocker), "a flush waiting on the stalled rollups")
-        yield blocker
+        yield
     finally:
-        if not blocker.is_closed():
-            try:
-                await blocker.close(timeout=HANG_SECONDS)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                blocker.terminate()
+        try:
+            await blocker.close(timeout=HANG_SECONDS)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            blocker.terminate()
 
 
 async def flushes_waiting(connection: asyncpg.Connection) -> bool:
@@ -524,7 +522,6 @@ async def sigterm_scenario(
                 for stop in range(1, stops + 1):
                     if not await sent.progressed(stop / (stops + 1)):
                         problems.append(f"sending ended before stop {stop}")
-                    probe.base_url = httpx.URL(server.url)
                     problems += await _stop_with_requests_in_flight(
                         server, probe, database_url, load
                     )
