@@ -22,12 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' fault scenarios
 from run import database_server, fresh_database
 from tests.faults import (
-    Load,
     postgres_restart_scenario,
     prepare_database,
     sigkill_scenario,
     sigterm_scenario,
 )
+from tests.gateways import Load
 
 SCENARIOS = ("sigkill", "postgres", "sigterm")
 

