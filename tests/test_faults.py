@@ -21,7 +21,7 @@ from tokenpulse.settings import Settings
 async def test_events_acked_between_repeated_sigkills_of_the_service_are_stored_exactly_once(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
-    load = Load(events=20_000, seed=61)
+    load = Load(events=10_000, seed=61)
 
     problems = await sigkill_scenario(database_url, keys.admin, tmp_path, load, kills=3)
 
@@ -31,7 +31,7 @@ async def test_events_acked_between_repeated_sigkills_of_the_service_are_stored_
 async def test_a_database_crash_mid_flush_answers_503_meanwhile_and_the_service_recovers_alone(
     tmp_path: Path,
 ) -> None:
-    load = Load(events=12_000, seed=62)
+    load = Load(events=8_000, seed=62)
 
     problems = await postgres_restart_scenario(tmp_path, load, restarts=2)
 
@@ -41,7 +41,7 @@ async def test_a_database_crash_mid_flush_answers_503_meanwhile_and_the_service_
 async def test_on_sigterm_requests_in_flight_are_answered_and_stored_before_the_service_exits(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
-    load = Load(events=12_000, seed=63)
+    load = Load(events=8_000, seed=63)
 
     problems = await sigterm_scenario(database_url, keys.admin, tmp_path, load, stops=1)
 
