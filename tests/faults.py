@@ -74,8 +74,8 @@ async def ingest_stalled(database_url: str) -> AsyncIterator[None]:
 
 async def flushes_waiting(connection: asyncpg.Connection) -> bool:
     waiting = await connection.fetchval(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE application_name = 'tokenpulse' AND wait_event_type = 'Lock'"
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'tokenpulse' AND wait_event_type = 'Lock'"
     )
     return bool(waiting)
 
