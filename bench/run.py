@@ -37,6 +37,7 @@ from tokenpulse.migrations import upgrade_to_head
 from tokenpulse.simulator.launchday import LaunchDay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules
+from breakdown import COPY_COLUMNS, flush_breakdown
 from dataset import MODELS, load, thirty_days
 from loadgen import (
     DROPPED,
@@ -61,10 +62,11 @@ class Size:
     datasets: tuple[int, ...]
     query_repeats: int
     overload_seconds: float
+    profiled_batches: int
 
 
-FULL = Size(200_000, 200, 10.0, (1_000_000, 10_000_000), 300, 30.0)
-TINY = Size(5_000, 10, 1.0, (2_000, 4_000), 20, 2.0)
+FULL = Size(200_000, 200, 10.0, (1_000_000, 10_000_000), 300, 30.0, 60)
+TINY = Size(5_000, 10, 1.0, (2_000, 4_000), 20, 2.0, 3)
 
 
 @dataclass
@@ -223,18 +225,7 @@ async def copy_ceiling(server_url: str, size: Size, reps: int) -> float:
             await connection.copy_records_to_table(
                 "copy_target",
                 records=records,
-                columns=[
-                    "tenant",
-                    "event_id",
-                    "project",
-                    "model",
-                    "api_key_id",
-                    "occurred_at",
-                    "input_tokens",
-                    "cached_input_tokens",
-                    "output_tokens",
-                    "reasoning_tokens",
-                ],
+                columns=COPY_COLUMNS,
             )
             rates.append(len(records) / (time.perf_counter() - started))
         await connection.close()
@@ -436,15 +427,16 @@ def number(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def table(rows: list[Row]) -> str:
-    header = Row("figure", "tokenpulse", "reference (same run)", "ratio", "goal")
-    widths = [
-        max(len(getattr(r, f)) for r in [header, *rows])
-        for f in ("figure", "value", "reference", "ratio", "goal")
-    ]
+MAIN_HEADER = Row("figure", "tokenpulse", "reference (same run)", "ratio", "goal")
+
+
+def table(rows: list[Row], header: Row = MAIN_HEADER) -> str:
+    """A Markdown table of `rows`, without the columns that no row fills."""
+    fields = [f for f in ("figure", "value", "reference", "ratio", "goal") if getattr(header, f)]
+    widths = [max(len(getattr(r, f)) for r in [header, *rows]) for f in fields]
     lines = []
     for index, row in enumerate([header, *rows]):
-        cells = [row.figure, row.value, row.reference, row.ratio, row.goal]
+        cells = [getattr(row, f) for f in fields]
         lines.append(
             "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
         )
@@ -551,6 +543,14 @@ async def run_all(args: argparse.Namespace, server_url: str) -> int:
         )
     )
     print(table(rows))
+    async with fresh_database(server_url) as url:
+        day = launch_day(size.profiled_batches * 1000, seed=300)
+        steps = await flush_breakdown(url, day.batches(1000))
+    print(
+        f"\nWhere a batch of 1,000 events spends its time (ms, median of {size.profiled_batches}):"
+    )
+    breakdown = [Row(step, f"{ms:.1f}") for step, ms in steps.items()]
+    print(table(breakdown, header=Row("step", "ms")))
     return 0 if flood["acked"] == flood["stored"] else 1
 
 

@@ -23,8 +23,9 @@ from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key, revoke_key
 from tokenpulse.keys.tokens import parse_token
 from tokenpulse.migrations import upgrade_to_head
+from tokenpulse.rollups import GRAINS
 from tokenpulse.settings import Settings
-from tokenpulse.tables import metadata
+from tokenpulse.tables import metadata, usage_event
 
 # The instant tests run at, unless they move it: events are dated around it.
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -95,6 +96,13 @@ async def db(engine: AsyncEngine) -> AsyncEngine:
     async with engine.begin() as connection:
         await connection.exec_driver_sql(f"TRUNCATE {', '.join(metadata.tables)}")
     return engine
+
+
+async def forget_usage(engine: AsyncEngine) -> None:
+    """Empty the events and every rollup, keeping keys: each hypothesis example starts afresh."""
+    tables = [usage_event.name, *(table.name for grain in GRAINS for table in grain.tables)]
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
 
 
 @dataclass

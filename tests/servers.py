@@ -28,13 +28,19 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    output_path: Path
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def log(self) -> str:
+        """What the server wrote on stderr: its log."""
         return self.log_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        """What the server wrote on stdout: only what is meant for the operator's eyes."""
+        return self.output_path.read_text(errors="replace")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
@@ -60,20 +66,21 @@ def start_server(
     """`tokenpulse serve` on `port` (default: a free one), ready when this returns.
 
     The server sees no TOKENPULSE_* variable from the test run's environment, only `env`. Servers
-    started again on one port share its log, each life after the last.
+    started again on one port share its log and output, each life after the last.
     """
     port = port or free_port()
     log_path = log_dir / f"server-{port}.log"
+    output_path = log_dir / f"server-{port}.out"
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPULSE_")}
     environment = {**inherited, **(env or {})}
-    with log_path.open("ab") as log:
+    with log_path.open("ab") as log, output_path.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "tokenpulse", "serve", "--port", str(port), *args],
             env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=output,
+            stderr=log,
         )
-    server = Server(process, port, log_path)
+    server = Server(process, port, log_path, output_path)
     try:
         _wait_until_ready(server)
     except BaseException:
@@ -98,11 +105,11 @@ def _wait_until_ready(server: Server) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"tokenpulse serve exited early:\n{server.log()}")
+            raise RuntimeError(f"tokenpulse serve exited early:\n{server.output()}{server.log()}")
         try:
             if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"tokenpulse serve was not ready in time:\n{server.log()}")
+    raise RuntimeError(f"tokenpulse serve was not ready in time:\n{server.output()}{server.log()}")

@@ -12,6 +12,7 @@ HTTP_LAYER = {
     "tokenpulse.app",
     "tokenpulse.auth",
     "tokenpulse.cli",
+    "tokenpulse.dashboard.router",
     "tokenpulse.error_handlers",
     "tokenpulse.health",
     "tokenpulse.http_protocol",

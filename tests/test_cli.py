@@ -1,5 +1,6 @@
 """The `tokenpulse` command: serving on an embedded PostgreSQL, migrating, managing keys."""
 
+import json
 import os
 import re
 import signal
@@ -47,9 +48,12 @@ def test_a_first_start_on_the_embedded_postgresql_prints_one_admin_key_and_keeps
     }
 
     with running_server(tmp_path, env=env) as server:
-        printed = KEY.findall(server.log())
+        printed = KEY.findall(server.output())
         assert len(printed) == 1
         admin = printed[0]
+        logged = [json.loads(line) for line in server.log().splitlines()]
+        assert [line["key_id"] for line in logged if "key_id" in line] == [admin.split("_")[1]]
+        assert KEY.findall(server.log()) == [], "the secret is shown, never logged"
         # Beside the running server, the command joins its database, and leaves it running.
         created = run_cli("keys", "create", "--scope", "ingest", "--tenant", "acme", env=env)
         assert created.returncode == 0, created.stderr
@@ -63,7 +67,7 @@ def test_a_first_start_on_the_embedded_postgresql_prints_one_admin_key_and_keeps
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL still runs"
 
     with running_server(tmp_path, env=env) as server:
-        assert KEY.findall(server.log()) == [], "a second start must not print a new key"
+        assert KEY.findall(server.output()) == [], "a second start must not print a new key"
         totals = httpx.get(
             f"{server.url}/v1/totals", params={"window": "1h"}, headers=bearer(admin)
         ).json()

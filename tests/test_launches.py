@@ -1,12 +1,17 @@
 """Launches: registering one, and its summary — since launch, first day, peak minute, milestones."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import ClientFactory, Keys
+from tests.conftest import ClientFactory, Keys, forget_usage
 from tests.factories import event
+from tokenpulse.instants import format_rfc3339
 
 LAUNCH = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -173,3 +178,75 @@ async def test_a_launch_far_in_the_future_or_a_model_name_that_is_not_text_is_re
     assert far.status_code == 422
     assert far.json()["error"]["errors"][0]["field"] == "launched_at"
     assert nul.status_code == 422
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    data=st.lists(
+        st.tuples(
+            # Minutes over three days, most in a few busy hours, so that hours and days hold
+            # many minutes; and seconds inside them, so that the launch may cut one.
+            st.one_of(
+                st.integers(min_value=0, max_value=180),
+                st.integers(min_value=0, max_value=3 * 1440 - 1),
+            ),
+            st.integers(min_value=0, max_value=59),
+            st.integers(min_value=0, max_value=50),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    requests=st.integers(min_value=1, max_value=6),
+    concurrent=st.booleans(),
+    launch_offset=st.integers(min_value=-60, max_value=2 * 86400),
+)
+async def test_the_peak_minute_equals_the_busiest_minute_of_the_events(
+    client: httpx.AsyncClient,
+    db: AsyncEngine,
+    data: list[tuple[int, int, int]],
+    requests: int,
+    concurrent: bool,
+    launch_offset: int,
+) -> None:
+    await forget_usage(db)
+    model = "m-large"
+    base = LAUNCH - timedelta(days=1)
+    launched_at = base + timedelta(seconds=launch_offset)
+    events = [
+        event(
+            event_id=f"e{index}",
+            at=base + timedelta(minutes=minute, seconds=second),
+            model=model,
+            input_tokens=tokens,
+            output_tokens=tokens % 7,
+        )
+        for index, (minute, second, tokens) in enumerate(data)
+    ]
+    await client.put(f"/v1/launches/{model}", json={"launched_at": format_rfc3339(launched_at)})
+    # One request after another adds to the busiest minutes that earlier ones stored; concurrent
+    # requests may be stored by one transaction or by several at once.
+    parts = [events[part :: min(requests, len(events))] for part in range(requests)][: len(events)]
+    if concurrent:
+        await asyncio.gather(*(post(client, *part) for part in parts))
+    else:
+        for part in parts:
+            await post(client, *part)
+    by_minute: dict[datetime, int] = {}
+    for e in events:
+        at = datetime.fromisoformat(e["occurred_at"])
+        if at >= launched_at:
+            minute = at.replace(second=0, microsecond=0)
+            by_minute[minute] = by_minute.get(minute, 0) + e["input_tokens"] + e["output_tokens"]
+    busiest = min(by_minute.items(), key=lambda item: (-item[1], item[0]), default=None)
+
+    summary = (await client.get(f"/v1/launches/{model}")).json()
+
+    assert summary["peak_minute"] == (
+        None
+        if busiest is None
+        else {"start": format_rfc3339(busiest[0]), "total_tokens": busiest[1]}
+    )

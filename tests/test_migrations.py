@@ -103,20 +103,20 @@ async def test_readiness_fails_when_the_database_is_unreachable_without_showing_
         assert (await client.get("/healthz")).json() == {"status": "ok"}
 
 
+def upgrade_to(revision: str) -> Callable[[Connection], None]:
+    def upgrade(sync_connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = sync_connection
+        command.upgrade(config, revision)
+
+    return upgrade
+
+
 async def test_the_rollups_by_fewer_dimensions_start_out_filled_from_the_existing_ones(
     server_url: str,
 ) -> None:
     async with scratch_database(server_url) as url:
         engine = create_async_engine(async_url(url))
-
-        def upgrade_to(revision: str) -> Callable[[Connection], None]:
-            def upgrade(sync_connection: Connection) -> None:
-                config = alembic_config()
-                config.attributes["connection"] = sync_connection
-                command.upgrade(config, revision)
-
-            return upgrade
-
         async with engine.begin() as connection:
             await connection.run_sync(upgrade_to("0003"))
             await connection.exec_driver_sql(
@@ -125,7 +125,7 @@ async def test_the_rollups_by_fewer_dimensions_start_out_filled_from_the_existin
                 "('2026-11-27 10:00Z', 'acme', 'chat', 'm1', 'k1', 3, 20, 2, 6, 1), "
                 "('2026-11-27 10:00Z', 'globex', 'default', 'm1', '', 4, 30, 3, 7, 2)"
             )
-            await connection.run_sync(upgrade_to("head"))
+            await connection.run_sync(upgrade_to("0004"))
             by_model = await connection.exec_driver_sql("SELECT * FROM rollup_hour_model")
             by_tenant = await connection.exec_driver_sql(
                 "SELECT tenant, requests, input_tokens FROM rollup_hour_tenant_model ORDER BY 1"
@@ -133,3 +133,52 @@ async def test_the_rollups_by_fewer_dimensions_start_out_filled_from_the_existin
             assert [tuple(row)[1:] for row in by_model] == [("m1", 9, 60, 6, 18, 3)]
             assert [tuple(row) for row in by_tenant] == [("acme", 5, 30), ("globex", 4, 30)]
         await engine.dispose()
+
+
+async def test_hours_and_days_by_model_start_out_knowing_their_busiest_minute(
+    server_url: str,
+) -> None:
+    async with scratch_database(server_url) as url:
+        engine = create_async_engine(async_url(url))
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_to("0005"))
+            # Total tokens are input + output: 15, 40 (twice: the earlier wins) and 7.
+            await connection.exec_driver_sql(
+                "INSERT INTO rollup_minute_model VALUES "
+                "('2026-11-27 10:01Z', 'm1', 1, 10, 0, 5, 0), "
+                "('2026-11-27 10:07Z', 'm1', 1, 30, 0, 10, 0), "
+                "('2026-11-27 11:30Z', 'm1', 1, 20, 0, 20, 0), "
+                "('2026-11-27 10:03Z', 'm2', 1, 3, 0, 4, 0)"
+            )
+            await connection.exec_driver_sql(
+                "INSERT INTO rollup_hour_model VALUES "
+                "('2026-11-27 10:00Z', 'm1', 2, 40, 0, 15, 0), "
+                "('2026-11-27 11:00Z', 'm1', 1, 20, 0, 20, 0), "
+                "('2026-11-27 10:00Z', 'm2', 1, 3, 0, 4, 0)"
+            )
+            await connection.exec_driver_sql(
+                "INSERT INTO rollup_day_model VALUES "
+                "('2026-11-27 00:00Z', 'm1', 3, 60, 0, 35, 0), "
+                "('2026-11-27 00:00Z', 'm2', 1, 3, 0, 4, 0)"
+            )
+            await connection.run_sync(upgrade_to("0006"))
+            peaks = {
+                grain: [
+                    tuple(row)
+                    for row in await connection.exec_driver_sql(
+                        "SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'DD HH24:MI'), model,"
+                        " to_char(peak_minute AT TIME ZONE 'UTC', 'DD HH24:MI'), peak_minute_tokens"
+                        f" FROM rollup_{grain}_model ORDER BY 1, 2"
+                    )
+                ]
+                for grain in ("hour", "day")
+            }
+        await engine.dispose()
+    assert peaks == {
+        "hour": [
+            ("27 10:00", "m1", "27 10:07", 40),
+            ("27 10:00", "m2", "27 10:03", 7),
+            ("27 11:00", "m1", "27 11:30", 40),
+        ],
+        "day": [("27 00:00", "m1", "27 10:07", 40), ("27 00:00", "m2", "27 10:03", 7)],
+    }

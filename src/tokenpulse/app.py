@@ -2,12 +2,16 @@
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from tokenpulse import health
+from tokenpulse.access import AccessLayer
 from tokenpulse.clock import Clock, system_clock
+from tokenpulse.dashboard import router as dashboard_router
 from tokenpulse.database import create_engine
 from tokenpulse.error_handlers import install_error_handlers
 from tokenpulse.ingest import router as ingest_router
@@ -20,12 +24,25 @@ from tokenpulse.keys.registry import KeyRegistry
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import StoredKey, find_key
 from tokenpulse.launches import router as launches_router
-from tokenpulse.metrics import Metrics, RequestMetrics
+from tokenpulse.logs import configure_logging
+from tokenpulse.metrics import Metrics
 from tokenpulse.migrations import head_revision
 from tokenpulse.ratelimit import RateLimits
 from tokenpulse.runtime import Runtime
 from tokenpulse.settings import Settings
 from tokenpulse.usage import router as usage_router
+
+
+class _Service(FastAPI):
+    """FastAPI with the access layer outside even its error handling: the 500 answer to an
+    unexpected failure carries its request id, and is logged and counted like any other."""
+
+    def __init__(self, *, metrics: Metrics, **kwargs: Any) -> None:
+        self._metrics = metrics
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return AccessLayer(super().build_middleware_stack(), self._metrics)
 
 
 def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
@@ -96,7 +113,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             await ingest_engine.dispose()
             await engine.dispose()
 
-    app = FastAPI(
+    app = _Service(
+        metrics=metrics,
         title="tokenpulse",
         summary="Token-usage telemetry: durable, exactly-once usage events and exact aggregates.",
         version="1",
@@ -108,6 +126,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     app.include_router(usage_router.router)
     app.include_router(launches_router.router)
     app.include_router(keys_router.router)
+    app.include_router(dashboard_router.router)
     if settings.cors_origins:
         # Keys travel in the Authorization header, never in cookies: no credentials to allow.
         app.add_middleware(
@@ -116,12 +135,15 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             allow_credentials=False,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )
-    app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 
 
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn worker processes: settings come from the `TOKENPULSE_*` environment."""
-    return create_app(Settings())
+    settings = Settings()
+    # uvicorn has configured logging the same way already, but not the capture of warnings.
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

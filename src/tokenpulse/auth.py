@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from tokenpulse.access import note_caller
 from tokenpulse.database import is_unavailable
 from tokenpulse.errors import Forbidden, TooManyRequests, Unauthorized, Unavailable
 from tokenpulse.keys.scopes import Scope
@@ -52,6 +53,8 @@ async def authenticate(request: Request, runtime: Runtime) -> Caller:
         stored = await runtime.keys.lookup(key_id)
     except Exception as exc:
         if is_unavailable(exc):
+            # Counted here: the error answered is ours, so the handler of failures never sees it.
+            runtime.metrics.failed(unavailable=True)
             raise Unavailable(
                 "the database is unavailable", retry_after=runtime.settings.retry_after_seconds
             ) from None
@@ -60,6 +63,7 @@ async def authenticate(request: Request, runtime: Runtime) -> Caller:
         raise Unauthorized("the API key is unknown or revoked")
     if not secret_matches(secret, stored.secret_hash):
         raise Unauthorized("the API key is unknown or revoked")
+    note_caller(request.scope, stored.key.id, stored.key.tenant)
     return Caller(stored.key.id, stored.key.scope, stored.key.tenant)
 
 

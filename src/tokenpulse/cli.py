@@ -21,6 +21,7 @@ from tokenpulse.embedded import start_embedded_postgres
 from tokenpulse.http_protocol import BoundedHeadHttpProtocol
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key, has_keys, list_keys, revoke_key
+from tokenpulse.logs import FIELDS, LogLevel, configure_logging, logging_config
 from tokenpulse.metrics import MULTIPROCESS_DIR
 from tokenpulse.migrations import upgrade_to_head
 from tokenpulse.settings import Settings
@@ -37,14 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate":
         # A client of a server over HTTP: no settings, no database.
         return simulator.simulate(args)
-    quiet = args.command == "keys"
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING if quiet else logging.INFO)
     settings = _load_settings()
+    configure_logging(settings.log_format, _log_level(settings, args.command))
     # uvicorn re-raises SIGTERM once it has shut down gracefully; exit normally through Python
     # then, so that the embedded server is stopped too instead of being left running.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
@@ -58,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             return asyncio.run(_keys(args, database_url))
     return 0
+
+
+def _log_level(settings: Settings, command: str) -> LogLevel:
+    """`keys` prints what it was asked for on stdout; only warnings and errors join it."""
+    if command == "keys" and settings.log_level in ("debug", "info"):
+        return "warning"
+    return settings.log_level
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,6 +140,12 @@ async def _create_first_admin_key(database_url: str) -> None:
         if await has_keys(connection):
             return
         created = await create_key(connection, name="first admin", scope=Scope.ADMIN, tenant=None)
+    # The secret goes to stdout, to the operator, and never into the log on stderr.
+    log.warning(
+        "no API key existed, so an admin key was created; its secret is on standard output, "
+        "shown only now",
+        extra={FIELDS: {"key_id": created.key.id}},
+    )
     print(
         "tokenpulse: no API key existed, so this admin key was created. It is shown only now;\n"
         f"keep it safe:\n\n    {created.token}\n",
@@ -185,6 +193,12 @@ def _serve(args: argparse.Namespace, settings: Settings, database_url: str) -> N
     if args.workers > 1:
         metrics_dir = tempfile.mkdtemp(prefix="tokenpulse-metrics-")
         os.environ[MULTIPROCESS_DIR] = metrics_dir
+    log.info(
+        "serving on http://%s:%d",
+        args.host,
+        args.port,
+        extra={FIELDS: {"host": args.host, "port": args.port, "workers": args.workers}},
+    )
     try:
         uvicorn.run(
             "tokenpulse.app:app_from_environment",
@@ -196,6 +210,9 @@ def _serve(args: argparse.Namespace, settings: Settings, database_url: str) -> N
             timeout_graceful_shutdown=int(settings.shutdown_grace.total_seconds()),
             proxy_headers=False,
             server_header=False,
+            log_config=logging_config(settings.log_format, settings.log_level),
+            # The access layer logs every request, with its id, route and caller.
+            access_log=False,
         )
     finally:
         if metrics_dir is not None:

@@ -58,3 +58,8 @@ def is_unavailable(exc: BaseException) -> bool:
         else:
             current = current.__cause__ or current.__context__
     return False
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether `exc` came from the database or the way to it, rather than from our own code."""
+    return isinstance(exc, sa_exc.SQLAlchemyError) or is_unavailable(exc)

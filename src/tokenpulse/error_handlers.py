@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokenpulse.database import is_unavailable
+from tokenpulse.database import is_database_error, is_unavailable
 from tokenpulse.errors import InvalidParameters, ServiceError, Unavailable, error_body
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,10 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        runtime = getattr(request.app.state, "runtime", None)
+        if runtime is not None and is_database_error(exc):
+            runtime.metrics.failed(unavailable=is_unavailable(exc))
         if is_unavailable(exc):
-            runtime = getattr(request.app.state, "runtime", None)
             retry_after = runtime.settings.retry_after_seconds if runtime is not None else 1
             return await service_error(
                 request, Unavailable("the database is unavailable", retry_after=retry_after)

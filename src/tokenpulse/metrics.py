@@ -1,9 +1,9 @@
 """The service's own figures, in Prometheus text format, added up across worker processes."""
 
 import os
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+import re
+from contextlib import suppress
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,14 +12,18 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from tokenpulse.ingest.batcher import FlushStats
 
 # With several workers, `tokenpulse serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder;
-# each worker writes its figures there, and any worker's `/metrics` adds them all up.
+# each worker writes its figures there, and any worker's `/metrics` adds them all up. Counters
+# and histograms of a worker that has exited still count (totals never go back); its gauges,
+# which say how things are now, are dropped when the next scrape finds it gone, however it
+# ended (a stop, a crash, a kill).
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
 
 
 class Metrics:
@@ -50,9 +54,17 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=self.registry,
         )
+        self.workers = Gauge(
+            "tokenpulse_workers",
+            "Worker processes running (each counts itself).",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.workers.set(1)
         self.database_errors = Counter(
             "tokenpulse_database_errors",
-            "Failed flushes, by kind: unavailable or other.",
+            "Database operations that failed, by kind: unavailable (unreachable, overloaded, "
+            "timed out) or other.",
             ["kind"],
             registry=self.registry,
         )
@@ -80,47 +92,28 @@ class Metrics:
         self.held_events.set(events)
 
     def exposition(self) -> bytes:
-        if os.environ.get(MULTIPROCESS_DIR):
+        if directory := os.environ.get(MULTIPROCESS_DIR):
+            forget_exited_workers(Path(directory))
             combined = CollectorRegistry()
             MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
             return generate_latest(combined)
         return generate_latest(self.registry)
 
 
-Scope_ = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope_, Receive, Send], Awaitable[None]]
+def forget_exited_workers(directory: Path) -> None:
+    """Drop the gauges of workers that are no longer running."""
+    for path in directory.glob("gauge_live*.db"):
+        if (match := _LIVE_GAUGE_FILE.fullmatch(path.name)) and not _is_running(int(match[1])):
+            # Another worker's scrape may be removing the same files at this moment.
+            with suppress(FileNotFoundError):
+                mark_process_dead(int(match[1]), str(directory))  # type: ignore[no-untyped-call]
 
 
-class RequestMetrics:
-    """ASGI middleware counting every HTTP request by route template, method and status."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: MutableMapping[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = scope.get("route")
-            # The route's template, never the raw path: one series per endpoint, not per URL.
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.request_seconds.labels(template, method).observe(
-                time.perf_counter() - started
-            )
+def _is_running(pid: int) -> bool:
+    """Whether `pid` is a running process of this user (a worker's pid reused by another
+    user's process is not)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import Table
 
-from tokenpulse.tables import ROLLUP_TABLES
+from tokenpulse.tables import ROLLUP_DIMENSIONS, ROLLUP_TABLES
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Grain:
         """The table with the fewest dimensions that still has all of `dimensions`."""
         needed = set(dimensions)
         fitting = [table for table in self.tables if needed <= set(table.c.keys())]
-        return min(fitting, key=lambda table: len(table.c))
+        return min(fitting, key=lambda table: len(set(ROLLUP_DIMENSIONS) & set(table.c.keys())))
 
 
 MINUTE = Grain("minute", timedelta(minutes=1))

@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tokenpulse.logs import LogFormat, LogLevel
+
 
 def _plain_number_as_seconds(value: object) -> object:
     if isinstance(value, str):
@@ -143,6 +145,13 @@ class Settings(BaseSettings):
         default=timedelta(seconds=20),
         description="How long a stopping worker lets in-flight requests finish.",
     )
+    log_format: LogFormat = Field(
+        default="json",
+        description="`json`: one JSON object per line on stderr; `text`: plain lines for people.",
+    )
+    log_level: LogLevel = Field(
+        default="info", description="`debug`, `info`, `warning` or `error`: the least logged."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -152,6 +161,11 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -72,7 +72,12 @@ ROLLUP_CUBES = {
 }
 
 
-def _rollup(name: str, dimensions: tuple[str, ...]) -> Table:
+# Hour and day rows by model also keep their busiest minute (by total tokens, the earliest of
+# ties), so that a launch's peak minute over a month reads about 30 day rows, not 43,200 minutes.
+PEAK_CUBE = "_model"
+
+
+def _rollup(name: str, dimensions: tuple[str, ...], *, peaks: bool) -> Table:
     table = Table(
         name,
         metadata,
@@ -81,6 +86,9 @@ def _rollup(name: str, dimensions: tuple[str, ...]) -> Table:
         *(Column(count, BigInteger, nullable=False) for count in ROLLUP_COUNTS),
         PrimaryKeyConstraint("bucket_start", *dimensions),
     )
+    if peaks:
+        table.append_column(Column("peak_minute", DateTime(timezone=True), nullable=False))
+        table.append_column(Column("peak_minute_tokens", BigInteger, nullable=False))
     if dimensions == ("tenant", "model"):
         # A tenant's dashboard reads its own rows over days without scanning every tenant's.
         Index(f"ix_{name}_tenant_bucket_start", table.c.tenant, table.c.bucket_start)
@@ -89,7 +97,11 @@ def _rollup(name: str, dimensions: tuple[str, ...]) -> Table:
 
 ROLLUP_TABLES = {
     grain: tuple(
-        _rollup(f"rollup_{grain}{suffix}", dimensions)
+        _rollup(
+            f"rollup_{grain}{suffix}",
+            dimensions,
+            peaks=grain != "minute" and suffix == PEAK_CUBE,
+        )
         for suffix, dimensions in ROLLUP_CUBES.items()
     )
     for grain in ("minute", "hour", "day")

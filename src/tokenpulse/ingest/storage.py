@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.ingest.events import Event
 from tokenpulse.rollups import GRAINS, Grain
-from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
+from tokenpulse.tables import NO_API_KEY, PEAK_CUBE, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
 
 EventKey = tuple[str, str]
 
@@ -27,6 +27,10 @@ _EVENT_COLUMNS = (
 )
 
 
+_PEAK_SOURCE = f"rollup_minute{PEAK_CUBE}"
+"""The minute rollup whose upserted rows, as they are after the upsert, feed the peak minutes."""
+
+
 def _rollup_upsert(grain: Grain, table: Table) -> str:
     dimensions = [name for name in ROLLUP_DIMENSIONS if name in table.c]
     keys = ", ".join(("bucket_start", *dimensions))
@@ -36,21 +40,68 @@ def _rollup_upsert(grain: Grain, table: Table) -> str:
     )
     positions = ", ".join(str(position) for position in range(1, len(dimensions) + 2))
     counts = ", ".join(ROLLUP_COUNTS)
-    additions = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in ROLLUP_COUNTS)
+    additions = [f"{c} = {table.name}.{c} + excluded.{c}" for c in ROLLUP_COUNTS]
+    sums = f"""
+        SELECT date_trunc('{grain.name}', occurred_at, 'UTC') AS bucket_start, {values},
+               count(*) AS requests, sum(input_tokens)::int8 AS input_tokens,
+               sum(cached_input_tokens)::int8 AS cached_input_tokens,
+               sum(output_tokens)::int8 AS output_tokens,
+               sum(reasoning_tokens)::int8 AS reasoning_tokens
+        FROM inserted
+        GROUP BY {positions}"""
+    columns = f"{keys}, {counts}"
+    returning = ""
+    if table.name == _PEAK_SOURCE:
+        returning = f"RETURNING {keys}, input_tokens + output_tokens AS tokens"
+    if "peak_minute" in table.c:
+        columns += ", peak_minute, peak_minute_tokens"
+        sums = _with_peaks(grain, dimensions, sums)
+        additions += _peak_merge(table.name)
     # Rows are upserted sorted by their key, and every writer runs this same statement (same
     # plan, same order of tables): all take row locks in one order, so concurrent batches wait
     # for each other but never deadlock.
     return f"""
     {table.name} AS (
-        INSERT INTO {table.name} ({keys}, {counts})
-        SELECT date_trunc('{grain.name}', occurred_at, 'UTC'), {values},
-               count(*), sum(input_tokens)::int8, sum(cached_input_tokens)::int8,
-               sum(output_tokens)::int8, sum(reasoning_tokens)::int8
-        FROM inserted
-        GROUP BY {positions}
+        INSERT INTO {table.name} ({columns})
+        SELECT * FROM ({sums}) AS summed
         ORDER BY {positions}
-        ON CONFLICT ({keys}) DO UPDATE SET {additions}
+        ON CONFLICT ({keys}) DO UPDATE SET {", ".join(additions)}
+        {returning}
     )"""
+
+
+def _with_peaks(grain: Grain, dimensions: list[str], sums: str) -> str:
+    """`sums` with each bucket's busiest minute among the minutes this statement just upserted.
+
+    A minute's total only grows, so the busiest of the totals as they are after each upsert is
+    the busiest minute of the bucket, whichever order concurrent writers commit in.
+    """
+    keys = ", ".join(("bucket_start", *dimensions))
+    positions = ", ".join(str(position) for position in range(1, len(dimensions) + 2))
+    return f"""
+        SELECT sums.*, peaks.peak_minute, peaks.peak_minute_tokens
+        FROM ({sums}) AS sums
+        JOIN (
+            SELECT DISTINCT ON ({positions})
+                   date_trunc('{grain.name}', minute.bucket_start, 'UTC') AS bucket_start,
+                   {", ".join(f"minute.{name}" for name in dimensions)},
+                   minute.bucket_start AS peak_minute, minute.tokens AS peak_minute_tokens
+            FROM {_PEAK_SOURCE} AS minute
+            ORDER BY {positions}, minute.tokens DESC, minute.bucket_start
+        ) AS peaks USING ({keys})"""
+
+
+def _peak_merge(name: str) -> list[str]:
+    """SET clauses that keep the busier minute of the stored one and the offered one."""
+    busier = (
+        f"excluded.peak_minute_tokens > {name}.peak_minute_tokens"
+        f" OR (excluded.peak_minute_tokens = {name}.peak_minute_tokens"
+        f" AND excluded.peak_minute < {name}.peak_minute)"
+    )
+    return [
+        f"peak_minute = CASE WHEN {busier} THEN excluded.peak_minute ELSE {name}.peak_minute END",
+        f"peak_minute_tokens = greatest({name}.peak_minute_tokens, excluded.peak_minute_tokens)",
+    ]
 
 
 def _store_statement() -> str:
@@ -81,13 +132,18 @@ async def store_events(connection: AsyncConnection, events: Sequence[Event]) -> 
     The caller owns the transaction: nothing is visible, and nothing is acknowledged, before it
     commits.
     """
-    columns: list[list[object]] = [[] for _ in _EVENT_COLUMNS]
+    result = await connection.exec_driver_sql(STORE_EVENTS, statement_arguments(events))
+    rows: Iterable[EventKey] = result  # type: ignore[assignment]
+    return {(tenant, event_id) for tenant, event_id in rows}
+
+
+def statement_arguments(events: Sequence[Event]) -> tuple[list[object], ...]:
+    """STORE_EVENTS' arguments for `events`: one array per column."""
+    columns: tuple[list[object], ...] = tuple([] for _ in _EVENT_COLUMNS)
     for event in events:
         for column, value in zip(columns, _row(event), strict=True):
             column.append(value)
-    result = await connection.exec_driver_sql(STORE_EVENTS, tuple(columns))
-    rows: Iterable[EventKey] = result  # type: ignore[assignment]
-    return {(tenant, event_id) for tenant, event_id in rows}
+    return columns
 
 
 def _row(event: Event) -> tuple[object, ...]:

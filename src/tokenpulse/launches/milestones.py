@@ -62,14 +62,14 @@ async def find_crossings(
         assert event is not None, "raw events disagree with their own sum"
         found[threshold] = event
     running += head
-    for grain, span in cover(aligned, until):
-        for start, value in await bucket_sums(connection, selection, grain, span, measure):
-            while pending and running + value >= pending[0]:
-                threshold = pending.pop(0)
-                found[threshold] = await _descend(
-                    connection, selection, measure, grain, start, threshold - running
-                )
-            running += value
+    buckets = await bucket_sums(connection, selection, cover(aligned, until), measure)
+    for grain, start, value in buckets:
+        while pending and running + value >= pending[0]:
+            threshold = pending.pop(0)
+            found[threshold] = await _descend(
+                connection, selection, measure, grain, start, threshold - running
+            )
+        running += value
     return Progress(
         running,
         [Crossing(t, *found.get(t, (None, None))) for t in thresholds],
@@ -92,7 +92,9 @@ async def _descend(
         assert event is not None, "a minute's raw events disagree with its rollup"
         return event
     finer = GRAINS[GRAINS.index(grain) - 1]
-    for bucket, value in await bucket_sums(connection, selection, finer, (start, end), measure):
+    for _, bucket, value in await bucket_sums(
+        connection, selection, [(finer, (start, end))], measure
+    ):
         if value >= needed:
             return await _descend(connection, selection, measure, finer, bucket, needed)
         needed -= value

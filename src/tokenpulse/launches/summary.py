@@ -9,7 +9,7 @@ from tokenpulse.instants import ceil_to, floor_to, format_rfc3339
 from tokenpulse.launches.milestones import DEFAULT_THRESHOLDS, find_crossings
 from tokenpulse.launches.store import Launch
 from tokenpulse.rollups import MINUTE
-from tokenpulse.usage.aggregate import Selection, busiest_bucket, sum_rollups
+from tokenpulse.usage.aggregate import Selection, busiest_minute, sum_rollups
 from tokenpulse.usage.cover import cover_buckets
 from tokenpulse.usage.raw import MEASURES, sum_events
 
@@ -75,11 +75,11 @@ async def _peak_minute(
     """The minute with the most total tokens since `start`; a minute that `start` cuts counts
     only what came at or after it."""
     first = ceil_to(start, MINUTE.length)
-    busiest = await busiest_bucket(connection, selection, MINUTE, (first, until), "total_tokens")
+    busiest = await busiest_minute(connection, selection, (first, until)) if first < until else None
     if first != start:
-        head = (await sum_events(connection, selection, start, first))["total_tokens"]
-        if head and (busiest is None or head >= busiest[1]):
-            return floor_to(start, MINUTE.length), head
+        head = await sum_events(connection, selection, start, first)
+        if head["requests"] and (busiest is None or head["total_tokens"] >= busiest[1]):
+            return floor_to(start, MINUTE.length), head["total_tokens"]
     return busiest
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import (
     cast,
     false,
     func,
-    literal_column,
+    literal,
     or_,
     select,
     union_all,
@@ -26,10 +26,10 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.errors import InvalidParameters, Problem
-from tokenpulse.rollups import Grain
+from tokenpulse.rollups import MINUTE, Grain
 from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
 from tokenpulse.text import STRING_MAX, text_problem
-from tokenpulse.usage.cover import Span
+from tokenpulse.usage.cover import Span, cover
 
 
 @dataclass(frozen=True)
@@ -176,25 +176,69 @@ def _bucket_totals(grain: Grain, selection: Selection, span: Span, measure: str)
 
 
 async def bucket_sums(
-    connection: AsyncConnection, selection: Selection, grain: Grain, span: Span, measure: str
-) -> list[tuple[datetime, int]]:
-    """The non-empty buckets of `grain` in `span` with their sum of `measure`, in time order."""
-    if selection.matches_nothing:
+    connection: AsyncConnection,
+    selection: Selection,
+    parts: Sequence[tuple[Grain, Span]],
+    measure: str,
+) -> list[tuple[Grain, datetime, int]]:
+    """The non-empty buckets in `parts` (spans of one grain each, none overlapping another),
+    with their sum of `measure`, in time order: one round trip however many parts there are."""
+    if selection.matches_nothing or not parts:
         return []
-    statement = _bucket_totals(grain, selection, span, measure).order_by("bucket_start")
-    return [(start, value) for start, value in await connection.execute(statement)]
+    rows = union_all(
+        *(
+            _bucket_totals(grain, selection, span, measure).add_columns(
+                literal(index).label("part")
+            )
+            for index, (grain, span) in enumerate(parts)
+        )
+    ).subquery("buckets")
+    statement = select(rows.c.part, rows.c.bucket_start, rows.c.total).order_by(rows.c.bucket_start)
+    return [
+        (parts[part][0], start, value) for part, start, value in await connection.execute(statement)
+    ]
 
 
-async def busiest_bucket(
-    connection: AsyncConnection, selection: Selection, grain: Grain, span: Span, measure: str
+async def busiest_minute(
+    connection: AsyncConnection, selection: Selection, span: Span
 ) -> tuple[datetime, int] | None:
-    """The bucket of `grain` in `span` with the largest sum of `measure` (the earliest of ties)."""
+    """The minute in `span` (whole minutes) with the most total tokens, the earliest of ties.
+
+    For one model's usage, the whole hours and days inside `span` answer with the busiest minute
+    they keep, so a month costs about 30 day rows; any other selection reads every minute.
+    """
     if selection.matches_nothing:
         return None
+    parts: list[Select[Any]]
+    models = selection.filters.get("model", ())
+    if selection.group_by or set(selection.filters) != {"model"} or len(models) != 1:
+        parts = [_bucket_totals(MINUTE, selection, span, "total_tokens")]
+    else:
+        parts = [
+            _bucket_totals(grain, selection, part, "total_tokens")
+            if grain is MINUTE
+            else _kept_peaks(grain, models[0], part)
+            for grain, part in cover(*span)
+        ]
+    if not parts:
+        return None
+    candidates = union_all(*parts).subquery("candidates")
     statement = (
-        _bucket_totals(grain, selection, span, measure)
-        .order_by(literal_column("total").desc(), literal_column("bucket_start"))
+        select(candidates.c.bucket_start, candidates.c.total)
+        .order_by(candidates.c.total.desc(), candidates.c.bucket_start)
         .limit(1)
     )
     row = (await connection.execute(statement)).one_or_none()
     return None if row is None else (row[0], row[1])
+
+
+def _kept_peaks(grain: Grain, model: str, span: Span) -> Select[Any]:
+    """The busiest minute that each bucket of `grain` in `span` keeps for `model`."""
+    table = grain.table_for(("model",))
+    return select(
+        table.c.peak_minute.label("bucket_start"), table.c.peak_minute_tokens.label("total")
+    ).where(
+        table.c.model == model,
+        table.c.bucket_start >= span[0],
+        table.c.bucket_start < span[1],
+    )

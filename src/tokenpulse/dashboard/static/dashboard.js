@@ -1,0 +1,573 @@
+// The tokenpulse dashboard. It polls the public REST API every few seconds with a read key kept
+// in this browser's localStorage and draws what the answers say; only rates and projections are
+// worked out here, from the API's per-minute series.
+
+const POLL_SECONDS = 5;
+const RATE_MINUTES = 5;
+const CHART_MINUTES = 60;
+const TOP_TENANTS = 10;
+const COUNT_UP_MS = 1200;
+const MINUTE_MS = 60_000;
+const KEY_ITEM = "tokenpulse.key";
+const LAUNCH_ITEM = "tokenpulse.launch";
+const SVG_NS = "http://www.w3.org/2000/svg";
+// Distinguishable on a dark background, also for the common colour-vision deficiencies.
+const PALETTE = ["#4cc9f0", "#f8961e", "#90be6d", "#f9c74f", "#f28482", "#b5a8ff", "#43aa8b"];
+
+const $ = (id) => document.getElementById(id);
+
+// Numbers and instants, as people read them.
+
+const grouped = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+const UNITS = [
+  [1e15, "Q"],
+  [1e12, "T"],
+  [1e9, "B"],
+  [1e6, "M"],
+  [1e3, "k"],
+];
+
+/** 1020000000000 as "1.02 T": three significant digits and a unit. */
+function short(value) {
+  const rounded = Number(value.toPrecision(3));
+  for (const [size, unit] of UNITS) {
+    if (Math.abs(rounded) >= size) return `${Number((rounded / size).toPrecision(3))} ${unit}`;
+  }
+  return String(rounded);
+}
+
+function exact(value, unit) {
+  return `${grouped.format(value)} ${unit}`;
+}
+
+function duration(seconds) {
+  const minutes = Math.round(seconds / 60);
+  if (seconds < 60) return `${Math.max(0, Math.round(seconds))} s`;
+  if (minutes < 60) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours} h ${minutes % 60} min`;
+  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+}
+
+const timeOfDay = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const timeWithSeconds = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
+const dayAndTime = new Intl.DateTimeFormat(undefined, {
+  month: "short",
+  day: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+});
+
+/** An instant, with its date only when it is not today. */
+function when(instant) {
+  const date = new Date(instant);
+  const today = new Date().toDateString() === date.toDateString();
+  return today ? timeOfDay.format(date) : dayAndTime.format(date);
+}
+
+function wholeMinutesIso(milliseconds) {
+  const minute = Math.floor(milliseconds / MINUTE_MS) * MINUTE_MS;
+  return new Date(minute).toISOString().replace(".000Z", "Z");
+}
+
+// Building the page's elements; attributes only, never inline style, which the page's
+// Content-Security-Policy forbids.
+
+function element(tag, attributes = {}, ...children) {
+  const made = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) made.setAttribute(name, value);
+  made.append(...children);
+  return made;
+}
+
+function svgElement(tag, attributes = {}, ...children) {
+  const made = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attributes)) made.setAttribute(name, String(value));
+  made.append(...children);
+  return made;
+}
+
+function showNumber(target, value, unit) {
+  target.textContent = short(value);
+  target.title = exact(value, unit);
+}
+
+function showProblem(id, error) {
+  const target = $(id);
+  target.hidden = error === null;
+  target.textContent = error === null ? "" : error.message;
+}
+
+// The API.
+
+class ApiError extends Error {
+  constructor(status, message, retryAfter) {
+    super(message);
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+let key = localStorage.getItem(KEY_ITEM);
+
+async function api(path, params = {}) {
+  const url = new URL(path, location.origin);
+  for (const [name, value] of Object.entries(params)) url.searchParams.set(name, value);
+  let response;
+  try {
+    response = await fetch(url, { headers: { Authorization: `Bearer ${key}` }, cache: "no-store" });
+  } catch {
+    throw new ApiError(0, "the service cannot be reached", 0);
+  }
+  const body = await response.json().catch(() => null);
+  if (response.ok) return body;
+  const message = body?.error?.message ?? `the service answered ${response.status}`;
+  throw new ApiError(response.status, message, Number(response.headers.get("Retry-After")) || 0);
+}
+
+async function readiness() {
+  const response = await fetch("/readyz", { cache: "no-store" });
+  const body = await response.json();
+  return { ready: response.ok, checks: body.checks ?? {} };
+}
+
+/** Settle a promise into {value} or {error}, so that one failed panel leaves the others be. */
+async function settle(promise) {
+  try {
+    return { value: await promise, error: null };
+  } catch (error) {
+    return { value: null, error };
+  }
+}
+
+// The launch the counter follows: the one picked here before, else the latest that has begun.
+
+let launchesShown = "";
+
+function chooseLaunch(launches) {
+  const picker = $("launch");
+  const listed = JSON.stringify(launches);
+  if (listed !== launchesShown) {
+    launchesShown = listed;
+    picker.replaceChildren(
+      ...launches.map((launch) => element("option", { value: launch.model }, launch.model)),
+    );
+  }
+  picker.disabled = launches.length === 0;
+  const byRecency = [...launches].sort((a, b) => Date.parse(b.launched_at) - Date.parse(a.launched_at));
+  const begun = byRecency.find((launch) => Date.parse(launch.launched_at) <= Date.now());
+  const picked = launches.find((launch) => launch.model === localStorage.getItem(LAUNCH_ITEM));
+  const launch = picked ?? begun ?? byRecency.at(-1) ?? null;
+  picker.value = launch?.model ?? "";
+  return launch;
+}
+
+// The counter counts up to each new total, so that it ticks as events arrive; its title always
+// holds the exact total the API answered.
+
+const counter = {
+  shown: 0,
+  frame: 0,
+  model: null,
+
+  show(value, model) {
+    const target = $("counter");
+    target.title = exact(value, "tokens");
+    cancelAnimationFrame(this.frame);
+    const from = model === this.model ? this.shown : 0;
+    this.model = model;
+    const started = performance.now();
+    const step = (now) => {
+      const progress = Math.min(1, (now - started) / COUNT_UP_MS);
+      this.shown = progress < 1 ? from + (value - from) * (1 - (1 - progress) ** 3) : value;
+      target.textContent = grouped.format(Math.floor(this.shown));
+      if (progress < 1) this.frame = requestAnimationFrame(step);
+    };
+    this.frame = requestAnimationFrame(step);
+  },
+
+  clear(label) {
+    cancelAnimationFrame(this.frame);
+    this.model = null;
+    this.shown = 0;
+    $("counter").textContent = "–";
+    $("counter").title = label;
+  },
+};
+
+function drawLaunch(launch, summary) {
+  $("counter-label").textContent = launch ? `${launch.model}: tokens since launch` : "no launch";
+  if (!launch) {
+    counter.clear("no launch is set");
+    $("counter-short").textContent = "";
+    $("launched").textContent = "an admin key sets one: PUT /v1/launches/{model}";
+    $("peak").textContent = "";
+    $("breakdown").replaceChildren();
+    return;
+  }
+  const launchedAt = Date.parse(launch.launched_at);
+  const since = (Date.now() - launchedAt) / 1000;
+  $("launched").textContent =
+    since >= 0
+      ? `launched ${when(launchedAt)}, ${duration(since)} ago`
+      : `launches ${when(launchedAt)}, in ${duration(-since)}`;
+  $("launched").title = launch.launched_at;
+  if (!summary) return;
+  const total = summary.since_launch.total_tokens;
+  counter.show(total, launch.model);
+  showNumber($("counter-short"), total, "tokens");
+  drawBreakdown(summary.since_launch);
+  const peak = summary.peak_minute;
+  $("peak").textContent = peak ? `peak minute ${when(peak.start)}: ${short(peak.total_tokens)}` : "";
+  $("peak").title = peak ? exact(peak.total_tokens, `tokens in the minute from ${peak.start}`) : "";
+}
+
+/** What the total is made of: requests, and input and output tokens with their special parts. */
+function drawBreakdown(measures) {
+  const part = (text, title) => {
+    const span = element("span", {}, text);
+    span.title = title;
+    return span;
+  };
+  const share = (some, whole) => `${whole ? Math.round((100 * some) / whole) : 0}%`;
+  const { requests, input_tokens: input, output_tokens: output } = measures;
+  const { cached_input_tokens: cached, reasoning_tokens: reasoning } = measures;
+  $("breakdown").replaceChildren(
+    part(`${short(requests)} requests`, exact(requests, "requests")),
+    part(
+      `${short(input)} input, ${share(cached, input)} cached`,
+      `${exact(input, "input tokens")}, ${exact(cached, "of them cached")}`,
+    ),
+    part(
+      `${short(output)} output, ${share(reasoning, output)} reasoning`,
+      `${exact(output, "output tokens")}, ${exact(reasoning, "of them reasoning")}`,
+    ),
+  );
+}
+
+function drawMilestones(summary, launchPerMinute) {
+  const current = summary.since_launch.total_tokens;
+  const launchedAt = Date.parse(summary.launched_at);
+  const next = summary.milestones.find((milestone) => milestone.crossed_at === null);
+  const items = summary.milestones.map((milestone) => {
+    const state = milestone.crossed_at !== null ? "reached" : milestone === next ? "next" : "later";
+    const threshold = element("span", { class: "threshold" }, short(milestone.threshold));
+    threshold.title = exact(milestone.threshold, "tokens");
+    const detail = element("span", { class: "detail" });
+    if (state === "reached") {
+      const after = (Date.parse(milestone.crossed_at) - launchedAt) / 1000;
+      detail.textContent = `reached ${when(milestone.crossed_at)}, ${duration(after)} after launch`;
+      detail.title = `${milestone.crossed_at}, event ${milestone.event_id}`;
+    } else {
+      const remaining = milestone.threshold - current;
+      detail.textContent = `${short(remaining)} to go`;
+      detail.title = exact(remaining, "tokens to go");
+      if (state === "next") detail.append(element("br"), projection(remaining, launchPerMinute));
+    }
+    const item = element("li", { class: state }, threshold, detail);
+    if (state === "next") {
+      const bar = element("progress", { max: milestone.threshold, value: current });
+      bar.title = `${((100 * current) / milestone.threshold).toFixed(1)}% of the way`;
+      item.append(bar);
+    }
+    return item;
+  });
+  $("milestones").replaceChildren(...items);
+}
+
+function projection(remaining, perMinute) {
+  if (perMinute === null) return "no rate to project from";
+  if (perMinute === 0) return `no tokens in the last ${RATE_MINUTES} minutes`;
+  const seconds = (60 * remaining) / perMinute;
+  const at = Date.now() + seconds * 1000;
+  const text = element("span", { class: "eta" }, `at the current rate ${when(at)}, in ${duration(seconds)}`);
+  text.title = `${new Date(at).toISOString()}, at ${exact(perMinute, "tokens per minute")}`;
+  return text;
+}
+
+// The last hour, minute by minute and model by model. The API's last bucket is the minute now
+// running, still filling: the chart and the rates use the whole minutes before it.
+
+function lastHour() {
+  const start = wholeMinutesIso(Date.now() - CHART_MINUTES * MINUTE_MS);
+  return api("/v1/usage", { bucket: "1m", start, group_by: "model" });
+}
+
+function wholeMinutes(usage) {
+  return usage.data.slice(0, -1);
+}
+
+function perModel(buckets) {
+  const series = new Map();
+  buckets.forEach((bucket, index) => {
+    for (const result of bucket.results) {
+      if (!series.has(result.model)) series.set(result.model, buckets.map(() => 0));
+      series.get(result.model)[index] = result.total_tokens;
+    }
+  });
+  const total = (values) => values.reduce((sum, value) => sum + value, 0);
+  return [...series].sort((a, b) => total(b[1]) - total(a[1]) || (a[0] < b[0] ? -1 : 1));
+}
+
+function recentMinutes(usage) {
+  return wholeMinutes(usage).slice(-RATE_MINUTES);
+}
+
+function ratesOf(usage) {
+  const minutes = recentMinutes(usage);
+  const sums = { requests: 0, total_tokens: 0 };
+  for (const bucket of minutes) {
+    for (const result of bucket.results) {
+      sums.requests += result.requests;
+      sums.total_tokens += result.total_tokens;
+    }
+  }
+  return { minutes: minutes.length, ...sums };
+}
+
+function perMinuteOf(usage, model) {
+  const minutes = recentMinutes(usage);
+  if (minutes.length === 0) return null;
+  const tokens = minutes
+    .flatMap((bucket) => bucket.results)
+    .filter((result) => result.model === model)
+    .reduce((sum, result) => sum + result.total_tokens, 0);
+  return tokens / minutes.length;
+}
+
+function drawRates(usage) {
+  const rates = ratesOf(usage);
+  const seconds = Math.max(1, rates.minutes * 60);
+  showNumber($("tokens-per-second"), rates.total_tokens / seconds, "tokens per second");
+  showNumber($("requests-per-second"), rates.requests / seconds, "requests per second");
+  showNumber($("tokens-per-minute"), (60 * rates.total_tokens) / seconds, "tokens per minute");
+  $("rates-note").textContent = `averaged over the last ${rates.minutes} whole minutes`;
+}
+
+/** A round number at or above `value`, so that the axis reads 0, ¼, ½, ¾ and all of it. */
+function niceCeiling(value) {
+  const magnitude = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 4, 5, 8, 10].map((step) => step * magnitude).find((top) => top >= value);
+}
+
+let lastUsage = null;
+let drawnWidth = 0;
+
+function drawChart(usage) {
+  lastUsage = usage;
+  const plot = $("chart");
+  drawnWidth = plot.clientWidth;
+  const width = Math.max(280, drawnWidth);
+  const height = Math.round(Math.min(300, Math.max(190, width * 0.34)));
+  const margin = { left: 52, right: 22, top: 10, bottom: 26 };
+  const buckets = wholeMinutes(usage);
+  const models = perModel(buckets);
+  const highest = Math.max(1, ...models.flatMap(([, values]) => values));
+  const top = niceCeiling(highest);
+  const step = (width - margin.left - margin.right) / Math.max(1, buckets.length - 1);
+  const x = (index) => margin.left + index * step;
+  const y = (value) => margin.top + (1 - value / top) * (height - margin.top - margin.bottom);
+
+  const chart = svgElement("svg", {
+    viewBox: `0 0 ${width} ${height}`,
+    width,
+    height,
+    role: "img",
+    "aria-label": "tokens per minute over the last hour, one line per model",
+  });
+  for (let line = 0; line <= 4; line += 1) {
+    const value = (top * line) / 4;
+    chart.append(
+      svgElement("line", { class: "grid", x1: margin.left, x2: width - margin.right, y1: y(value), y2: y(value) }),
+      svgElement("text", { class: "axis", x: margin.left - 6, y: y(value) + 4, "text-anchor": "end" }, short(value)),
+    );
+  }
+  buckets.forEach((bucket, index) => {
+    const start = new Date(bucket.start);
+    if (start.getMinutes() % 15 === 0) {
+      chart.append(
+        svgElement("text", { class: "axis", x: x(index), y: height - 8, "text-anchor": "middle" }, timeOfDay.format(start)),
+      );
+    }
+  });
+  models.forEach(([, values], index) => {
+    const points = values.map((value, at) => `${x(at).toFixed(1)},${y(value).toFixed(1)}`);
+    chart.append(
+      svgElement("polyline", { class: "series", stroke: PALETTE[index % PALETTE.length], points: points.join(" ") }),
+    );
+  });
+  buckets.forEach((bucket, index) => {
+    const lines = models.map(([model, values]) => `${model}: ${exact(values[index], "tokens")}`);
+    const label = `${timeOfDay.format(new Date(bucket.start))} to ${timeOfDay.format(new Date(bucket.end))}`;
+    chart.append(
+      svgElement(
+        "rect",
+        { class: "hover", x: x(index) - step / 2, y: margin.top, width: step, height: height - margin.top - margin.bottom },
+        svgElement("title", {}, [label, ...lines].join("\n")),
+      ),
+    );
+  });
+  plot.replaceChildren(chart);
+
+  $("legend").replaceChildren(
+    ...models.map(([model], index) => {
+      const swatch = element("span", { class: "swatch" });
+      swatch.style.backgroundColor = PALETTE[index % PALETTE.length];
+      const rate = element("span", { class: "value" });
+      const perMinute = perMinuteOf(usage, model) ?? 0;
+      rate.textContent = `${short(perMinute)}/min`;
+      rate.title = exact(perMinute, `tokens per minute over the last ${RATE_MINUTES} whole minutes`);
+      return element("li", {}, swatch, element("span", { class: "model" }, model), rate);
+    }),
+  );
+  if (models.length === 0) $("legend").replaceChildren(element("li", { class: "empty" }, "no usage in the last hour"));
+}
+
+// The tenants with the most tokens over the last 24 hours; a tenant-bound key sees itself only.
+
+function drawTenants(totals) {
+  const results = totals.results.filter((result) => result.total_tokens > 0);
+  const all = results.reduce((sum, result) => sum + result.total_tokens, 0);
+  const top = results
+    .sort((a, b) => b.total_tokens - a.total_tokens || (a.tenant < b.tenant ? -1 : 1))
+    .slice(0, TOP_TENANTS);
+  const rows = top.map((result) => {
+    const fill = element("span", { class: "fill" });
+    fill.style.width = `${(100 * result.total_tokens) / top[0].total_tokens}%`;
+    const value = element("span", { class: "value" });
+    showNumber(value, result.total_tokens, "tokens");
+    const share = element("span", { class: "share" }, `${Math.round((100 * result.total_tokens) / all)}%`);
+    return element(
+      "li",
+      { "data-tenant": result.tenant },
+      element("span", { class: "name", title: result.tenant }, result.tenant),
+      element("span", { class: "bar" }, fill),
+      value,
+      share,
+    );
+  });
+  if (rows.length === 0) rows.push(element("li", { class: "empty" }, "no usage in the last 24 hours"));
+  $("tenants").replaceChildren(...rows);
+}
+
+function drawReadiness(outcome) {
+  const badge = $("readiness");
+  const failed = Object.entries(outcome.value?.checks ?? {}).filter(([, verdict]) => verdict !== "ok");
+  if (outcome.error) {
+    badge.textContent = "unreachable";
+  } else if (outcome.value.ready) {
+    badge.textContent = "ready";
+  } else {
+    badge.textContent = `not ready: ${failed.map(([check, verdict]) => `${check} ${verdict}`).join(", ")}`;
+  }
+  badge.className = `badge ${outcome.value?.ready ? "ok" : "bad"}`;
+  badge.title = outcome.error ? outcome.error.message : JSON.stringify(outcome.value.checks);
+}
+
+// One round of polling: every panel asks for its own data and shows its own trouble.
+
+async function refresh() {
+  const [ready, launches, usage, tenants] = await Promise.all([
+    settle(readiness()),
+    settle(api("/v1/launches")),
+    settle(lastHour()),
+    settle(api("/v1/totals", { window: "24h", group_by: "tenant" })),
+  ]);
+  const launch = launches.value ? chooseLaunch(launches.value.launches) : null;
+  const summary = launch ? await settle(api(`/v1/launches/${encodeURIComponent(launch.model)}`)) : { value: null, error: null };
+
+  // /v1/launches is open to every read key: refused there, the key itself is wrong.
+  const refused = [launches, usage, tenants, summary].find((outcome) => [401, 403].includes(outcome.error?.status));
+  if (refused && (refused === launches || refused.error.status === 401)) {
+    askForKey(refused.error.message);
+    return null;
+  }
+
+  drawReadiness(ready);
+  if (!launches.error) drawLaunch(launch, summary.value);
+  showProblem("launch-problem", launches.error ?? summary.error);
+  if (usage.value) {
+    drawChart(usage.value);
+    drawRates(usage.value);
+  }
+  showProblem("chart-problem", usage.error);
+  if (summary.value) drawMilestones(summary.value, usage.value ? perMinuteOf(usage.value, launch.model) : null);
+  if (!launch && !launches.error) $("milestones").replaceChildren();
+  showProblem("milestones-problem", summary.error);
+  if (tenants.value) drawTenants(tenants.value);
+  showProblem("tenants-problem", tenants.error);
+
+  const failures = [launches, usage, tenants, summary].filter((outcome) => outcome.error);
+  $("updated").textContent = failures.length
+    ? `update at ${timeWithSeconds.format(new Date())} incomplete: ${failures[0].error.message}`
+    : `updated ${timeWithSeconds.format(new Date())}, every ${POLL_SECONDS} s`;
+  return Math.max(POLL_SECONDS, ...failures.map((outcome) => outcome.error.retryAfter));
+}
+
+// Polling runs while there is a key; a new key or launch starts a new round at once.
+
+let round = 0;
+
+async function poll() {
+  round += 1;
+  const mine = round;
+  while (mine === round) {
+    let wait = POLL_SECONDS;
+    try {
+      wait = await refresh();
+    } catch (error) {
+      // A fault in drawing must not end the polling; it is shown, and the next round may pass.
+      console.error(error);
+      $("updated").textContent = `the page failed to draw an update: ${error.message}`;
+    }
+    if (wait === null || mine !== round) return;
+    await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+  }
+}
+
+/** Stop polling and ask for a key: at the start, on request, or when the API refused this one. */
+function askForKey(problem) {
+  round += 1;
+  localStorage.removeItem(KEY_ITEM);
+  showProblem("key-problem", problem ? new Error(problem) : null);
+  $("change-key").hidden = true;
+  const dialog = $("key-dialog");
+  if (!dialog.open) dialog.showModal();
+  $("key").focus();
+}
+
+function useKey(value) {
+  key = value;
+  localStorage.setItem(KEY_ITEM, value);
+  const id = value.split("_")[1];
+  $("change-key").textContent = id ? `key tp_${id}` : "key";
+  $("change-key").hidden = false;
+  poll();
+}
+
+function start() {
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("key").value.trim();
+    if (!value) return;
+    $("key").value = "";
+    $("key-dialog").close();
+    useKey(value);
+  });
+  $("key-dialog").addEventListener("cancel", (event) => event.preventDefault());
+  $("change-key").addEventListener("click", () => askForKey(null));
+  $("launch").addEventListener("change", () => {
+    localStorage.setItem(LAUNCH_ITEM, $("launch").value);
+    poll();
+  });
+  // Redrawn on the next frame, so that the chart's own new height is not a resize in the loop.
+  new ResizeObserver(() => {
+    requestAnimationFrame(() => {
+      if (lastUsage && $("chart").clientWidth !== drawnWidth) drawChart(lastUsage);
+    });
+  }).observe($("chart"));
+  if (key) useKey(key);
+  else askForKey(null);
+}
+
+start();
