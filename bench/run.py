@@ -554,16 +554,23 @@ async def run_all(args: argparse.Namespace, server_url: str) -> int:
     return 0 if flood["acked"] == flood["stored"] else 1
 
 
-def main(args: argparse.Namespace) -> int:
-    """On TOKENPULSE_BENCH_DATABASE_URL's server, or an embedded PostgreSQL of its own."""
+@contextmanager
+def database_server() -> Iterator[str]:
+    """TOKENPULSE_BENCH_DATABASE_URL's server, or an embedded PostgreSQL of its own meanwhile."""
     configured = os.environ.get("TOKENPULSE_BENCH_DATABASE_URL")
     if configured:
-        return asyncio.run(run_all(args, configured))
+        yield configured
+        return
     embedded = start_embedded_postgres(Path(tempfile.mkdtemp(prefix="tokenpulse-bench-")))
     try:
-        return asyncio.run(run_all(args, embedded.url))
+        yield embedded.url
     finally:
         embedded.stop()
+
+
+def main(args: argparse.Namespace) -> int:
+    with database_server() as server_url:
+        return asyncio.run(run_all(args, server_url))
 
 
 if __name__ == "__main__":

@@ -26,9 +26,13 @@ def free_port() -> int:
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
-    url: str
+    port: int
     log_path: Path
     output_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def log(self) -> str:
         """What the server wrote on stderr: its log."""
@@ -48,34 +52,53 @@ class Server:
 def running_server(
     log_dir: Path, *args: str, env: dict[str, str] | None = None
 ) -> Iterator[Server]:
-    """`tokenpulse serve` on a free port, ready when this yields, stopped afterwards.
+    """`tokenpulse serve` on a free port, ready when this yields, stopped afterwards."""
+    server = start_server(log_dir, *args, env=env)
+    try:
+        yield server
+    finally:
+        stop_server(server)
 
-    The server sees no TOKENPULSE_* variable from the test run's environment, only `env`.
+
+def start_server(
+    log_dir: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
+) -> Server:
+    """`tokenpulse serve` on `port` (default: a free one), ready when this returns.
+
+    The server sees no TOKENPULSE_* variable from the test run's environment, only `env`. Servers
+    started again on one port share its log and output, each life after the last.
     """
-    port = free_port()
+    port = port or free_port()
     log_path = log_dir / f"server-{port}.log"
     output_path = log_dir / f"server-{port}.out"
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPULSE_")}
     environment = {**inherited, **(env or {})}
-    with log_path.open("wb") as log, output_path.open("wb") as output:
+    with log_path.open("ab") as log, output_path.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "tokenpulse", "serve", "--port", str(port), *args],
             env=environment,
             stdout=output,
             stderr=log,
         )
-    server = Server(process, f"http://127.0.0.1:{port}", log_path, output_path)
+    server = Server(process, port, log_path, output_path)
     try:
         _wait_until_ready(server)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM, and SIGKILL if the server has not exited 30 s later."""
+    process = server.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _wait_until_ready(server: Server) -> None:
