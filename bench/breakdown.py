@@ -10,28 +10,18 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from tokenpulse.ingest.body import Format, decode_events
 from tokenpulse.ingest.events import Event, EventRules, validate_event
-from tokenpulse.ingest.storage import STORE_EVENTS, statement_arguments
+from tokenpulse.ingest.storage import EVENT_COLUMNS, STORE_EVENTS, event_row, statement_arguments
+from tokenpulse.settings import Settings
 
-RULES = EventRules(max_tokens=10**9, max_age=timedelta(days=30), max_lead=timedelta(minutes=5))
-COPY_COLUMNS = [
-    "tenant",
-    "event_id",
-    "project",
-    "model",
-    "api_key_id",
-    "occurred_at",
-    "input_tokens",
-    "cached_input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-]
+COPY_COLUMNS = [name for name, _ in EVENT_COLUMNS]
+RULES = EventRules.of(Settings())
 
 
 async def flush_breakdown(url: str, batches: Iterable[list[dict[str, Any]]]) -> dict[str, float]:
@@ -58,7 +48,7 @@ async def flush_breakdown(url: str, batches: Iterable[list[dict[str, Any]]]) -> 
             started = time.perf_counter()
             await connection.copy_records_to_table(
                 "copy_target",
-                records=[_copy_record(event) for event in events],
+                records=[event_row(event) for event in events],
                 columns=COPY_COLUMNS,
             )
             steps["reference: COPY of the same rows"].append(_since(started))
@@ -83,24 +73,13 @@ def _parts(plan: dict[str, Any]) -> Iterable[tuple[str, float]]:
     for sub in plan.get("Plans", []):
         name = sub.get("Subplan Name", "")
         if name.startswith("CTE "):
-            table = name.removeprefix("CTE ")
-            label = "insert new events (dedupe)" if table == "inserted" else f"upsert {table}"
+            part = name.removeprefix("CTE ")
+            label = (
+                "insert new events (dedupe)"
+                if part == "inserted"
+                else part.replace("upserted_", "upsert ")
+            )
             yield label, sub["Actual Total Time"]
-
-
-def _copy_record(event: Event) -> tuple[object, ...]:
-    return (
-        event.tenant,
-        event.event_id,
-        event.project,
-        event.model,
-        event.api_key_id,
-        event.occurred_at,
-        event.input_tokens,
-        event.cached_input_tokens,
-        event.output_tokens,
-        event.reasoning_tokens,
-    )
 
 
 def _since(started: float) -> float:

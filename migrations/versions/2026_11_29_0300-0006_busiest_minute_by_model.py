@@ -20,11 +20,11 @@ GRAINS = ("hour", "day")
 
 def upgrade() -> None:
     # Writers wait while the new columns are filled, so that no minute they add is missed.
-    # Writers still running the previous version would leave the columns empty: stop them first.
-    op.execute(
-        "LOCK TABLE rollup_minute_model, rollup_hour_model, rollup_day_model"
-        " IN SHARE ROW EXCLUSIVE MODE"
-    )
+    # Writers still running the previous version could not store at all afterwards (they leave
+    # the columns empty): stop them first. The tables that change are locked whole up front, so
+    # that a reader of both cannot hold one while the migration waits for it.
+    op.execute("LOCK TABLE rollup_hour_model, rollup_day_model IN ACCESS EXCLUSIVE MODE")
+    op.execute("LOCK TABLE rollup_minute_model IN SHARE ROW EXCLUSIVE MODE")
     for grain in GRAINS:
         table = f"rollup_{grain}_model"
         op.add_column(table, sa.Column("peak_minute", sa.DateTime(timezone=True)))

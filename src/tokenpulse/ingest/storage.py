@@ -7,12 +7,12 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.ingest.events import Event
-from tokenpulse.rollups import GRAINS, Grain
-from tokenpulse.tables import NO_API_KEY, PEAK_CUBE, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
+from tokenpulse.rollups import GRAINS, MINUTE, Grain
+from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
 
 EventKey = tuple[str, str]
 
-_EVENT_COLUMNS = (
+EVENT_COLUMNS = (
     ("tenant", "text"),
     ("event_id", "text"),
     ("project", "text"),
@@ -27,8 +27,13 @@ _EVENT_COLUMNS = (
 )
 
 
-_PEAK_SOURCE = f"rollup_minute{PEAK_CUBE}"
-"""The minute rollup whose upserted rows, as they are after the upsert, feed the peak minutes."""
+_PEAK_SOURCE = MINUTE.table_for(("model",))
+"""The minute rollup whose rows, as they are after this statement's upsert, feed the peaks."""
+
+
+def _upserted(table: Table) -> str:
+    """The name of the statement's part that upserts `table`, and of the rows it returns."""
+    return f"upserted_{table.name}"
 
 
 def _rollup_upsert(grain: Grain, table: Table) -> str:
@@ -51,17 +56,17 @@ def _rollup_upsert(grain: Grain, table: Table) -> str:
         GROUP BY {positions}"""
     columns = f"{keys}, {counts}"
     returning = ""
-    if table.name == _PEAK_SOURCE:
+    if table is _PEAK_SOURCE:
         returning = f"RETURNING {keys}, input_tokens + output_tokens AS tokens"
     if "peak_minute" in table.c:
         columns += ", peak_minute, peak_minute_tokens"
-        sums = _with_peaks(grain, dimensions, sums)
+        sums = _with_peaks(grain, dimensions, sums, keys=keys, positions=positions)
         additions += _peak_merge(table.name)
     # Rows are upserted sorted by their key, and every writer runs this same statement (same
     # plan, same order of tables): all take row locks in one order, so concurrent batches wait
     # for each other but never deadlock.
     return f"""
-    {table.name} AS (
+    {_upserted(table)} AS (
         INSERT INTO {table.name} ({columns})
         SELECT * FROM ({sums}) AS summed
         ORDER BY {positions}
@@ -70,14 +75,16 @@ def _rollup_upsert(grain: Grain, table: Table) -> str:
     )"""
 
 
-def _with_peaks(grain: Grain, dimensions: list[str], sums: str) -> str:
+def _with_peaks(
+    grain: Grain, dimensions: list[str], sums: str, *, keys: str, positions: str
+) -> str:
     """`sums` with each bucket's busiest minute among the minutes this statement just upserted.
 
     A minute's total only grows, so the busiest of the totals as they are after each upsert is
-    the busiest minute of the bucket, whichever order concurrent writers commit in.
+    the busiest minute of the bucket, whichever order concurrent writers commit in. The minutes
+    are the rows the minute upsert returned: a part of the statement may only read parts before
+    it, so changing their order fails at once instead of reading the table's older rows.
     """
-    keys = ", ".join(("bucket_start", *dimensions))
-    positions = ", ".join(str(position) for position in range(1, len(dimensions) + 2))
     return f"""
         SELECT sums.*, peaks.peak_minute, peaks.peak_minute_tokens
         FROM ({sums}) AS sums
@@ -86,7 +93,7 @@ def _with_peaks(grain: Grain, dimensions: list[str], sums: str) -> str:
                    date_trunc('{grain.name}', minute.bucket_start, 'UTC') AS bucket_start,
                    {", ".join(f"minute.{name}" for name in dimensions)},
                    minute.bucket_start AS peak_minute, minute.tokens AS peak_minute_tokens
-            FROM {_PEAK_SOURCE} AS minute
+            FROM {_upserted(_PEAK_SOURCE)} AS minute
             ORDER BY {positions}, minute.tokens DESC, minute.bucket_start
         ) AS peaks USING ({keys})"""
 
@@ -105,8 +112,8 @@ def _peak_merge(name: str) -> list[str]:
 
 
 def _store_statement() -> str:
-    names = ", ".join(name for name, _ in _EVENT_COLUMNS)
-    arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(_EVENT_COLUMNS, start=1))
+    names = ", ".join(name for name, _ in EVENT_COLUMNS)
+    arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(EVENT_COLUMNS, start=1))
     rollups = ",".join(_rollup_upsert(grain, table) for grain in GRAINS for table in grain.tables)
     # One statement, one round trip: the insert returns only the rows that are new (a conflict on
     # (tenant, event_id) means the event is stored already, or earlier in this same batch), and
@@ -139,14 +146,14 @@ async def store_events(connection: AsyncConnection, events: Sequence[Event]) -> 
 
 def statement_arguments(events: Sequence[Event]) -> tuple[list[object], ...]:
     """STORE_EVENTS' arguments for `events`: one array per column."""
-    columns: tuple[list[object], ...] = tuple([] for _ in _EVENT_COLUMNS)
+    columns: tuple[list[object], ...] = tuple([] for _ in EVENT_COLUMNS)
     for event in events:
-        for column, value in zip(columns, _row(event), strict=True):
+        for column, value in zip(columns, event_row(event), strict=True):
             column.append(value)
     return columns
 
 
-def _row(event: Event) -> tuple[object, ...]:
+def event_row(event: Event) -> tuple[object, ...]:
     return (
         event.tenant,
         event.event_id,
