@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import UNLIMITED_ENV, Keys, bearer
@@ -19,6 +20,7 @@ from tests.factories import event
 from tests.servers import running_server
 from tokenpulse.access import incoming_or_new_request_id
 from tokenpulse.app import create_app
+from tokenpulse.database import create_engine
 from tokenpulse.logs import JsonFormatter, TextFormatter
 from tokenpulse.settings import Settings
 
@@ -205,3 +207,28 @@ def test_the_text_format_is_one_readable_line_with_the_same_fields() -> None:
         "route": "/x",
         "status": 200,
     }
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()])
+def test_no_decoded_character_of_a_path_can_start_a_log_line_of_its_own(
+    formatter: logging.Formatter,
+) -> None:
+    path = "/v1/x\n2026-11-27T12:00:00Z INFO forged\u2028line\r"
+    record = logging.LogRecord(
+        "tokenpulse.access", logging.INFO, __file__, 1, "GET %s 404", (path,), None
+    )
+    record.fields = {"path": path}
+
+    assert len(formatter.format(record).splitlines()) == 1
+
+
+async def test_a_failed_statement_quotes_none_of_its_parameters(database_url: str) -> None:
+    engine = create_engine(Settings(), database_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            with pytest.raises(DBAPIError) as failure:
+                await connection.exec_driver_sql("SELECT $1::text, 1 / 0", (MARKER,))
+    finally:
+        await engine.dispose()
+
+    assert MARKER not in str(failure.value)

@@ -22,6 +22,9 @@ def create_engine(settings: Settings, database_url: str, *, pool_size: int) -> A
         # A connection left over from before a database restart is replaced before it fails a
         # request: one round trip per checkout buys recovery without a single error.
         pool_pre_ping=True,
+        # A failed statement's error, which is logged, must not quote its parameters: for the
+        # write path those are the events themselves.
+        hide_parameters=True,
         connect_args={
             "timeout": settings.db_connect_timeout.total_seconds(),
             "command_timeout": settings.db_statement_timeout.total_seconds(),

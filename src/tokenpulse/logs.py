@@ -45,21 +45,30 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        # default=str: a field of another type is still one line, never a failed log call.
-        return json.dumps(line, ensure_ascii=False, default=str)
+        # default=str: a field of another type is still one line, never a failed log call; and
+        # ASCII only, so that no character of a path or a value can break the line.
+        return json.dumps(line, default=str)
 
 
 class TextFormatter(logging.Formatter):
     """`time level logger message key=value …`, for a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        pairs = " ".join(f"{name}={value}" for name, value in _fields(record).items())
-        line = f"{_time(record)} {record.levelname} {record.name} {record.getMessage()}"
+        pairs = " ".join(f"{name}={_printable(value)}" for name, value in _fields(record).items())
+        message = _printable(record.getMessage())
+        line = f"{_time(record)} {record.levelname} {record.name} {message}"
         if pairs:
             line = f"{line} {pairs}"
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
         return line
+
+
+def _printable(value: object) -> str:
+    """`value` as it is when printable; quoted and escaped when it holds a line break or another
+    control character (a decoded path may), so that it cannot start a line of its own."""
+    text = str(value)
+    return text if text.isprintable() else json.dumps(text)
 
 
 _FORMATTERS: dict[LogFormat, type[logging.Formatter]] = {
