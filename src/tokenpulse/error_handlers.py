@@ -5,6 +5,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -62,4 +64,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ClientDisconnect, body_cut_short)
+    # Database failures are answered (503 in an outage) by the same layer as the errors above,
+    # which does not raise them again: an outage must not log a traceback for every request.
+    for failure in (DBAPIError, PoolTimeout, OSError, TimeoutError):
+        app.add_exception_handler(failure, unexpected)
     app.add_exception_handler(Exception, unexpected)
