@@ -217,6 +217,7 @@ async def copy_ceiling(server_url: str, size: Size, reps: int) -> float:
                     e["cached_input_tokens"],
                     e["output_tokens"],
                     e["reasoning_tokens"],
+                    None,  # attributes
                 )
                 for e in launch_day(size.copy_events, seed=100 + rep)
             ]

@@ -9,6 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tokenpulse"
 WEB = ("fastapi", "starlette", "uvicorn")
 # The modules that speak HTTP; everything else is use cases, tables and plumbing below them.
 HTTP_LAYER = {
+    "tokenpulse.access",
     "tokenpulse.app",
     "tokenpulse.auth",
     "tokenpulse.cli",

@@ -87,11 +87,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             body_budget=BodyBudget(
                 settings.ingest_max_held_bytes, retry_after=settings.retry_after_seconds
             ),
-            event_rules=EventRules(
-                max_tokens=settings.max_tokens_per_count,
-                max_age=settings.max_event_age,
-                max_lead=settings.max_event_lead,
-            ),
+            event_rules=EventRules.of(settings),
             keys=KeyRegistry(find, ttl=settings.key_cache_seconds.total_seconds()),
             rate_limits=RateLimits(
                 {

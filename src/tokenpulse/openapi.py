@@ -12,10 +12,24 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from tokenpulse.ingest.events import (
+    ATTRIBUTE_KEY_MAX,
+    ATTRIBUTE_VALUE_MAX,
+    ATTRIBUTES_MAX_KEYS,
+    EVENT_ID,
+)
 from tokenpulse.keys.scopes import Scope
+from tokenpulse.settings import Settings
 from tokenpulse.text import STRING_MAX
 
 _COMPONENT = "#/components/schemas/{model}"
+# The limits a deployment may change are described at their defaults.
+_DEFAULT = {name: field.default for name, field in Settings.model_fields.items()}
+MAX_TOKENS = _DEFAULT["max_tokens_per_count"]
+WINDOW = (
+    f"within [now - {_DEFAULT['max_event_age'].days} days,"
+    f" now + {_DEFAULT['max_event_lead'].seconds // 60} minutes] by default"
+)
 
 Name = Annotated[str, Field(min_length=1, max_length=STRING_MAX)]
 Count = Annotated[int, Field(ge=0)]
@@ -32,11 +46,11 @@ class UsageEvent(_Shape):
     """One model request as a gateway saw it. Types are strict: a count is a JSON integer."""
 
     event_id: Annotated[
-        str, Field(pattern=r"^[\x21-\x7e]{1,128}$", description="Unique per tenant.")
+        str, Field(pattern=f"^{EVENT_ID.pattern}$", description="Unique per tenant.")
     ]
     occurred_at: Annotated[
         datetime,
-        Field(description="RFC 3339 with an offset, within [now - 35 days, now + 5 minutes]."),
+        Field(description=f"RFC 3339 with an offset, {WINDOW}."),
     ]
     tenant: Annotated[
         Name | None, Field(description="Required with a platform key; a bound key's by default.")
@@ -44,26 +58,28 @@ class UsageEvent(_Shape):
     project: Annotated[Name | None, Field(description='Default "default".')] = None
     model: Name
     api_key_id: Name | None = None
-    input_tokens: Annotated[int, Field(ge=0, le=10**9, description="Limit configurable.")]
-    output_tokens: Annotated[int, Field(ge=0, le=10**9, description="Limit configurable.")]
+    input_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS, description="Limit configurable.")]
+    output_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS, description="Limit configurable.")]
     cached_input_tokens: Annotated[
-        int | None, Field(ge=0, le=10**9, description="At most input_tokens.")
+        int | None, Field(ge=0, le=MAX_TOKENS, description="At most input_tokens.")
     ] = None
     reasoning_tokens: Annotated[
-        int | None, Field(ge=0, le=10**9, description="At most output_tokens.")
+        int | None, Field(ge=0, le=MAX_TOKENS, description="At most output_tokens.")
     ] = None
     attributes: Annotated[
         dict[
-            Annotated[str, Field(min_length=1, max_length=64)],
-            Annotated[str, Field(max_length=256)],
+            Annotated[str, Field(min_length=1, max_length=ATTRIBUTE_KEY_MAX)],
+            Annotated[str, Field(max_length=ATTRIBUTE_VALUE_MAX)],
         ]
         | None,
-        Field(max_length=16),
+        Field(max_length=ATTRIBUTES_MAX_KEYS),
     ] = None
 
 
 class EventBatch(_Shape):
-    events: Annotated[list[UsageEvent], Field(min_length=1, max_length=10_000)]
+    events: Annotated[
+        list[UsageEvent], Field(min_length=1, max_length=_DEFAULT["max_events_per_request"])
+    ]
 
 
 # answers
@@ -297,7 +313,7 @@ def ingest_body() -> dict[str, Any]:
                         "type": "array",
                         "items": reference(UsageEvent),
                         "minItems": 1,
-                        "maxItems": 10_000,
+                        "maxItems": _DEFAULT["max_events_per_request"],
                         "description": "One event object per line; blank lines are ignored.",
                     }
                 },

@@ -8,6 +8,7 @@ from typing import Any
 
 from tokenpulse.errors import Problem
 from tokenpulse.instants import parse_rfc3339, rfc3339_problem
+from tokenpulse.settings import Settings
 from tokenpulse.text import STRING_MAX, echo, text_problem
 
 ATTRIBUTES_MAX_KEYS = 16
@@ -22,7 +23,7 @@ KNOWN_FIELDS = frozenset(
     | set(COUNT_FIELDS)
 )
 
-_EVENT_ID = re.compile(r"[\x21-\x7e]{1,128}")
+EVENT_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,14 @@ class EventRules:
     max_tokens: int
     max_age: timedelta
     max_lead: timedelta
+
+    @classmethod
+    def of(cls, settings: Settings) -> "EventRules":
+        return cls(
+            max_tokens=settings.max_tokens_per_count,
+            max_age=settings.max_event_age,
+            max_lead=settings.max_event_lead,
+        )
 
 
 class DuplicateKeys(dict[str, Any]):
@@ -179,7 +188,7 @@ def _string(
 
 def _event_id(value: object, errors: list[Problem]) -> str | None:
     event_id = _string("event_id", value, STRING_MAX, errors, required=True)
-    if event_id is not None and not _EVENT_ID.fullmatch(event_id):
+    if event_id is not None and not EVENT_ID.fullmatch(event_id):
         errors.append(Problem("event_id", "must be printable ASCII characters without spaces"))
         return None
     return event_id
