@@ -127,6 +127,9 @@ async def sigkill_scenario(
                     )
             problems += await ledger_problems(client, database_url, sent.day, sent.ledger)
         problems += sent.unexpected_answers({200, 503})
+        # A kill drops the requests in flight and refuses connections until the restart; a
+        # request that waited for its answer until it timed out would be a hang.
+        problems += sent.unanswered(expected={"ConnectError", "ReadError", "RemoteProtocolError"})
     finally:
         await asyncio.to_thread(stop_server, server)
     return problems

@@ -229,7 +229,8 @@ async def test_the_peak_minute_equals_the_busiest_minute_of_the_events(
     await client.put(f"/v1/launches/{model}", json={"launched_at": format_rfc3339(launched_at)})
     # One request after another adds to the busiest minutes that earlier ones stored; concurrent
     # requests may be stored by one transaction or by several at once.
-    parts = [events[part :: min(requests, len(events))] for part in range(requests)][: len(events)]
+    count = min(requests, len(events))
+    parts = [events[part::count] for part in range(count)]
     if concurrent:
         await asyncio.gather(*(post(client, *part) for part in parts))
     else:
