@@ -339,6 +339,9 @@ async def aggregates(server_url: str, size: Size, workers: int) -> dict[int, dic
             day = thirty_days(events, end)
             engine: AsyncEngine = create_async_engine(async_url(url), pool_size=2)
             load_seconds = await load(engine, day)
+            async with engine.begin() as connection:
+                # As after any bulk load (autovacuum would, a little later): fresh statistics.
+                await connection.exec_driver_sql("ANALYZE")
             await engine.dispose()
             paths = queries(end)
             with tokenpulse(url, workers) as (port, _):
