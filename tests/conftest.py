@@ -89,20 +89,24 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+async def empty_tables(engine: AsyncEngine, *, keep: tuple[str, ...] = ()) -> None:
+    """Every table emptied but those named in `keep`."""
+    tables = [name for name in metadata.tables if name not in keep]
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
+
+
 @pytest.fixture
 async def db(engine: AsyncEngine) -> AsyncEngine:
     """The test database, its tables emptied for this test."""
-    async with engine.begin() as connection:
-        await connection.exec_driver_sql(f"TRUNCATE {', '.join(metadata.tables)}")
+    await empty_tables(engine)
     return engine
 
 
 async def empty_all_but_keys(engine: AsyncEngine) -> None:
     """Every table but the keys emptied: the examples of a hypothesis test share one `db`
     fixture, and each must start from no events."""
-    tables = [name for name in metadata.tables if name != "api_key"]
-    async with engine.begin() as connection:
-        await connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
+    await empty_tables(engine, keep=("api_key",))
 
 
 @dataclass
