@@ -251,3 +251,72 @@ async def test_the_peak_minute_equals_the_busiest_minute_of_the_events(
         if busiest is None
         else {"start": format_rfc3339(busiest[0]), "total_tokens": busiest[1]}
     )
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    data=st.lists(
+        st.tuples(
+            # Quarter seconds over three days, many in a few busy hours, so that thresholds fall
+            # in the launch's cut minute and in minutes, hours and days that hold many minutes.
+            st.one_of(
+                st.integers(min_value=0, max_value=3 * 3600 * 4),
+                st.integers(min_value=0, max_value=3 * 86400 * 4),
+            ).map(lambda q: q * 0.25),
+            # Up to 2 * 10**9 tokens an event: 10**9 and 10**10 are reached after a few events.
+            st.integers(min_value=0, max_value=100).map(lambda n: n * 10**7),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    launch_offset=st.integers(min_value=-3600, max_value=3 * 3600),
+)
+async def test_the_totals_and_every_milestone_match_a_walk_over_the_events_since_launch(
+    client: httpx.AsyncClient,
+    db: AsyncEngine,
+    data: list[tuple[float, int]],
+    launch_offset: int,
+) -> None:
+    await empty_all_but_keys(db)
+    model = "m-large"
+    base = LAUNCH - timedelta(days=1)
+    launched_at = base + timedelta(seconds=launch_offset, microseconds=250_000)
+    events = [
+        event(
+            event_id=f"e{index}",
+            at=base + timedelta(seconds=offset),
+            model=model,
+            input_tokens=tokens,
+            output_tokens=tokens,
+        )
+        for index, (offset, tokens) in enumerate(data)
+    ]
+    await client.put(f"/v1/launches/{model}", json={"launched_at": format_rfc3339(launched_at)})
+    await post(client, *events)
+    counted = sorted(
+        (e for e in events if datetime.fromisoformat(e["occurred_at"]) >= launched_at),
+        key=lambda e: (datetime.fromisoformat(e["occurred_at"]), e["event_id"]),
+    )
+    expected: dict[int, str | None] = {10**n: None for n in (9, 10, 11, 12)}
+    running = 0
+    for e in counted:
+        running += e["input_tokens"] + e["output_tokens"]
+        for threshold, found in expected.items():
+            if found is None and running >= threshold:
+                expected[threshold] = e["event_id"]
+
+    first_day = [
+        e
+        for e in counted
+        if datetime.fromisoformat(e["occurred_at"]) < launched_at + timedelta(hours=24)
+    ]
+
+    summary = (await client.get(f"/v1/launches/{model}")).json()
+
+    assert {m["threshold"]: m["event_id"] for m in summary["milestones"]} == expected
+    assert summary["since_launch"] == measures(*counted)
+    assert summary["first_24h"] == measures(*first_day)

@@ -7,14 +7,15 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.instants import ceil_to
-from tokenpulse.rollups import GRAINS, MINUTE, Grain
-from tokenpulse.usage.aggregate import Selection, bucket_sums
-from tokenpulse.usage.cover import cover
-from tokenpulse.usage.raw import crossing_event, sum_events
+from tokenpulse.rollups import MINUTE
+from tokenpulse.usage.aggregate import Selection, bucket_sums, crossing_minutes
+from tokenpulse.usage.cover import Span, cover
+from tokenpulse.usage.raw import crossing_events, sum_events
 
 # The crossing event is the first matching event with occurred_at >= since, in (occurred_at,
-# event_id) order, at which the running sum reaches the threshold. Day, hour and minute rollups
-# find the minute it lies in; only that minute's raw events are read.
+# event_id) order, at which the running sum reaches the threshold. Rollups over the whole range
+# find the bucket it lies in, that bucket's minute rollups the minute, and only that minute's raw
+# events are read: three round trips however many thresholds, and whatever the data's size.
 
 DEFAULT_THRESHOLDS = (10**9, 10**10, 10**11, 10**12)
 
@@ -49,53 +50,33 @@ async def find_crossings(
     the rollups and raw events it reads agree although events keep arriving.
     """
     pending = sorted(set(thresholds))
-    found: dict[int, tuple[datetime, str]] = {}
+    # Where each reached threshold lies: a span and the sum still needed from its start.
+    in_minutes: dict[int, tuple[Span, int]] = {}
+    in_coarser: dict[int, tuple[Span, int]] = {}
     running = 0
     # The part of a minute before the first whole one can only be read from raw events.
     aligned = min(ceil_to(since, MINUTE.length), until)
     head = (await sum_events(connection, selection, since, aligned))[measure]
     while pending and running + head >= pending[0]:
         threshold = pending.pop(0)
-        event = await crossing_event(
-            connection, selection, measure, since, aligned, threshold - running
-        )
-        assert event is not None, "raw events disagree with their own sum"
-        found[threshold] = event
+        in_minutes[threshold] = ((since, aligned), threshold - running)
     running += head
     buckets = await bucket_sums(connection, selection, cover(aligned, until), measure)
     for grain, start, value in buckets:
         while pending and running + value >= pending[0]:
             threshold = pending.pop(0)
-            found[threshold] = await _descend(
-                connection, selection, measure, grain, start, threshold - running
-            )
+            found_in = in_minutes if grain is MINUTE else in_coarser
+            found_in[threshold] = ((start, start + grain.length), threshold - running)
         running += value
+    minutes = await crossing_minutes(connection, selection, measure, list(in_coarser.values()))
+    for (threshold, (_, needed)), minute in zip(in_coarser.items(), minutes, strict=True):
+        assert minute is not None, "minute rollups disagree with a coarser one"
+        start, before = minute
+        in_minutes[threshold] = ((start, start + MINUTE.length), needed - before)
+    events = await crossing_events(connection, selection, measure, list(in_minutes.values()))
+    found = dict(zip(in_minutes, events, strict=True))
+    assert None not in events, "raw events disagree with their rollups"
     return Progress(
         running,
-        [Crossing(t, *found.get(t, (None, None))) for t in thresholds],
+        [Crossing(t, *(found.get(t) or (None, None))) for t in thresholds],
     )
-
-
-async def _descend(
-    connection: AsyncConnection,
-    selection: Selection,
-    measure: str,
-    grain: Grain,
-    start: datetime,
-    needed: int,
-) -> tuple[datetime, str]:
-    """The event inside the `grain` bucket at `start` at which a sum from its start reaches
-    `needed`: through ever finer buckets, then the raw events of one minute."""
-    end = start + grain.length
-    if grain is MINUTE:
-        event = await crossing_event(connection, selection, measure, start, end, needed)
-        assert event is not None, "a minute's raw events disagree with its rollup"
-        return event
-    finer = GRAINS[GRAINS.index(grain) - 1]
-    for _, bucket, value in await bucket_sums(
-        connection, selection, [(finer, (start, end))], measure
-    ):
-        if value >= needed:
-            return await _descend(connection, selection, measure, finer, bucket, needed)
-        needed -= value
-    raise AssertionError("finer rollups disagree with a coarser one")

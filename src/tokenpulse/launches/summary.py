@@ -1,17 +1,20 @@
 """A launch at a glance: usage since it went live, its first day, its busiest minute, milestones."""
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import BigInteger, Select, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.instants import ceil_to, floor_to, format_rfc3339
 from tokenpulse.launches.milestones import DEFAULT_THRESHOLDS, find_crossings
 from tokenpulse.launches.store import Launch
 from tokenpulse.rollups import MINUTE
-from tokenpulse.usage.aggregate import Selection, busiest_minute, sum_rollups
-from tokenpulse.usage.cover import cover_buckets
-from tokenpulse.usage.raw import MEASURES, sum_events
+from tokenpulse.tables import ROLLUP_COUNTS
+from tokenpulse.usage.aggregate import Selection, busiest_minute, measures_of, rollup_rows
+from tokenpulse.usage.cover import Span, cover_buckets
+from tokenpulse.usage.raw import MEASURES, event_counts, sum_events
 
 FIRST_DAY = timedelta(hours=24)
 
@@ -33,10 +36,13 @@ async def launch_summary(
         until=until,
     )
     peak = await _peak_minute(connection, selection, start, until)
+    since_launch, first_24h = await exact_totals(
+        connection, selection, [(start, until), (start, start + FIRST_DAY)]
+    )
     return {
         **launch.as_json(),
-        "since_launch": await exact_totals(connection, selection, start, until),
-        "first_24h": await exact_totals(connection, selection, start, start + FIRST_DAY),
+        "since_launch": since_launch,
+        "first_24h": first_24h,
         "peak_minute": None
         if peak is None
         else {"start": format_rfc3339(peak[0]), "total_tokens": peak[1]},
@@ -55,18 +61,32 @@ async def launch_summary(
 
 
 async def exact_totals(
-    connection: AsyncConnection, selection: Selection, start: datetime, end: datetime
-) -> dict[str, int]:
-    """The six measures over [start, end) for any instants: rollups for the whole minutes
-    inside, raw events for the parts of a minute at either edge."""
-    first, last = ceil_to(start, MINUTE.length), floor_to(end, MINUTE.length)
-    if first >= last:
-        return await sum_events(connection, selection, start, end)
-    totals = await sum_events(connection, selection, start, first)
-    tail = await sum_events(connection, selection, last, end)
-    rows = await sum_rollups(connection, selection, cover_buckets([first, last]))
-    middle = rows[0].measures if rows else dict.fromkeys(MEASURES, 0)
-    return {measure: totals[measure] + middle[measure] + tail[measure] for measure in MEASURES}
+    connection: AsyncConnection, selection: Selection, ranges: Sequence[Span]
+) -> list[dict[str, int]]:
+    """The six measures over each [start, end) of `ranges`, for any instants: rollups for the
+    whole minutes inside, raw events for the parts of a minute at either edge. One round trip."""
+    assert not selection.group_by, "exact totals are not grouped"
+    if selection.matches_nothing:
+        return [dict.fromkeys(MEASURES, 0) for _ in ranges]
+    parts: list[Select[Any]] = []
+    for index, (start, end) in enumerate(ranges):
+        first, last = ceil_to(start, MINUTE.length), floor_to(end, MINUTE.length)
+        edges = [(start, end)] if first >= last else [(start, first), (last, end)]
+        range_parts = [event_counts(selection, edge) for edge in edges if edge[0] < edge[1]]
+        if first < last:
+            range_parts += [
+                rollup_rows(grain, spans, selection)
+                for grain, spans in cover_buckets([first, last]).items()
+            ]
+        parts += [part.add_columns(literal(index).label("range")) for part in range_parts]
+    if not parts:
+        return [dict.fromkeys(MEASURES, 0) for _ in ranges]
+    rows = union_all(*parts).subquery("rows")
+    statement = select(
+        rows.c.range, *(cast(func.sum(rows.c[count]), BigInteger) for count in ROLLUP_COUNTS)
+    ).group_by(rows.c.range)
+    found = {index: measures_of(counts) for index, *counts in await connection.execute(statement)}
+    return [found.get(index, dict.fromkeys(MEASURES, 0)) for index in range(len(ranges))]
 
 
 async def _peak_minute(

@@ -105,7 +105,9 @@ async def sum_rollups(
     starts = None
     if bounds is not None:
         starts = bindparam("starts", value=list(bounds[:-1]), type_=ARRAY(DateTime(timezone=True)))
-    parts = [_read(grain, grain_spans, selection, starts) for grain, grain_spans in spans.items()]
+    parts = [
+        rollup_rows(grain, grain_spans, selection, starts) for grain, grain_spans in spans.items()
+    ]
     rows = union_all(*parts).subquery("rows")
     keys = [rows.c.bucket] if bounds is not None else []
     keys += [rows.c[name] for name in selection.group_by]
@@ -122,12 +124,14 @@ async def sum_rollups(
     return [_row(record, offset, selection.group_by, grouped) for record in result]
 
 
-def _read(
+def rollup_rows(
     grain: Grain,
     spans: Sequence[Span],
     selection: Selection,
-    starts: BindParameter[Any] | None,
+    starts: BindParameter[Any] | None = None,
 ) -> Select[Any]:
+    """The rollup rows of `grain` in `spans` that `selection` matches: its group_by columns,
+    then the counts; first their bucket's index in `starts`, when given."""
     table = grain.table_for((*selection.group_by, *selection.filters))
     columns: list[ColumnElement[Any]] = []
     if starts is not None:
@@ -146,9 +150,14 @@ def _row(record: Sequence[Any], offset: int, group_by: Sequence[str], grouped: i
     groups: dict[str, str | None] = {}
     for name, value in zip(group_by, record[offset : offset + grouped], strict=True):
         groups[name] = None if name == "api_key_id" and value == NO_API_KEY else value
-    counts = dict(zip(ROLLUP_COUNTS, record[offset + grouped :], strict=True))
-    measures = {**counts, "total_tokens": counts["input_tokens"] + counts["output_tokens"]}
-    return Row(record[0] if offset else 0, groups, measures)
+    return Row(record[0] if offset else 0, groups, measures_of(record[offset + grouped :]))
+
+
+def measures_of(counts: Sequence[int]) -> dict[str, int]:
+    """The six measures from the five counts, in ROLLUP_COUNTS order."""
+    measures = dict(zip(ROLLUP_COUNTS, counts, strict=True))
+    measures["total_tokens"] = measures["input_tokens"] + measures["output_tokens"]
+    return measures
 
 
 def rollup_measure(table: Table, measure: str) -> ColumnElement[Any]:
@@ -197,6 +206,50 @@ async def bucket_sums(
     return [
         (parts[part][0], start, value) for part, start, value in await connection.execute(statement)
     ]
+
+
+async def crossing_minutes(
+    connection: AsyncConnection,
+    selection: Selection,
+    measure: str,
+    searches: Sequence[tuple[Span, int]],
+) -> list[tuple[datetime, int] | None]:
+    """For each (span of whole minutes, needed): the minute in which the running sum of
+    `measure` from the span's start reaches `needed`, with the sum before that minute; None if
+    it never does. One round trip for all of them, reading minute rollups only."""
+    if not searches or selection.matches_nothing:
+        return [None] * len(searches)
+    parts = [
+        _minute_crossing(selection, measure, span, needed).add_columns(
+            literal(index).label("search")
+        )
+        for index, (span, needed) in enumerate(searches)
+    ]
+    found = {
+        row.search: (row.bucket_start, row.before)
+        for row in await connection.execute(union_all(*parts))
+    }
+    return [found.get(index) for index in range(len(searches))]
+
+
+def _minute_crossing(selection: Selection, measure: str, span: Span, needed: int) -> Select[Any]:
+    minutes = _bucket_totals(MINUTE, selection, span, measure).subquery("minutes")
+    running = select(
+        minutes.c.bucket_start,
+        minutes.c.total,
+        func.sum(minutes.c.total)
+        .over(order_by=minutes.c.bucket_start, rows=(None, 0))
+        .label("running"),
+    ).subquery("running")
+    return (
+        select(
+            running.c.bucket_start,
+            cast(running.c.running - running.c.total, BigInteger).label("before"),
+        )
+        .where(running.c.running >= needed)
+        .order_by(running.c.bucket_start)
+        .limit(1)
+    )
 
 
 async def busiest_minute(

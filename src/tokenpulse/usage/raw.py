@@ -1,13 +1,15 @@
 """Raw events, for what rollups cannot tell: parts of a minute, and the order inside one."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, cast, func, literal, select
+from sqlalchemy import BigInteger, ColumnElement, Select, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.tables import ROLLUP_COUNTS, usage_event
-from tokenpulse.usage.aggregate import Selection
+from tokenpulse.usage.aggregate import Selection, measures_of
+from tokenpulse.usage.cover import Span
 
 MEASURES = (*ROLLUP_COUNTS, "total_tokens")
 
@@ -35,25 +37,41 @@ async def sum_events(
     """The six measures of the matching events in [start, end), which may be any instants."""
     if start >= end or selection.matches_nothing:
         return dict.fromkeys(MEASURES, 0)
-    sums = [
-        func.coalesce(cast(func.sum(event_measure(measure)), BigInteger), 0) for measure in MEASURES
+    return measures_of((await connection.execute(event_counts(selection, (start, end)))).one())
+
+
+def event_counts(selection: Selection, span: Span) -> Select[Any]:
+    """The matching events in `span` summed into one row shaped like a rollup row's counts."""
+    counts: list[ColumnElement[Any]] = [
+        func.coalesce(cast(func.sum(event_measure(count)), BigInteger), 0).label(count)
+        for count in ROLLUP_COUNTS
     ]
-    row = (await connection.execute(select(*sums).where(*_matching(selection, start, end)))).one()
-    return dict(zip(MEASURES, row, strict=True))
+    return select(*counts).where(*_matching(selection, *span))
 
 
-async def crossing_event(
+async def crossing_events(
     connection: AsyncConnection,
     selection: Selection,
     measure: str,
-    start: datetime,
-    end: datetime,
-    needed: int,
-) -> tuple[datetime, str] | None:
-    """The first matching event in [start, end), in (occurred_at, event_id) order, at which the
-    running sum of `measure` reaches `needed`; None if it never does."""
-    if start >= end or selection.matches_nothing:
-        return None
+    searches: Sequence[tuple[Span, int]],
+) -> list[tuple[datetime, str] | None]:
+    """For each (span, needed): the first matching event in the span, in (occurred_at,
+    event_id) order, at which the running sum of `measure` from the span's start reaches
+    `needed`, or None if it never does. One round trip for all of them."""
+    if not searches or selection.matches_nothing:
+        return [None] * len(searches)
+    parts = [
+        _crossing(selection, measure, span, needed).add_columns(literal(index).label("search"))
+        for index, (span, needed) in enumerate(searches)
+    ]
+    found = {
+        row.search: (row.occurred_at, row.event_id)
+        for row in await connection.execute(union_all(*parts))
+    }
+    return [found.get(index) for index in range(len(searches))]
+
+
+def _crossing(selection: Selection, measure: str, span: Span, needed: int) -> Select[Any]:
     order = (usage_event.c.occurred_at, usage_event.c.event_id.collate("C"))
     running = (
         select(
@@ -61,14 +79,12 @@ async def crossing_event(
             usage_event.c.event_id,
             func.sum(event_measure(measure)).over(order_by=order, rows=(None, 0)).label("running"),
         )
-        .where(*_matching(selection, start, end))
+        .where(*_matching(selection, *span))
         .subquery()
     )
-    statement = (
+    return (
         select(running.c.occurred_at, running.c.event_id)
         .where(running.c.running >= needed)
         .order_by(running.c.occurred_at, running.c.event_id.collate("C"))
         .limit(1)
     )
-    row = (await connection.execute(statement)).one_or_none()
-    return None if row is None else (row.occurred_at, row.event_id)
