@@ -12,9 +12,15 @@ from tokenpulse.launches.milestones import DEFAULT_THRESHOLDS, find_crossings
 from tokenpulse.launches.store import Launch
 from tokenpulse.rollups import MINUTE
 from tokenpulse.tables import ROLLUP_COUNTS
-from tokenpulse.usage.aggregate import Selection, busiest_minute, measures_of, rollup_rows
+from tokenpulse.usage.aggregate import (
+    MEASURES,
+    Selection,
+    busiest_minute,
+    measures_of,
+    rollup_rows,
+)
 from tokenpulse.usage.cover import Span, cover_buckets
-from tokenpulse.usage.raw import MEASURES, event_counts, sum_events
+from tokenpulse.usage.raw import event_counts, sum_events
 
 FIRST_DAY = timedelta(hours=24)
 

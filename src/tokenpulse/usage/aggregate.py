@@ -79,15 +79,15 @@ def parse_selection(group_by: str | None, filters: Mapping[str, Sequence[str]]) 
     )
 
 
-@dataclass(frozen=True)
+MEASURES = (*ROLLUP_COUNTS, "total_tokens")
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     bucket: int
     """Index of the bucket the row sums, in the bounds passed to `sum_rollups` (0 without)."""
-    groups: dict[str, str | None]
-    measures: dict[str, int]
-
-    def as_json(self) -> dict[str, Any]:
-        return {**self.groups, **self.measures}
+    values: dict[str, Any]
+    """The group's value of each group_by dimension, then the six measures: as the API answers."""
 
 
 async def sum_rollups(
@@ -109,19 +109,26 @@ async def sum_rollups(
         rollup_rows(grain, grain_spans, selection, starts) for grain, grain_spans in spans.items()
     ]
     rows = union_all(*parts).subquery("rows")
-    keys = [rows.c.bucket] if bounds is not None else []
-    keys += [rows.c[name] for name in selection.group_by]
+    groups = [rows.c[name] for name in selection.group_by]
+    keys = [rows.c.bucket, *groups] if bounds is not None else groups
+    # The API says "no api key" as null.
+    shown = [func.nullif(key, NO_API_KEY) if key.name == "api_key_id" else key for key in keys]
+    sums = {count: func.sum(rows.c[count]) for count in ROLLUP_COUNTS}
+    totals = [*sums.values(), sums["input_tokens"] + sums["output_tokens"]]
     statement = (
-        select(*keys, *(cast(func.sum(rows.c[count]), BigInteger) for count in ROLLUP_COUNTS))
+        select(*shown, *(cast(total, BigInteger) for total in totals))
         .group_by(*keys)
         # Without keys SQL sums no rows into one row of NULLs; a range without events has no groups.
         .having(func.count() > 0)
         .order_by(*(key.collate("C") if key.name != "bucket" else key for key in keys))
     )
-    result = await connection.execute(statement)
+    names = (*selection.group_by, *MEASURES)
     offset = 1 if bounds is not None else 0
-    grouped = len(selection.group_by)
-    return [_row(record, offset, selection.group_by, grouped) for record in result]
+    return [
+        Row(record[0] if offset else 0, dict(zip(names, record[offset:], strict=True)))
+        # Fetched all at once: iterating the result row by row costs half as much again.
+        for record in (await connection.execute(statement)).all()
+    ]
 
 
 def rollup_rows(
@@ -144,13 +151,6 @@ def rollup_rows(
     )
     filters = [table.c[name].in_(values) for name, values in selection.filters.items()]
     return select(*columns).where(in_spans, *filters)
-
-
-def _row(record: Sequence[Any], offset: int, group_by: Sequence[str], grouped: int) -> Row:
-    groups: dict[str, str | None] = {}
-    for name, value in zip(group_by, record[offset : offset + grouped], strict=True):
-        groups[name] = None if name == "api_key_id" and value == NO_API_KEY else value
-    return Row(record[0] if offset else 0, groups, measures_of(record[offset + grouped :]))
 
 
 def measures_of(counts: Sequence[int]) -> dict[str, int]:

@@ -19,6 +19,10 @@ def cover(start: datetime, end: datetime) -> list[tuple[Grain, Span]]:
     """
     if end < start or any(floor_to(bound, MINUTE.length) != bound for bound in (start, end)):
         raise ValueError("cover() needs whole-minute bounds with start <= end")
+    for grain in GRAINS:
+        # The common case of a series: each bucket is one rollup bucket.
+        if end - start == grain.length and floor_to(start, grain.length) == start:
+            return [(grain, (start, end))]
     spans: list[tuple[Grain, Span]] = []
     level = 0
     while level + 1 < len(GRAINS):

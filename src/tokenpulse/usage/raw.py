@@ -8,10 +8,8 @@ from sqlalchemy import BigInteger, ColumnElement, Select, cast, func, literal, s
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.tables import ROLLUP_COUNTS, usage_event
-from tokenpulse.usage.aggregate import Selection, measures_of
+from tokenpulse.usage.aggregate import MEASURES, Selection, measures_of
 from tokenpulse.usage.cover import Span
-
-MEASURES = (*ROLLUP_COUNTS, "total_tokens")
 
 
 def event_measure(measure: str) -> ColumnElement[Any]:

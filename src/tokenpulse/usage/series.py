@@ -111,13 +111,14 @@ async def usage_series(
     rows = await sum_rollups(connection, selection, cover_buckets(bounds), bounds)
     results: list[list[dict[str, Any]]] = [[] for _ in bounds[:-1]]
     for row in rows:
-        results[row.bucket].append(row.as_json())
+        results[row.bucket].append(row.values)
+    rendered = [buckets.render(bound) for bound in bounds]
     return {
         "bucket": buckets.size,
         "start": buckets.render(start),
         "end": buckets.render(end),
         "data": [
-            {"start": buckets.render(lo), "end": buckets.render(hi), "results": bucket_results}
-            for lo, hi, bucket_results in zip(bounds, bounds[1:], results, strict=False)
+            {"start": lo, "end": hi, "results": bucket_results}
+            for lo, hi, bucket_results in zip(rendered, rendered[1:], results, strict=False)
         ],
     }
