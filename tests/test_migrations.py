@@ -8,7 +8,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from tests.conftest import scratch_database
 from tokenpulse.app import create_app
@@ -42,7 +42,24 @@ async def test_upgrading_an_empty_database_builds_exactly_the_declared_schema(
         async with engine.connect() as connection:
             assert await current_revision(connection) == head_revision()
             assert await connection.run_sync(differences) == []
+            migrated = await index_definitions(connection)
         await engine.dispose()
+    # Alembic compares neither index methods nor included columns: PostgreSQL's own definitions do.
+    async with scratch_database(server_url) as url:
+        engine = create_async_engine(async_url(url))
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+            declared = await index_definitions(connection)
+        await engine.dispose()
+    assert migrated == declared
+
+
+async def index_definitions(connection: AsyncConnection) -> dict[str, str]:
+    rows = await connection.exec_driver_sql(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+        " AND tablename <> 'alembic_version'"
+    )
+    return dict(rows.all())
 
 
 async def test_migrations_downgrade_to_nothing_and_upgrade_again(server_url: str) -> None:
