@@ -3,6 +3,7 @@
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -10,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     BindParameter,
     ColumnElement,
+    CompoundSelect,
     DateTime,
     Select,
     Table,
@@ -29,6 +31,15 @@ from tokenpulse.errors import InvalidParameters, Problem
 from tokenpulse.rollups import MINUTE, Grain
 from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
 from tokenpulse.text import STRING_MAX, text_problem
+from tokenpulse.usage.binds import (
+    SHAPES_CACHED,
+    filter_values,
+    filtered,
+    needed,
+    needed_values,
+    span_values,
+    within,
+)
 from tokenpulse.usage.cover import Span, cover
 
 
@@ -106,7 +117,7 @@ async def sum_rollups(
     if bounds is not None:
         starts = bindparam("starts", value=list(bounds[:-1]), type_=ARRAY(DateTime(timezone=True)))
     parts = [
-        rollup_rows(grain, grain_spans, selection, starts) for grain, grain_spans in spans.items()
+        _rollup_rows(grain, grain_spans, selection, starts) for grain, grain_spans in spans.items()
     ]
     rows = union_all(*parts).subquery("rows")
     groups = [rows.c[name] for name in selection.group_by]
@@ -131,7 +142,7 @@ async def sum_rollups(
     ]
 
 
-def rollup_rows(
+def _rollup_rows(
     grain: Grain,
     spans: Sequence[Span],
     selection: Selection,
@@ -169,18 +180,25 @@ def rollup_measure(table: Table, measure: str) -> ColumnElement[Any]:
     return column
 
 
-def _bucket_totals(grain: Grain, selection: Selection, span: Span, measure: str) -> Select[Any]:
-    """Each non-empty bucket of `grain` in `span` with its sum of `measure`."""
-    table = grain.table_for(selection.filters)
+def _bucket_totals(
+    grain: Grain, dimensions: tuple[str, ...], measure: str, part: int
+) -> Select[Any]:
+    """Each non-empty bucket of `grain` in the span of part `part`, with its sum of `measure`."""
+    table = grain.table_for(dimensions)
     total = cast(func.sum(rollup_measure(table, measure)), BigInteger).label("total")
     return (
         select(table.c.bucket_start, total)
-        .where(
-            table.c.bucket_start >= span[0],
-            table.c.bucket_start < span[1],
-            *(table.c[name].in_(values) for name, values in selection.filters.items()),
-        )
+        .where(within(table.c.bucket_start, part), *filtered(table, dimensions))
         .group_by(table.c.bucket_start)
+    )
+
+
+def rollup_counts(grain: Grain, dimensions: tuple[str, ...], part: int) -> Select[Any]:
+    """The counts of the rollup rows of `grain` in the span of part `part`, filtered by
+    `dimensions`: one row each, to be summed."""
+    table = grain.table_for(dimensions)
+    return select(*(table.c[count] for count in ROLLUP_COUNTS)).where(
+        within(table.c.bucket_start, part), *filtered(table, dimensions)
     )
 
 
@@ -194,18 +212,28 @@ async def bucket_sums(
     with their sum of `measure`, in time order: one round trip however many parts there are."""
     if selection.matches_nothing or not parts:
         return []
+    grains = tuple(grain for grain, _ in parts)
+    statement = _bucket_sums(grains, tuple(selection.filters), measure)
+    values = {**filter_values(selection.filters), **span_values(span for _, span in parts)}
+    return [
+        (grains[part], start, value)
+        for part, start, value in await connection.execute(statement, values)
+    ]
+
+
+@lru_cache(SHAPES_CACHED)
+def _bucket_sums(
+    grains: tuple[Grain, ...], dimensions: tuple[str, ...], measure: str
+) -> Select[Any]:
     rows = union_all(
         *(
-            _bucket_totals(grain, selection, span, measure).add_columns(
-                literal(index).label("part")
+            _bucket_totals(grain, dimensions, measure, part).add_columns(
+                literal(part).label("part")
             )
-            for index, (grain, span) in enumerate(parts)
+            for part, grain in enumerate(grains)
         )
     ).subquery("buckets")
-    statement = select(rows.c.part, rows.c.bucket_start, rows.c.total).order_by(rows.c.bucket_start)
-    return [
-        (parts[part][0], start, value) for part, start, value in await connection.execute(statement)
-    ]
+    return select(rows.c.part, rows.c.bucket_start, rows.c.total).order_by(rows.c.bucket_start)
 
 
 async def crossing_minutes(
@@ -219,37 +247,44 @@ async def crossing_minutes(
     it never does. One round trip for all of them, reading minute rollups only."""
     if not searches or selection.matches_nothing:
         return [None] * len(searches)
-    parts = [
-        _minute_crossing(selection, measure, span, needed).add_columns(
-            literal(index).label("search")
-        )
-        for index, (span, needed) in enumerate(searches)
-    ]
+    statement = _minute_crossings(tuple(selection.filters), measure, len(searches))
+    values = {
+        **filter_values(selection.filters),
+        **span_values(span for span, _ in searches),
+        **needed_values(sought for _, sought in searches),
+    }
     found = {
         row.search: (row.bucket_start, row.before)
-        for row in await connection.execute(union_all(*parts))
+        for row in await connection.execute(statement, values)
     }
     return [found.get(index) for index in range(len(searches))]
 
 
-def _minute_crossing(selection: Selection, measure: str, span: Span, needed: int) -> Select[Any]:
-    minutes = _bucket_totals(MINUTE, selection, span, measure).subquery("minutes")
-    running = select(
-        minutes.c.bucket_start,
-        minutes.c.total,
-        func.sum(minutes.c.total)
-        .over(order_by=minutes.c.bucket_start, rows=(None, 0))
-        .label("running"),
-    ).subquery("running")
-    return (
-        select(
-            running.c.bucket_start,
-            cast(running.c.running - running.c.total, BigInteger).label("before"),
+@lru_cache(SHAPES_CACHED)
+def _minute_crossings(
+    dimensions: tuple[str, ...], measure: str, searches: int
+) -> CompoundSelect[Any]:
+    parts = []
+    for part in range(searches):
+        minutes = _bucket_totals(MINUTE, dimensions, measure, part).subquery("minutes")
+        running = select(
+            minutes.c.bucket_start,
+            minutes.c.total,
+            func.sum(minutes.c.total)
+            .over(order_by=minutes.c.bucket_start, rows=(None, 0))
+            .label("running"),
+        ).subquery("running")
+        parts.append(
+            select(
+                running.c.bucket_start,
+                cast(running.c.running - running.c.total, BigInteger).label("before"),
+                literal(part).label("search"),
+            )
+            .where(running.c.running >= needed(part))
+            .order_by(running.c.bucket_start)
+            .limit(1)
         )
-        .where(running.c.running >= needed)
-        .order_by(running.c.bucket_start)
-        .limit(1)
-    )
+    return union_all(*parts)
 
 
 async def busiest_minute(
@@ -262,36 +297,42 @@ async def busiest_minute(
     """
     if selection.matches_nothing:
         return None
-    parts: list[Select[Any]]
     models = selection.filters.get("model", ())
     if selection.group_by or set(selection.filters) != {"model"} or len(models) != 1:
-        parts = [_bucket_totals(MINUTE, selection, span, "total_tokens")]
+        parts = [(MINUTE, span)]
     else:
-        parts = [
-            _bucket_totals(grain, selection, part, "total_tokens")
-            if grain is MINUTE
-            else _kept_peaks(grain, models[0], part)
-            for grain, part in cover(*span)
-        ]
+        parts = cover(*span)
     if not parts:
         return None
-    candidates = union_all(*parts).subquery("candidates")
-    statement = (
+    statement = _busiest(tuple(grain for grain, _ in parts), tuple(selection.filters))
+    values = {**filter_values(selection.filters), **span_values(part for _, part in parts)}
+    row = (await connection.execute(statement, values)).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+@lru_cache(SHAPES_CACHED)
+def _busiest(grains: tuple[Grain, ...], dimensions: tuple[str, ...]) -> Select[Any]:
+    """Minute rollups for parts of minute grain; any coarser part, by model only, answers with
+    the busiest minute each of its buckets keeps."""
+    candidates = union_all(
+        *(
+            _bucket_totals(grain, dimensions, "total_tokens", part)
+            if grain is MINUTE
+            else _kept_peaks(grain, part)
+            for part, grain in enumerate(grains)
+        )
+    ).subquery("candidates")
+    return (
         select(candidates.c.bucket_start, candidates.c.total)
         .order_by(candidates.c.total.desc(), candidates.c.bucket_start)
         .limit(1)
     )
-    row = (await connection.execute(statement)).one_or_none()
-    return None if row is None else (row[0], row[1])
 
 
-def _kept_peaks(grain: Grain, model: str, span: Span) -> Select[Any]:
-    """The busiest minute that each bucket of `grain` in `span` keeps for `model`."""
+def _kept_peaks(grain: Grain, part: int) -> Select[Any]:
+    """The busiest minute that each bucket of `grain` in the span of part `part` keeps for the
+    one model filtered."""
     table = grain.table_for(("model",))
     return select(
         table.c.peak_minute.label("bucket_start"), table.c.peak_minute_tokens.label("total")
-    ).where(
-        table.c.model == model,
-        table.c.bucket_start >= span[0],
-        table.c.bucket_start < span[1],
-    )
+    ).where(within(table.c.bucket_start, part), *filtered(table, ("model",)))

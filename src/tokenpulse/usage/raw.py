@@ -2,13 +2,33 @@
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, cast, func, literal, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    cast,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.tables import ROLLUP_COUNTS, usage_event
 from tokenpulse.usage.aggregate import MEASURES, Selection, measures_of
+from tokenpulse.usage.binds import (
+    SHAPES_CACHED,
+    filter_values,
+    filtered,
+    needed,
+    needed_values,
+    span_values,
+    within,
+)
 from tokenpulse.usage.cover import Span
 
 
@@ -21,12 +41,8 @@ def event_measure(measure: str) -> ColumnElement[Any]:
     return usage_event.c[measure]
 
 
-def _matching(selection: Selection, start: datetime, end: datetime) -> list[ColumnElement[bool]]:
-    return [
-        usage_event.c.occurred_at >= start,
-        usage_event.c.occurred_at < end,
-        *(usage_event.c[name].in_(values) for name, values in selection.filters.items()),
-    ]
+def _matching(dimensions: tuple[str, ...], part: int) -> list[ColumnElement[bool]]:
+    return [within(usage_event.c.occurred_at, part), *filtered(usage_event, dimensions)]
 
 
 async def sum_events(
@@ -35,16 +51,24 @@ async def sum_events(
     """The six measures of the matching events in [start, end), which may be any instants."""
     if start >= end or selection.matches_nothing:
         return dict.fromkeys(MEASURES, 0)
-    return measures_of((await connection.execute(event_counts(selection, (start, end)))).one())
+    values = {**filter_values(selection.filters), **span_values([(start, end)])}
+    statement = _sum_events(tuple(selection.filters))
+    return measures_of((await connection.execute(statement, values)).one())
 
 
-def event_counts(selection: Selection, span: Span) -> Select[Any]:
-    """The matching events in `span` summed into one row shaped like a rollup row's counts."""
+@lru_cache(SHAPES_CACHED)
+def _sum_events(dimensions: tuple[str, ...]) -> Select[Any]:
+    return event_counts(dimensions, 0)
+
+
+def event_counts(dimensions: tuple[str, ...], part: int) -> Select[Any]:
+    """The events matching the filters of `dimensions` in the span of part `part`, summed into
+    one row shaped like a rollup row's counts."""
     counts: list[ColumnElement[Any]] = [
         func.coalesce(cast(func.sum(event_measure(count)), BigInteger), 0).label(count)
         for count in ROLLUP_COUNTS
     ]
-    return select(*counts).where(*_matching(selection, *span))
+    return select(*counts).where(*_matching(dimensions, part))
 
 
 async def crossing_events(
@@ -58,31 +82,39 @@ async def crossing_events(
     `needed`, or None if it never does. One round trip for all of them."""
     if not searches or selection.matches_nothing:
         return [None] * len(searches)
-    parts = [
-        _crossing(selection, measure, span, needed).add_columns(literal(index).label("search"))
-        for index, (span, needed) in enumerate(searches)
-    ]
+    statement = _crossings(tuple(selection.filters), measure, len(searches))
+    values = {
+        **filter_values(selection.filters),
+        **span_values(span for span, _ in searches),
+        **needed_values(sought for _, sought in searches),
+    }
     found = {
         row.search: (row.occurred_at, row.event_id)
-        for row in await connection.execute(union_all(*parts))
+        for row in await connection.execute(statement, values)
     }
     return [found.get(index) for index in range(len(searches))]
 
 
-def _crossing(selection: Selection, measure: str, span: Span, needed: int) -> Select[Any]:
+@lru_cache(SHAPES_CACHED)
+def _crossings(dimensions: tuple[str, ...], measure: str, searches: int) -> CompoundSelect[Any]:
     order = (usage_event.c.occurred_at, usage_event.c.event_id.collate("C"))
-    running = (
-        select(
-            usage_event.c.occurred_at,
-            usage_event.c.event_id,
-            func.sum(event_measure(measure)).over(order_by=order, rows=(None, 0)).label("running"),
+    parts = []
+    for part in range(searches):
+        running = (
+            select(
+                usage_event.c.occurred_at,
+                usage_event.c.event_id,
+                func.sum(event_measure(measure))
+                .over(order_by=order, rows=(None, 0))
+                .label("running"),
+            )
+            .where(*_matching(dimensions, part))
+            .subquery()
         )
-        .where(*_matching(selection, *span))
-        .subquery()
-    )
-    return (
-        select(running.c.occurred_at, running.c.event_id)
-        .where(running.c.running >= needed)
-        .order_by(running.c.occurred_at, running.c.event_id.collate("C"))
-        .limit(1)
-    )
+        parts.append(
+            select(running.c.occurred_at, running.c.event_id, literal(part).label("search"))
+            .where(running.c.running >= needed(part))
+            .order_by(running.c.occurred_at, running.c.event_id.collate("C"))
+            .limit(1)
+        )
+    return union_all(*parts)
