@@ -339,9 +339,13 @@ async def aggregates(server_url: str, size: Size, workers: int) -> dict[int, dic
             day = thirty_days(events, end)
             engine: AsyncEngine = create_async_engine(async_url(url), pool_size=2)
             load_seconds = await load(engine, day)
-            async with engine.begin() as connection:
-                # As after any bulk load (autovacuum would, a little later): fresh statistics.
-                await connection.exec_driver_sql("ANALYZE")
+            async with engine.connect() as connection:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                # What autovacuum does a little after a bulk load: statistics, and the visibility
+                # map that lets index-only scans skip the table. Then the load's dirty pages are
+                # written out, so that the queries do not race the checkpointer writing them.
+                await connection.exec_driver_sql("VACUUM (ANALYZE)")
+                await connection.exec_driver_sql("CHECKPOINT")
             await engine.dispose()
             paths = queries(end)
             with tokenpulse(url, workers) as (port, _):
