@@ -1,6 +1,6 @@
 """Summing rollup rows: which rows a selection reads, and the SQL that adds them up."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -12,10 +12,8 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     CompoundSelect,
-    DateTime,
     Select,
     Table,
-    and_,
     bindparam,
     cast,
     false,
@@ -32,6 +30,7 @@ from tokenpulse.rollups import MINUTE, Grain
 from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
 from tokenpulse.text import STRING_MAX, text_problem
 from tokenpulse.usage.binds import (
+    INSTANT,
     SHAPES_CACHED,
     filter_values,
     filtered,
@@ -113,55 +112,71 @@ async def sum_rollups(
     """
     if not spans or selection.matches_nothing:
         return []
-    starts = None
+    layout = tuple((grain, len(grain_spans)) for grain, grain_spans in spans.items())
+    statement = _sums(layout, selection.group_by, tuple(selection.filters), bounds is not None)
+    values: dict[str, Any] = {
+        **filter_values(selection.filters),
+        **span_values(span for grain_spans in spans.values() for span in grain_spans),
+    }
     if bounds is not None:
-        starts = bindparam("starts", value=list(bounds[:-1]), type_=ARRAY(DateTime(timezone=True)))
-    parts = [
-        _rollup_rows(grain, grain_spans, selection, starts) for grain, grain_spans in spans.items()
+        values["starts"] = list(bounds[:-1])
+    names = (*selection.group_by, *MEASURES)
+    offset = 1 if bounds is not None else 0
+    return [
+        Row(record[0] if offset else 0, dict(zip(names, record[offset:], strict=True)))
+        # Fetched all at once: iterating the result row by row costs half as much again.
+        for record in (await connection.execute(statement, values)).all()
     ]
+
+
+@lru_cache(SHAPES_CACHED)
+def _sums(
+    layout: tuple[tuple[Grain, int], ...],
+    group_by: tuple[str, ...],
+    dimensions: tuple[str, ...],
+    bucketed: bool,
+) -> Select[Any]:
+    """`layout`: how many spans of each grain are read, their parts numbered in that order."""
+    starts = bindparam("starts", type_=ARRAY(INSTANT)) if bucketed else None
+    parts = []
+    first = 0
+    for grain, count in layout:
+        parts.append(_rollup_rows(grain, range(first, first + count), group_by, dimensions, starts))
+        first += count
     rows = union_all(*parts).subquery("rows")
-    groups = [rows.c[name] for name in selection.group_by]
-    keys = [rows.c.bucket, *groups] if bounds is not None else groups
+    groups = [rows.c[name] for name in group_by]
+    keys = [rows.c.bucket, *groups] if bucketed else groups
     # The API says "no api key" as null.
     shown = [func.nullif(key, NO_API_KEY) if key.name == "api_key_id" else key for key in keys]
     sums = {count: func.sum(rows.c[count]) for count in ROLLUP_COUNTS}
     totals = [*sums.values(), sums["input_tokens"] + sums["output_tokens"]]
-    statement = (
+    return (
         select(*shown, *(cast(total, BigInteger) for total in totals))
         .group_by(*keys)
         # Without keys SQL sums no rows into one row of NULLs; a range without events has no groups.
         .having(func.count() > 0)
         .order_by(*(key.collate("C") if key.name != "bucket" else key for key in keys))
     )
-    names = (*selection.group_by, *MEASURES)
-    offset = 1 if bounds is not None else 0
-    return [
-        Row(record[0] if offset else 0, dict(zip(names, record[offset:], strict=True)))
-        # Fetched all at once: iterating the result row by row costs half as much again.
-        for record in (await connection.execute(statement)).all()
-    ]
 
 
 def _rollup_rows(
     grain: Grain,
-    spans: Sequence[Span],
-    selection: Selection,
-    starts: BindParameter[Any] | None = None,
+    parts: Iterable[int],
+    group_by: tuple[str, ...],
+    dimensions: tuple[str, ...],
+    starts: BindParameter[Any] | None,
 ) -> Select[Any]:
-    """The rollup rows of `grain` in `spans` that `selection` matches: its group_by columns,
-    then the counts; first their bucket's index in `starts`, when given."""
-    table = grain.table_for((*selection.group_by, *selection.filters))
+    """The rollup rows of `grain` in the spans of `parts` that the filters match: the group_by
+    columns, then the counts; first their bucket's index in `starts`, when given."""
+    table = grain.table_for((*group_by, *dimensions))
     columns: list[ColumnElement[Any]] = []
     if starts is not None:
         # width_bucket numbers the buckets from 1.
         columns.append((func.width_bucket(table.c.bucket_start, starts) - 1).label("bucket"))
-    columns += [table.c[name] for name in selection.group_by]
+    columns += [table.c[name] for name in group_by]
     columns += [table.c[count] for count in ROLLUP_COUNTS]
-    in_spans = or_(
-        false(), *(and_(table.c.bucket_start >= lo, table.c.bucket_start < hi) for lo, hi in spans)
-    )
-    filters = [table.c[name].in_(values) for name, values in selection.filters.items()]
-    return select(*columns).where(in_spans, *filters)
+    in_spans = or_(false(), *(within(table.c.bucket_start, part) for part in parts))
+    return select(*columns).where(in_spans, *filtered(table, dimensions))
 
 
 def measures_of(counts: Sequence[int]) -> dict[str, int]:
