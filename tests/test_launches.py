@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine
+from sqlalchemy.event import listen, remove
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import ClientFactory, Keys, empty_all_but_keys
@@ -267,24 +269,29 @@ async def test_the_peak_minute_equals_the_busiest_minute_of_the_events(
                 st.integers(min_value=0, max_value=3 * 3600 * 4),
                 st.integers(min_value=0, max_value=3 * 86400 * 4),
             ).map(lambda q: q * 0.25),
-            # Up to 2 * 10**9 tokens an event: 10**9 and 10**10 are reached after a few events.
-            st.integers(min_value=0, max_value=100).map(lambda n: n * 10**7),
+            # Up to 2 * 10**9 tokens an event: 10**9 and 10**10 are reached after a few events,
+            # 10**11 after fifty of the largest.
+            st.one_of(
+                st.integers(min_value=0, max_value=100).map(lambda n: n * 10**7),
+                st.just(10**9),
+            ),
         ),
         min_size=1,
-        max_size=80,
+        max_size=100,
     ),
-    launch_offset=st.integers(min_value=-3600, max_value=3 * 3600),
+    # In quarter seconds: on a whole minute now and then, cutting one otherwise.
+    launch_offset=st.integers(min_value=-3600 * 4, max_value=3 * 3600 * 4).map(lambda q: q * 0.25),
 )
 async def test_the_totals_and_every_milestone_match_a_walk_over_the_events_since_launch(
     client: httpx.AsyncClient,
     db: AsyncEngine,
     data: list[tuple[float, int]],
-    launch_offset: int,
+    launch_offset: float,
 ) -> None:
     await empty_all_but_keys(db)
     model = "m-large"
     base = LAUNCH - timedelta(days=1)
-    launched_at = base + timedelta(seconds=launch_offset, microseconds=250_000)
+    launched_at = base + timedelta(seconds=launch_offset)
     events = [
         event(
             event_id=f"e{index}",
@@ -301,14 +308,13 @@ async def test_the_totals_and_every_milestone_match_a_walk_over_the_events_since
         (e for e in events if datetime.fromisoformat(e["occurred_at"]) >= launched_at),
         key=lambda e: (datetime.fromisoformat(e["occurred_at"]), e["event_id"]),
     )
-    expected: dict[int, str | None] = {10**n: None for n in (9, 10, 11, 12)}
+    expected: dict[int, tuple[str, str] | None] = {10**n: None for n in (9, 10, 11, 12)}
     running = 0
     for e in counted:
         running += e["input_tokens"] + e["output_tokens"]
         for threshold, found in expected.items():
             if found is None and running >= threshold:
-                expected[threshold] = e["event_id"]
-
+                expected[threshold] = (e["event_id"], e["occurred_at"])
     first_day = [
         e
         for e in counted
@@ -317,6 +323,54 @@ async def test_the_totals_and_every_milestone_match_a_walk_over_the_events_since
 
     summary = (await client.get(f"/v1/launches/{model}")).json()
 
-    assert {m["threshold"]: m["event_id"] for m in summary["milestones"]} == expected
+    assert {
+        m["threshold"]: None if m["event_id"] is None else (m["event_id"], m["crossed_at"])
+        for m in summary["milestones"]
+    } == expected
     assert summary["since_launch"] == measures(*counted)
     assert summary["first_24h"] == measures(*first_day)
+
+
+async def test_a_summary_runs_as_many_statements_after_three_milestones_as_after_one(
+    client: httpx.AsyncClient,
+) -> None:
+    model = "m-large"
+    await client.put(f"/v1/launches/{model}", json={"launched_at": "2026-11-25T09:00:00Z"})
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    async def summary_statements() -> list[str]:
+        await client.get(f"/v1/launches/{model}")  # the key is looked up once
+        statements.clear()
+        listen(Engine, "before_cursor_execute", record)
+        try:
+            assert (await client.get(f"/v1/launches/{model}")).status_code == 200
+        finally:
+            remove(Engine, "before_cursor_execute", record)
+        return list(statements)
+
+    # The milestones are reached in an hour, a later hour and a day of their own.
+    first = event(event_id="first", at=LAUNCH + timedelta(minutes=7), input_tokens=10**9)
+    await post(client, first)
+    after_one = await summary_statements()
+    for group, (at, events) in enumerate([(timedelta(hours=20), 5), (timedelta(days=2), 45)], 1):
+        await post(
+            client,
+            *(
+                event(
+                    event_id=f"e{group}-{n:03}",
+                    at=LAUNCH + at,
+                    model=model,
+                    input_tokens=10**9,
+                    output_tokens=10**9,
+                )
+                for n in range(events)
+            ),
+        )
+    after_three = await summary_statements()
+
+    milestones = (await client.get(f"/v1/launches/{model}")).json()["milestones"]
+    assert [m["event_id"] for m in milestones] == ["first", "e1-004", "e2-044", None]
+    assert len(after_three) == len(after_one)

@@ -59,7 +59,7 @@ async def index_definitions(connection: AsyncConnection) -> dict[str, str]:
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
         " AND tablename <> 'alembic_version'"
     )
-    return dict(rows.all())
+    return {row.indexname: row.indexdef for row in rows}
 
 
 async def test_migrations_downgrade_to_nothing_and_upgrade_again(server_url: str) -> None:

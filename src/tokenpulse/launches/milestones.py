@@ -15,7 +15,7 @@ from tokenpulse.usage.raw import crossing_events, sum_events
 # The crossing event is the first matching event with occurred_at >= since, in (occurred_at,
 # event_id) order, at which the running sum reaches the threshold. Rollups over the whole range
 # find the bucket it lies in, that bucket's minute rollups the minute, and only that minute's raw
-# events are read: three round trips however many thresholds, and whatever the data's size.
+# events are read: each step one round trip for every threshold, whatever the data's size.
 
 DEFAULT_THRESHOLDS = (10**9, 10**10, 10**11, 10**12)
 

@@ -30,16 +30,16 @@ from tokenpulse.rollups import MINUTE, Grain
 from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
 from tokenpulse.text import STRING_MAX, text_problem
 from tokenpulse.usage.binds import (
+    CACHED_PARTS,
     INSTANT,
     SHAPES_CACHED,
     filter_values,
     filtered,
-    needed,
-    needed_values,
     span_values,
     within,
 )
 from tokenpulse.usage.cover import Span, cover
+from tokenpulse.usage.running import first_reaching, search
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,11 @@ class Selection:
 
     group_by: tuple[str, ...] = ()
     filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        """The filtered dimensions in a fixed order: part of a cached statement's shape."""
+        return tuple(sorted(self.filters))
 
     @property
     def matches_nothing(self) -> bool:
@@ -113,7 +118,9 @@ async def sum_rollups(
     if not spans or selection.matches_nothing:
         return []
     layout = tuple((grain, len(grain_spans)) for grain, grain_spans in spans.items())
-    statement = _sums(layout, selection.group_by, tuple(selection.filters), bounds is not None)
+    cached = sum(count for _, count in layout) <= CACHED_PARTS
+    build = _sums if cached else _sums.__wrapped__
+    statement = build(layout, selection.group_by, selection.dimensions, bounds is not None)
     values: dict[str, Any] = {
         **filter_values(selection.filters),
         **span_values(span for grain_spans in spans.values() for span in grain_spans),
@@ -228,7 +235,7 @@ async def bucket_sums(
     if selection.matches_nothing or not parts:
         return []
     grains = tuple(grain for grain, _ in parts)
-    statement = _bucket_sums(grains, tuple(selection.filters), measure)
+    statement = _bucket_sums(grains, selection.dimensions, measure)
     values = {**filter_values(selection.filters), **span_values(span for _, span in parts)}
     return [
         (grains[part], start, value)
@@ -257,49 +264,31 @@ async def crossing_minutes(
     measure: str,
     searches: Sequence[tuple[Span, int]],
 ) -> list[tuple[datetime, int] | None]:
-    """For each (span of whole minutes, needed): the minute in which the running sum of
-    `measure` from the span's start reaches `needed`, with the sum before that minute; None if
-    it never does. One round trip for all of them, reading minute rollups only."""
+    """For each (span of whole minutes, sought sum): the minute in which the running sum of
+    `measure` from the span's start reaches it, with the sum before that minute; None if it
+    never does. One round trip for all of them, reading minute rollups only."""
     if not searches or selection.matches_nothing:
         return [None] * len(searches)
-    statement = _minute_crossings(tuple(selection.filters), measure, len(searches))
-    values = {
-        **filter_values(selection.filters),
-        **span_values(span for span, _ in searches),
-        **needed_values(sought for _, sought in searches),
-    }
-    found = {
-        row.search: (row.bucket_start, row.before)
-        for row in await connection.execute(statement, values)
-    }
-    return [found.get(index) for index in range(len(searches))]
+    statement = _minute_crossings(selection.dimensions, measure, len(searches))
+    found = await search(connection, statement, selection.filters, searches)
+    return [None if row is None else (row.bucket_start, row.before) for row in found]
 
 
 @lru_cache(SHAPES_CACHED)
 def _minute_crossings(
     dimensions: tuple[str, ...], measure: str, searches: int
 ) -> CompoundSelect[Any]:
-    parts = []
-    for part in range(searches):
-        minutes = _bucket_totals(MINUTE, dimensions, measure, part).subquery("minutes")
-        running = select(
-            minutes.c.bucket_start,
-            minutes.c.total,
-            func.sum(minutes.c.total)
-            .over(order_by=minutes.c.bucket_start, rows=(None, 0))
-            .label("running"),
-        ).subquery("running")
-        parts.append(
-            select(
-                running.c.bucket_start,
-                cast(running.c.running - running.c.total, BigInteger).label("before"),
-                literal(part).label("search"),
+    return union_all(
+        *(
+            first_reaching(
+                _bucket_totals(MINUTE, dimensions, measure, part),
+                order=["bucket_start"],
+                value="total",
+                part=part,
             )
-            .where(running.c.running >= needed(part))
-            .order_by(running.c.bucket_start)
-            .limit(1)
+            for part in range(searches)
         )
-    return union_all(*parts)
+    )
 
 
 async def busiest_minute(
@@ -319,7 +308,7 @@ async def busiest_minute(
         parts = cover(*span)
     if not parts:
         return None
-    statement = _busiest(tuple(grain for grain, _ in parts), tuple(selection.filters))
+    statement = _busiest(tuple(grain for grain, _ in parts), selection.dimensions)
     values = {**filter_values(selection.filters), **span_values(part for _, part in parts)}
     row = (await connection.execute(statement, values)).one_or_none()
     return None if row is None else (row[0], row[1])

@@ -1,21 +1,25 @@
 """Statements built once per shape, their values bound when they run.
 
 Building a SQLAlchemy statement costs more CPU than PostgreSQL spends running a small one: a
-launch summary spent most of its time building its statements. The statements of summaries and
-milestones are therefore built from their shape alone (which grains, which filtered dimensions,
-how many parts), and cached; spans, filter values and sums sought are bound parameters.
+launch summary spent most of its time building its statements. Read statements are therefore
+built from their shape alone (which grains, which dimensions, how many parts) and cached; spans,
+filter values and sought sums are bound parameters.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, DateTime, Table, and_, bindparam
+from sqlalchemy import BigInteger, BindParameter, ColumnElement, DateTime, Table, and_, bindparam
 
 from tokenpulse.usage.cover import Span
 
 SHAPES_CACHED = 512
-"""Per kind of statement; the shapes that occur are far fewer."""
+"""Per kind of statement. A statement of more than CACHED_PARTS parts is built each time."""
+
+CACHED_PARTS = 16
+"""A series of local days in a zone whose midnight is not a whole UTC hour reads a span of each
+grain per day: statements of as many shapes as such ranges have days are not worth keeping."""
 
 INSTANT = DateTime(timezone=True)
 
@@ -44,10 +48,10 @@ def span_values(spans: Iterable[Span]) -> dict[str, datetime]:
     return values
 
 
-def needed(part: int) -> Any:
-    """The sum that part `part` seeks, bound as `needed_<part>`."""
-    return bindparam(f"needed_{part}", type_=BigInteger)
+def sought(part: int) -> BindParameter[int]:
+    """The sum that part `part` seeks, bound as `sought_<part>`."""
+    return bindparam(f"sought_{part}", type_=BigInteger)
 
 
-def needed_values(sums: Iterable[int]) -> dict[str, int]:
-    return {f"needed_{part}": value for part, value in enumerate(sums)}
+def sought_values(sums: Iterable[int]) -> dict[str, int]:
+    return {f"sought_{part}": value for part, value in enumerate(sums)}

@@ -24,12 +24,11 @@ from tokenpulse.usage.binds import (
     SHAPES_CACHED,
     filter_values,
     filtered,
-    needed,
-    needed_values,
     span_values,
     within,
 )
 from tokenpulse.usage.cover import Span
+from tokenpulse.usage.running import first_reaching, search
 
 
 def event_measure(measure: str) -> ColumnElement[Any]:
@@ -52,7 +51,7 @@ async def sum_events(
     if start >= end or selection.matches_nothing:
         return dict.fromkeys(MEASURES, 0)
     values = {**filter_values(selection.filters), **span_values([(start, end)])}
-    statement = _sum_events(tuple(selection.filters))
+    statement = _sum_events(selection.dimensions)
     return measures_of((await connection.execute(statement, values)).one())
 
 
@@ -77,44 +76,30 @@ async def crossing_events(
     measure: str,
     searches: Sequence[tuple[Span, int]],
 ) -> list[tuple[datetime, str] | None]:
-    """For each (span, needed): the first matching event in the span, in (occurred_at,
-    event_id) order, at which the running sum of `measure` from the span's start reaches
-    `needed`, or None if it never does. One round trip for all of them."""
+    """For each (span, sought sum): the first matching event in the span, in (occurred_at,
+    event_id) order, at which the running sum of `measure` from the span's start reaches it, or
+    None if it never does. One round trip for all of them."""
     if not searches or selection.matches_nothing:
         return [None] * len(searches)
-    statement = _crossings(tuple(selection.filters), measure, len(searches))
-    values = {
-        **filter_values(selection.filters),
-        **span_values(span for span, _ in searches),
-        **needed_values(sought for _, sought in searches),
-    }
-    found = {
-        row.search: (row.occurred_at, row.event_id)
-        for row in await connection.execute(statement, values)
-    }
-    return [found.get(index) for index in range(len(searches))]
+    statement = _crossings(selection.dimensions, measure, len(searches))
+    found = await search(connection, statement, selection.filters, searches)
+    return [None if row is None else (row.occurred_at, row.event_id) for row in found]
 
 
 @lru_cache(SHAPES_CACHED)
 def _crossings(dimensions: tuple[str, ...], measure: str, searches: int) -> CompoundSelect[Any]:
-    order = (usage_event.c.occurred_at, usage_event.c.event_id.collate("C"))
-    parts = []
-    for part in range(searches):
-        running = (
-            select(
-                usage_event.c.occurred_at,
-                usage_event.c.event_id,
-                func.sum(event_measure(measure))
-                .over(order_by=order, rows=(None, 0))
-                .label("running"),
+    return union_all(
+        *(
+            first_reaching(
+                select(
+                    usage_event.c.occurred_at,
+                    usage_event.c.event_id,
+                    event_measure(measure).label("value"),
+                ).where(*_matching(dimensions, part)),
+                order=["occurred_at", "event_id"],
+                value="value",
+                part=part,
             )
-            .where(*_matching(dimensions, part))
-            .subquery()
+            for part in range(searches)
         )
-        parts.append(
-            select(running.c.occurred_at, running.c.event_id, literal(part).label("search"))
-            .where(running.c.running >= needed(part))
-            .order_by(running.c.occurred_at, running.c.event_id.collate("C"))
-            .limit(1)
-        )
-    return union_all(*parts)
+    )
