@@ -351,17 +351,19 @@ async def test_a_summary_runs_as_many_statements_after_three_milestones_as_after
             remove(Engine, "before_cursor_execute", record)
         return list(statements)
 
-    # The milestones are reached in an hour, a later hour and a day of their own.
-    first = event(event_id="first", at=LAUNCH + timedelta(minutes=7), input_tokens=10**9)
+    # The milestones are reached at three hours of the first whole day after the launch, which
+    # the search opens into hours, then minutes.
+    day = datetime(2026, 11, 26, tzinfo=UTC)
+    first = event(event_id="first", at=day + timedelta(hours=3, minutes=7), input_tokens=10**9)
     await post(client, first)
     after_one = await summary_statements()
-    for group, (at, events) in enumerate([(timedelta(hours=20), 5), (timedelta(days=2), 45)], 1):
+    for group, (at, events) in enumerate([(timedelta(hours=10), 5), (timedelta(hours=20), 45)], 1):
         await post(
             client,
             *(
                 event(
                     event_id=f"e{group}-{n:03}",
-                    at=LAUNCH + at,
+                    at=day + at,
                     model=model,
                     input_tokens=10**9,
                     output_tokens=10**9,

@@ -7,15 +7,15 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.instants import ceil_to
-from tokenpulse.rollups import MINUTE
-from tokenpulse.usage.aggregate import Selection, bucket_sums, crossing_minutes
+from tokenpulse.rollups import HOUR, MINUTE, Grain
+from tokenpulse.usage.aggregate import Selection, bucket_sums, crossing_buckets
 from tokenpulse.usage.cover import Span, cover
 from tokenpulse.usage.raw import crossing_events, sum_events
 
 # The crossing event is the first matching event with occurred_at >= since, in (occurred_at,
 # event_id) order, at which the running sum reaches the threshold. Rollups over the whole range
-# find the bucket it lies in, that bucket's minute rollups the minute, and only that minute's raw
-# events are read: each step one round trip for every threshold, whatever the data's size.
+# find the bucket it lies in, then hour and minute rollups the hour and minute inside, and only
+# that minute's raw events are read: each step one round trip for every threshold at once.
 
 DEFAULT_THRESHOLDS = (10**9, 10**10, 10**11, 10**12)
 
@@ -50,31 +50,41 @@ async def find_crossings(
     the rollups and raw events it reads agree although events keep arriving.
     """
     pending = sorted(set(thresholds))
-    # Where each reached threshold lies: a span and the sum still needed from its start.
-    in_minutes: dict[int, tuple[Span, int]] = {}
-    in_coarser: dict[int, tuple[Span, int]] = {}
+    # Where each reached threshold lies: the grain of its bucket (a minute's for the raw events
+    # before the first whole minute), the bucket's span, and the sum still needed from its start.
+    located: dict[int, tuple[Grain, Span, int]] = {}
     running = 0
     # The part of a minute before the first whole one can only be read from raw events.
     aligned = min(ceil_to(since, MINUTE.length), until)
     head = (await sum_events(connection, selection, since, aligned))[measure]
     while pending and running + head >= pending[0]:
         threshold = pending.pop(0)
-        in_minutes[threshold] = ((since, aligned), threshold - running)
+        located[threshold] = (MINUTE, (since, aligned), threshold - running)
     running += head
     buckets = await bucket_sums(connection, selection, cover(aligned, until), measure)
     for grain, start, value in buckets:
         while pending and running + value >= pending[0]:
             threshold = pending.pop(0)
-            found_in = in_minutes if grain is MINUTE else in_coarser
-            found_in[threshold] = ((start, start + grain.length), threshold - running)
+            located[threshold] = (grain, (start, start + grain.length), threshold - running)
         running += value
-    minutes = await crossing_minutes(connection, selection, measure, list(in_coarser.values()))
-    for (threshold, (_, needed)), minute in zip(in_coarser.items(), minutes, strict=True):
-        assert minute is not None, "minute rollups disagree with a coarser one"
-        start, before = minute
-        in_minutes[threshold] = ((start, start + MINUTE.length), needed - before)
-    events = await crossing_events(connection, selection, measure, list(in_minutes.values()))
-    found = dict(zip(in_minutes, events, strict=True))
+    # Days open into hours, then hours into minutes: 24 and 60 rows, not a day's 1,440 minutes.
+    for finer in (HOUR, MINUTE):
+        coarser = {
+            threshold: (span, needed)
+            for threshold, (grain, span, needed) in located.items()
+            if grain.length > finer.length
+        }
+        inside = await crossing_buckets(
+            connection, selection, measure, finer, list(coarser.values())
+        )
+        for (threshold, (_, needed)), bucket in zip(coarser.items(), inside, strict=True):
+            assert bucket is not None, "finer rollups disagree with a coarser one"
+            start, before = bucket
+            located[threshold] = (finer, (start, start + finer.length), needed - before)
+    events = await crossing_events(
+        connection, selection, measure, [(span, needed) for _, span, needed in located.values()]
+    )
+    found = dict(zip(located, events, strict=True))
     assert None not in events, "raw events disagree with their rollups"
     return Progress(
         running,

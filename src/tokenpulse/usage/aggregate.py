@@ -258,30 +258,31 @@ def _bucket_sums(
     return select(rows.c.part, rows.c.bucket_start, rows.c.total).order_by(rows.c.bucket_start)
 
 
-async def crossing_minutes(
+async def crossing_buckets(
     connection: AsyncConnection,
     selection: Selection,
     measure: str,
+    grain: Grain,
     searches: Sequence[tuple[Span, int]],
 ) -> list[tuple[datetime, int] | None]:
-    """For each (span of whole minutes, sought sum): the minute in which the running sum of
-    `measure` from the span's start reaches it, with the sum before that minute; None if it
-    never does. One round trip for all of them, reading minute rollups only."""
+    """For each (span of whole `grain` buckets, sought sum): the bucket in which the running sum
+    of `measure` from the span's start reaches it, with the sum before that bucket; None if it
+    never does. One round trip for all of them."""
     if not searches or selection.matches_nothing:
         return [None] * len(searches)
-    statement = _minute_crossings(selection.dimensions, measure, len(searches))
+    statement = _bucket_crossings(grain, selection.dimensions, measure, len(searches))
     found = await search(connection, statement, selection.filters, searches)
     return [None if row is None else (row.bucket_start, row.before) for row in found]
 
 
 @lru_cache(SHAPES_CACHED)
-def _minute_crossings(
-    dimensions: tuple[str, ...], measure: str, searches: int
+def _bucket_crossings(
+    grain: Grain, dimensions: tuple[str, ...], measure: str, searches: int
 ) -> CompoundSelect[Any]:
     return union_all(
         *(
             first_reaching(
-                _bucket_totals(MINUTE, dimensions, measure, part),
+                _bucket_totals(grain, dimensions, measure, part),
                 order=["bucket_start"],
                 value="total",
                 part=part,
