@@ -19,10 +19,6 @@ def cover(start: datetime, end: datetime) -> list[tuple[Grain, Span]]:
     """
     if end < start or any(floor_to(bound, MINUTE.length) != bound for bound in (start, end)):
         raise ValueError("cover() needs whole-minute bounds with start <= end")
-    for grain in GRAINS:
-        # The common case of a series: each bucket is one rollup bucket.
-        if end - start == grain.length and floor_to(start, grain.length) == start:
-            return [(grain, (start, end))]
     spans: list[tuple[Grain, Span]] = []
     level = 0
     while level + 1 < len(GRAINS):
@@ -48,6 +44,12 @@ def cover_buckets(bounds: Sequence[datetime]) -> dict[Grain, list[Span]]:
     Spans of neighbouring buckets are merged, but no rollup row a span reads crosses a bucket
     boundary, so every such row belongs to exactly one bucket.
     """
+    for grain in GRAINS:
+        # The common case of a series: its buckets are consecutive rollup buckets of one grain.
+        if floor_to(bounds[0], grain.length) == bounds[0] and all(
+            end - start == grain.length for start, end in pairwise(bounds)
+        ):
+            return {grain: [(bounds[0], bounds[-1])]} if len(bounds) > 1 else {}
     by_grain: dict[Grain, list[Span]] = defaultdict(list)
     for start, end in pairwise(bounds):
         for grain, span in cover(start, end):
