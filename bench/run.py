@@ -1,6 +1,6 @@
 """Every tokenpulse benchmark in one run: one table, each figure beside its reference.
 
-    .venv/bin/python bench/run.py            # the full run (about 15 minutes at 1M and 10M)
+    .venv/bin/python bench/run.py            # the full run (about 20 minutes at 1M and 10M)
     .venv/bin/python bench/run.py --tiny     # seconds: that the benchmark still works
 
 Load generators and the service share this machine's cores; figures are medians of --reps runs.
