@@ -110,8 +110,8 @@ async def usage_series(
     bounds = buckets.between(start, end)
     rows = await sum_rollups(connection, selection, cover_buckets(bounds), bounds)
     results: list[list[dict[str, Any]]] = [[] for _ in bounds[:-1]]
-    for row in rows:
-        results[row.bucket].append(row.values)
+    for bucket, group in rows:
+        results[bucket].append(group)
     rendered = [buckets.render(bound) for bound in bounds]
     return {
         "bucket": buckets.size,

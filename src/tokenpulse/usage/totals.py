@@ -55,5 +55,5 @@ async def usage_totals(
     return {
         "start": format_rfc3339(start),
         "end": format_rfc3339(end),
-        "results": [row.values for row in rows],
+        "results": [group for _, group in rows],
     }
