@@ -7,10 +7,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import ClientFactory
 from tests.factories import event
+from tests.faults import flushes_waiting, holds
+from tests.gateways import until
 from tokenpulse.app import create_app
 from tokenpulse.settings import Settings
 
 UNREACHABLE = "postgresql://tokenpulse@127.0.0.1:1/tokenpulse"
+
+
+async def stalled_flush(db: AsyncEngine) -> bool:
+    """Whether a flush waits on a lock (asked outside the blocking transaction, whose view of
+    pg_stat_activity stays as it was when first read)."""
+    async with db.connect() as probe:
+        return await flushes_waiting((await probe.get_raw_connection()).driver_connection)
 
 
 async def test_every_endpoint_that_needs_the_database_answers_503_when_it_is_unreachable() -> None:
@@ -51,16 +60,16 @@ async def test_a_full_queue_answers_503_at_once_and_a_timed_out_request_is_not_s
         in_flush = asyncio.create_task(
             client.post("/v1/events", json={"events": [event(event_id="a")]})
         )
-        await asyncio.sleep(0.3)
+        await until(lambda: stalled_flush(db), "the flush of 'a' waiting on the lock")
         queued = asyncio.create_task(
             client.post("/v1/events", json={"events": [event(event_id="b"), event(event_id="c")]})
         )
-        await asyncio.sleep(0.3)
+        await until(lambda: holds(client, 3), "'b' and 'c' queued behind it")
         refused = await client.post("/v1/events", json=event(event_id="d"))
 
         timed_out = [await in_flush, await queued]
         await blocker.rollback()
-        await asyncio.sleep(0.3)
+        await until(lambda: holds(client, 0), "the flush of 'a' committed")
         stored = (await client.get("/v1/totals", params={"window": "1h"})).json()["results"]
         resent = await client.post(
             "/v1/events", json={"events": [event(event_id=i) for i in "abcd"]}
@@ -83,7 +92,7 @@ async def test_body_bytes_held_by_a_worker_are_bounded_and_beyond_them_ingest_an
     async with make_client(ingest_max_held_bytes=2048) as client, db.connect() as blocker:
         await blocker.exec_driver_sql("LOCK TABLE rollup_minute IN ACCESS EXCLUSIVE MODE")
         holding = asyncio.create_task(client.post("/v1/events", json=batch))
-        await asyncio.sleep(0.3)
+        await until(lambda: stalled_flush(db), "its flush waiting on the lock")
 
         refused = await client.post("/v1/events", json={"events": [event() for _ in range(10)]})
 
