@@ -63,7 +63,7 @@ async def ingest_stalled(database_url: str) -> AsyncIterator[None]:
     blocker = await asyncpg.connect(database_url)
     try:
         await blocker.execute("BEGIN; LOCK TABLE rollup_minute IN ACCESS EXCLUSIVE MODE")
-        await until(lambda: flushes_waiting(blocker), "a flush waiting on the stalled rollups")
+        await until(lambda: flushes_waiting(database_url), "a flush waiting on the stalled rollups")
         yield
     finally:
         try:
@@ -72,11 +72,18 @@ async def ingest_stalled(database_url: str) -> AsyncIterator[None]:
             blocker.terminate()
 
 
-async def flushes_waiting(connection: asyncpg.Connection) -> bool:
-    waiting = await connection.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND application_name = 'tokenpulse' AND wait_event_type = 'Lock'"
-    )
+async def flushes_waiting(database_url: str) -> bool:
+    """Whether a transaction of tokenpulse's waits on a lock. Asked on a connection of its own:
+    a transaction sees pg_stat_activity as it was when it first read it, so the one holding the
+    lock would never see a flush begin to wait."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        waiting = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'tokenpulse' AND wait_event_type = 'Lock'"
+        )
+    finally:
+        await connection.close()
     return bool(waiting)
 
 

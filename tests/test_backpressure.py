@@ -15,13 +15,6 @@ from tokenpulse.settings import Settings
 UNREACHABLE = "postgresql://tokenpulse@127.0.0.1:1/tokenpulse"
 
 
-async def stalled_flush(db: AsyncEngine) -> bool:
-    """Whether a flush waits on a lock (asked outside the blocking transaction, whose view of
-    pg_stat_activity stays as it was when first read)."""
-    async with db.connect() as probe:
-        return await flushes_waiting((await probe.get_raw_connection()).driver_connection)
-
-
 async def test_every_endpoint_that_needs_the_database_answers_503_when_it_is_unreachable() -> None:
     app = create_app(
         Settings(database_url=UNREACHABLE, db_connect_timeout=1, retry_after_seconds=3)
@@ -49,7 +42,7 @@ async def test_every_endpoint_that_needs_the_database_answers_503_when_it_is_unr
 
 
 async def test_a_full_queue_answers_503_at_once_and_a_timed_out_request_is_not_stored_later(
-    make_client: ClientFactory, db: AsyncEngine
+    make_client: ClientFactory, db: AsyncEngine, database_url: str
 ) -> None:
     async with (
         make_client(queue_max_events=3, batch_max_concurrent_flushes=1, ingest_timeout=1) as client,
@@ -60,7 +53,7 @@ async def test_a_full_queue_answers_503_at_once_and_a_timed_out_request_is_not_s
         in_flush = asyncio.create_task(
             client.post("/v1/events", json={"events": [event(event_id="a")]})
         )
-        await until(lambda: stalled_flush(db), "the flush of 'a' waiting on the lock")
+        await until(lambda: flushes_waiting(database_url), "the flush of 'a' waiting on the lock")
         queued = asyncio.create_task(
             client.post("/v1/events", json={"events": [event(event_id="b"), event(event_id="c")]})
         )
@@ -75,9 +68,14 @@ async def test_a_full_queue_answers_503_at_once_and_a_timed_out_request_is_not_s
             "/v1/events", json={"events": [event(event_id=i) for i in "abcd"]}
         )
 
+    # Refused for the full queue, not left to time out like the requests before it.
     assert refused.status_code == 503
+    assert refused.json()["error"]["message"] == "ingest is overloaded; retry later"
     assert refused.headers["retry-after"] == "1"
     assert [answer.status_code for answer in timed_out] == [503, 503]
+    assert {answer.json()["error"]["message"] for answer in timed_out} == {
+        "the database is unavailable"
+    }
     # "a" was in the transaction that the stall held up: it committed once the stall ended.
     # "b" and "c" still waited in the queue when their request gave up: they were dropped.
     assert [result["requests"] for result in stored] == [1]
@@ -85,14 +83,14 @@ async def test_a_full_queue_answers_503_at_once_and_a_timed_out_request_is_not_s
 
 
 async def test_body_bytes_held_by_a_worker_are_bounded_and_beyond_them_ingest_answers_503(
-    make_client: ClientFactory, db: AsyncEngine
+    make_client: ClientFactory, db: AsyncEngine, database_url: str
 ) -> None:
     batch = {"events": [event() for _ in range(10)]}
     assert 1024 < len(httpx.Request("POST", "/", json=batch).content) < 2048
     async with make_client(ingest_max_held_bytes=2048) as client, db.connect() as blocker:
         await blocker.exec_driver_sql("LOCK TABLE rollup_minute IN ACCESS EXCLUSIVE MODE")
         holding = asyncio.create_task(client.post("/v1/events", json=batch))
-        await until(lambda: stalled_flush(db), "its flush waiting on the lock")
+        await until(lambda: flushes_waiting(database_url), "its flush waiting on the lock")
 
         refused = await client.post("/v1/events", json={"events": [event() for _ in range(10)]})
 

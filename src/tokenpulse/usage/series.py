@@ -108,9 +108,9 @@ async def usage_series(
         if end <= start:
             raise InvalidParameters.of("end", "must be after start")
     bounds = buckets.between(start, end)
-    rows = await sum_rollups(connection, selection, cover_buckets(bounds), bounds)
+    groups = await sum_rollups(connection, selection, cover_buckets(bounds), bounds)
     results: list[list[dict[str, Any]]] = [[] for _ in bounds[:-1]]
-    for bucket, group in rows:
+    for bucket, group in groups:
         results[bucket].append(group)
     rendered = [buckets.render(bound) for bound in bounds]
     return {

@@ -51,9 +51,9 @@ async def usage_totals(
     connection: AsyncConnection, selection: Selection, *, start: datetime, end: datetime
 ) -> dict[str, Any]:
     bounds = [start, end]
-    rows = await sum_rollups(connection, selection, cover_buckets(bounds))
+    groups = await sum_rollups(connection, selection, cover_buckets(bounds))
     return {
         "start": format_rfc3339(start),
         "end": format_rfc3339(end),
-        "results": [group for _, group in rows],
+        "results": [group for _, group in groups],
     }
