@@ -21,8 +21,8 @@ async def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_go_o
 ) -> None:
     eager = await keys.create("read")
     patient = await keys.create("read")
-    # A burst of five, refilled at one request every 20 s: no refill within the test however
-    # slow the machine.
+    # A burst of five, refilled at one request every 20 s: the six requests would have to take
+    # 20 s for a refill to let the sixth through.
     async with make_client(rate_limit_read=0.05, rate_limit_burst_seconds=100) as client:
         answers = [
             (await client.get("/v1/totals?window=1h", headers=bearer(eager))).status_code
