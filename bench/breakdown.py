@@ -17,7 +17,7 @@ import asyncpg
 
 from tokenpulse.ingest.body import Format, decode_events
 from tokenpulse.ingest.events import Event, EventRules, validate_event
-from tokenpulse.ingest.storage import EVENT_COLUMNS, STORE_EVENTS, event_row, statement_arguments
+from tokenpulse.ingest.writer import EVENT_COLUMNS, STORE_EVENTS, event_row, statement_arguments
 from tokenpulse.settings import Settings
 
 COPY_COLUMNS = [name for name, _ in EVENT_COLUMNS]

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenpulse.ingest.events import Event
-from tokenpulse.ingest.storage import store_events
+from tokenpulse.ingest.writer import store_events
 from tokenpulse.simulator.launchday import LaunchDay
 
 MODELS = tuple(f"model-{n}" for n in range(8))

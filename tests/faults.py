@@ -56,14 +56,16 @@ async def prepare_database(database_url: str) -> str:
 
 @asynccontextmanager
 async def ingest_stalled(database_url: str) -> AsyncIterator[None]:
-    """Hold every ingest transaction at its rollups, and enter once one is waiting there.
+    """Hold every ingest transaction at the pending deltas, and enter once one is waiting there.
 
     The stall ends with the block, or with the database if that goes down meanwhile.
     """
     blocker = await asyncpg.connect(database_url)
     try:
-        await blocker.execute("BEGIN; LOCK TABLE rollup_minute IN ACCESS EXCLUSIVE MODE")
-        await until(lambda: flushes_waiting(database_url), "a flush waiting on the stalled rollups")
+        await blocker.execute("BEGIN; LOCK TABLE rollup_pending IN SHARE MODE")
+        await until(
+            lambda: flushes_waiting(database_url), "a flush waiting on the stalled pending deltas"
+        )
         yield
     finally:
         try:
@@ -375,7 +377,7 @@ async def _stop_with_requests_in_flight(
                 f"/readyz answered {ready.status_code} {ready.text} at once after SIGTERM"
             )
         # The drain is over when the service stops accepting connections; the requests in flight
-        # are still held up by the stalled rollups then.
+        # are still held up by the stalled pending deltas then.
         await until(lambda: not accepts_connections(server.port), "the service to stop accepting")
     try:
         status = await asyncio.to_thread(server.process.wait, GRACE_SECONDS + HANG_SECONDS)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenpulse.rollups import DAY, GRAINS, HOUR, MINUTE, Grain
-from tokenpulse.usage.cover import Span, cover, cover_buckets
+from tokenpulse.rollups.cover import Span, cover, cover_buckets
+from tokenpulse.rollups.grains import DAY, GRAINS, HOUR, MINUTE, Grain
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BASE = datetime(2026, 9, 1, tzinfo=UTC)

@@ -13,7 +13,7 @@ from tests.gateways import Load, WatchedTransport, gateway_client, gateways, led
 from tokenpulse.app import create_app
 from tokenpulse.ingest.batcher import Batcher, Store
 from tokenpulse.ingest.events import Event
-from tokenpulse.ingest.storage import EventKey, store_events
+from tokenpulse.ingest.writer import EventKey, store_events
 from tokenpulse.runtime import Runtime
 from tokenpulse.settings import Settings
 

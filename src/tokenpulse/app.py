@@ -1,7 +1,7 @@
 """The ASGI application: `create_app(settings)` wires routers, error rendering and the lifespan."""
 
 import gc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,8 +18,8 @@ from tokenpulse.error_handlers import install_error_handlers
 from tokenpulse.ingest import router as ingest_router
 from tokenpulse.ingest.admission import BodyBudget
 from tokenpulse.ingest.batcher import Batcher
-from tokenpulse.ingest.events import Event, EventRules
-from tokenpulse.ingest.storage import EventKey, store_events
+from tokenpulse.ingest.events import EventRules
+from tokenpulse.ingest.writer import EventWriter
 from tokenpulse.keys import router as keys_router
 from tokenpulse.keys.registry import KeyRegistry
 from tokenpulse.keys.router import KeyRequest
@@ -32,6 +32,7 @@ from tokenpulse.metrics import Metrics
 from tokenpulse.migrations import head_revision
 from tokenpulse.openapi import EventBatch, UsageEvent, with_body_schemas
 from tokenpulse.ratelimit import RateLimits
+from tokenpulse.rollups.materialiser import Materialiser
 from tokenpulse.runtime import Runtime
 from tokenpulse.settings import Settings
 from tokenpulse.usage import router as usage_router
@@ -64,16 +65,23 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             settings, database_url, pool_size=settings.batch_max_concurrent_flushes
         )
 
-        async def store(events: Sequence[Event]) -> set[EventKey]:
-            async with ingest_engine.begin() as connection:
-                return await store_events(connection, events)
+        # Unpooled: the lock that makes one worker the materialiser lives as long as the
+        # connection that took it.
+        materialiser_engine = create_engine(
+            settings, database_url, pool_size=None, application_name="tokenpulse-materialiser"
+        )
+        materialiser = Materialiser(
+            materialiser_engine,
+            interval=settings.materialise_interval.total_seconds(),
+            observer=metrics,
+        )
 
         async def find(key_id: str) -> StoredKey | None:
             async with engine.connect() as connection:
                 return await find_key(connection, key_id)
 
         batcher = Batcher(
-            store,
+            EventWriter(ingest_engine).store,
             max_batch_events=settings.batch_max_events,
             max_wait=settings.batch_max_wait.total_seconds(),
             max_concurrent_flushes=settings.batch_max_concurrent_flushes,
@@ -85,6 +93,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             settings=settings,
             engine=engine,
             batcher=batcher,
+            materialiser=materialiser,
             body_budget=BodyBudget(
                 settings.ingest_max_held_bytes, retry_after=settings.retry_after_seconds
             ),
@@ -104,12 +113,15 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         )
         app.state.runtime = runtime
         batcher.start()
+        materialiser.start()
         try:
             with health.unready_on_stop_signal(runtime):
                 yield
         finally:
             runtime.shutting_down = True
             await batcher.close()
+            await materialiser.close()
+            await materialiser_engine.dispose()
             await ingest_engine.dispose()
             await engine.dispose()
 

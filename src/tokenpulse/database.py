@@ -1,8 +1,11 @@
 """Connection pools to PostgreSQL, created per worker process at start-up."""
 
+from typing import Any
+
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tokenpulse.settings import Settings
 
@@ -13,15 +16,30 @@ def async_url(url: str) -> URL:
     return parsed.set(drivername="postgresql+asyncpg")
 
 
-def create_engine(settings: Settings, database_url: str, *, pool_size: int) -> AsyncEngine:
+def create_engine(
+    settings: Settings,
+    database_url: str,
+    *,
+    pool_size: int | None,
+    application_name: str = "tokenpulse",
+) -> AsyncEngine:
+    """Pools of `pool_size` connections; None: no pool, a connection closes when it is closed
+    (what holds a session's advisory lock must not outlive its holder in a pool)."""
+    pooling: dict[str, Any] = (
+        {"poolclass": NullPool}
+        if pool_size is None
+        else {
+            "pool_size": pool_size,
+            "max_overflow": 0,
+            "pool_timeout": settings.db_connect_timeout.total_seconds(),
+            # A connection left over from before a database restart is replaced before it
+            # fails a request: one round trip per checkout buys recovery without an error.
+            "pool_pre_ping": True,
+        }
+    )
     return create_async_engine(
         async_url(database_url),
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_timeout=settings.db_connect_timeout.total_seconds(),
-        # A connection left over from before a database restart is replaced before it fails a
-        # request: one round trip per checkout buys recovery without a single error.
-        pool_pre_ping=True,
+        **pooling,
         # A failed statement's error, which is logged, must not quote its parameters: for the
         # write path those are the events themselves.
         hide_parameters=True,
@@ -29,7 +47,7 @@ def create_engine(settings: Settings, database_url: str, *, pool_size: int) -> A
             "timeout": settings.db_connect_timeout.total_seconds(),
             "command_timeout": settings.db_statement_timeout.total_seconds(),
             "server_settings": {
-                "application_name": "tokenpulse",
+                "application_name": application_name,
                 # An ack promises durability; never inherit a weaker server default.
                 "synchronous_commit": "on",
                 "timezone": "UTC",

@@ -15,6 +15,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from tokenpulse.ingest.batcher import FlushStats
+from tokenpulse.rollups.fold import Folded
 
 # With several workers, `tokenpulse serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder;
 # each worker writes its figures there, and any worker's `/metrics` adds them all up. Counters
@@ -81,6 +82,49 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.leader = Gauge(
+            "tokenpulse_materialiser_leader",
+            "1 in the worker that folds pending deltas into the rollups (one per database), "
+            "0 in the others; the pid label says which worker leads.",
+            multiprocess_mode="liveall",
+            registry=self.registry,
+        )
+        self.leader.set(0)
+        self.fold_seconds = Histogram(
+            "tokenpulse_fold_seconds",
+            "Time to fold pending deltas into every rollup, commit included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.folded_rows = Counter(
+            "tokenpulse_folded_rows",
+            "Pending delta rows folded into the rollups.",
+            registry=self.registry,
+        )
+        self.fold_failures = Counter(
+            "tokenpulse_fold_failures",
+            "Folds that failed (they are retried; reads stay exact meanwhile).",
+            registry=self.registry,
+        )
+        self.fold_lag = Histogram(
+            "tokenpulse_fold_lag_seconds",
+            "Per fold, the age of the oldest delta it folded.",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.pending_rows = Gauge(
+            "tokenpulse_pending_rows",
+            "Pending delta rows not yet folded into the rollups, as of this scrape.",
+            multiprocess_mode="mostrecent",
+            registry=self.registry,
+        )
+        self.materialiser_lag = Gauge(
+            "tokenpulse_materialiser_lag_seconds",
+            "Age of the oldest pending delta, as of this scrape: how far the rollups are behind.",
+            multiprocess_mode="mostrecent",
+            registry=self.registry,
+        )
+
     def flushed(self, stats: FlushStats) -> None:
         self.batch_events.observe(stats.events)
         self.flush_seconds.observe(stats.seconds)
@@ -90,6 +134,22 @@ class Metrics:
 
     def holding(self, events: int) -> None:
         self.held_events.set(events)
+
+    def leading(self, leads: bool) -> None:
+        self.leader.set(1 if leads else 0)
+
+    def folded(self, folded: Folded, seconds: float) -> None:
+        self.fold_seconds.observe(seconds)
+        self.folded_rows.inc(folded.rows)
+        if folded.rows:
+            self.fold_lag.observe(folded.lag)
+
+    def fold_failed(self) -> None:
+        self.fold_failures.inc()
+
+    def pending(self, rows: int, lag: float) -> None:
+        self.pending_rows.set(rows)
+        self.materialiser_lag.set(lag)
 
     def exposition(self) -> bytes:
         if directory := os.environ.get(MULTIPROCESS_DIR):

@@ -12,6 +12,7 @@ from tokenpulse.ingest.events import EventRules
 from tokenpulse.keys.registry import KeyRegistry
 from tokenpulse.metrics import Metrics
 from tokenpulse.ratelimit import RateLimits
+from tokenpulse.rollups.materialiser import Materialiser
 from tokenpulse.settings import Settings
 
 
@@ -20,6 +21,7 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     batcher: Batcher
+    materialiser: Materialiser
     body_budget: BodyBudget
     event_rules: EventRules
     keys: KeyRegistry

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     batch_max_concurrent_flushes: int = Field(
         default=2, ge=1, description="Transactions one worker may have in flight at once."
     )
+    materialise_interval: Duration = Field(
+        default=timedelta(milliseconds=500),
+        description="How often pending deltas are folded into the rollups (sooner while many "
+        "are pending); reads are exact either way, but each reads what is still pending.",
+    )
     ingest_max_held_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,

@@ -115,6 +115,29 @@ ROLLUP_TABLES = {
 }
 """Per grain, its rollup tables, the one with every dimension first."""
 
+# What flushes have stored and the materialiser has not yet folded into the rollups: per minute
+# and every dimension, one row per flush and group. Flushes only append here, so concurrent
+# flushes share no row; a fold moves rows out in the transaction that adds them to every rollup,
+# and every read adds the rows still here to the rollups it reads. No key: rows are never
+# updated, only appended and deleted, and a fold reads them all.
+rollup_pending = Table(
+    "rollup_pending",
+    metadata,
+    Column("bucket_start", DateTime(timezone=True), nullable=False),
+    *(Column(dimension, Text, nullable=False) for dimension in ROLLUP_DIMENSIONS),
+    *(Column(count, BigInteger, nullable=False) for count in ROLLUP_COUNTS),
+    # When the flush committed, near enough: the age of the oldest row is the materialiser's lag.
+    Column("appended_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Every fold leaves its rows dead: autovacuum cleans up after a few thousand of them, not
+    # after a fifth of a table that is nearly always empty.
+    postgresql_with={
+        "autovacuum_vacuum_scale_factor": "0",
+        "autovacuum_vacuum_threshold": "5000",
+        "autovacuum_vacuum_insert_scale_factor": "0",
+        "autovacuum_vacuum_insert_threshold": "5000",
+    },
+)
+
 api_key = Table(
     "api_key",
     metadata,

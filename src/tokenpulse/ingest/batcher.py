@@ -10,7 +10,7 @@ from typing import Protocol
 
 from tokenpulse.database import is_unavailable
 from tokenpulse.ingest.events import Event
-from tokenpulse.ingest.storage import EventKey
+from tokenpulse.ingest.writer import EventKey
 
 # A flush takes what has gathered when it holds `max_batch_events` or its oldest request has
 # waited `max_wait`; every request of a flush is answered only after its transaction commits.

@@ -7,10 +7,11 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.instants import ceil_to
-from tokenpulse.rollups import HOUR, MINUTE, Grain
-from tokenpulse.usage.aggregate import Selection, bucket_sums, crossing_buckets
-from tokenpulse.usage.cover import Span, cover
-from tokenpulse.usage.raw import crossing_events, sum_events
+from tokenpulse.rollups.cover import Span, cover
+from tokenpulse.rollups.grains import HOUR, MINUTE, Grain
+from tokenpulse.rollups.raw import crossing_events, sum_events
+from tokenpulse.rollups.selection import Selection
+from tokenpulse.rollups.sums import bucket_sums, crossing_buckets
 
 # The crossing event is the first matching event with occurred_at >= since, in (occurred_at,
 # event_id) order, at which the running sum reaches the threshold. Rollups over the whole range

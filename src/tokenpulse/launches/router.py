@@ -27,10 +27,10 @@ from tokenpulse.openapi import (
     json_body,
 )
 from tokenpulse.request_body import read_model
-from tokenpulse.rollups import MINUTE
+from tokenpulse.rollups.grains import MINUTE
+from tokenpulse.rollups.selection import Selection
 from tokenpulse.runtime import Runtime, get_runtime
 from tokenpulse.text import STRING_MAX, text_problem
-from tokenpulse.usage.aggregate import Selection
 from tokenpulse.usage.params import filters, instant, instant_query
 
 router = APIRouter(tags=["launches"])

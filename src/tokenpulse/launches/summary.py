@@ -8,10 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenpulse.instants import ceil_to, floor_to, format_rfc3339
 from tokenpulse.launches.milestones import DEFAULT_THRESHOLDS, find_crossings
 from tokenpulse.launches.store import Launch
-from tokenpulse.rollups import MINUTE
-from tokenpulse.usage.aggregate import Selection, busiest_minute
-from tokenpulse.usage.exact import exact_totals
-from tokenpulse.usage.raw import sum_events
+from tokenpulse.rollups.exact import exact_totals
+from tokenpulse.rollups.grains import MINUTE
+from tokenpulse.rollups.raw import sum_events
+from tokenpulse.rollups.selection import Selection
+from tokenpulse.rollups.sums import busiest_minute
 
 FIRST_DAY = timedelta(hours=24)
 

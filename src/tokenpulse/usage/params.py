@@ -9,7 +9,7 @@ from tokenpulse.auth import Caller, require
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.instants import format_rfc3339, parse_rfc3339, rfc3339_problem
 from tokenpulse.keys.scopes import Scope
-from tokenpulse.usage.aggregate import Selection, parse_selection
+from tokenpulse.rollups.selection import Selection, parse_selection
 
 # Instants asked about lie well inside the years Python can count in, so that a range, a day in
 # a time zone or a bucket after one never runs past them.

@@ -5,8 +5,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 
 from tokenpulse.openapi import AUTHENTICATED, TotalsAnswer, UsageAnswer, answers
+from tokenpulse.rollups.selection import Selection
 from tokenpulse.runtime import Runtime, get_runtime
-from tokenpulse.usage.aggregate import Selection
 from tokenpulse.usage.params import instant, instant_query, selection
 from tokenpulse.usage.series import Buckets, parse_zone, usage_series
 from tokenpulse.usage.totals import totals_range, usage_totals

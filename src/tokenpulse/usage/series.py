@@ -8,9 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.instants import floor_to, format_rfc3339
-from tokenpulse.rollups import DAY, HOUR, MINUTE
-from tokenpulse.usage.aggregate import Selection, sum_rollups
-from tokenpulse.usage.cover import cover_buckets
+from tokenpulse.rollups.cover import cover_buckets
+from tokenpulse.rollups.grains import DAY, HOUR, MINUTE
+from tokenpulse.rollups.selection import Selection
+from tokenpulse.rollups.sums import sum_rollups
 
 BUCKET_GRAINS = {"1m": MINUTE, "1h": HOUR, "1d": DAY}
 MAX_BUCKETS = 1440

@@ -7,9 +7,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.instants import ceil_to, floor_to, format_rfc3339
-from tokenpulse.rollups import MINUTE
-from tokenpulse.usage.aggregate import Selection, sum_rollups
-from tokenpulse.usage.cover import cover_buckets
+from tokenpulse.rollups.cover import cover_buckets
+from tokenpulse.rollups.grains import MINUTE
+from tokenpulse.rollups.selection import Selection
+from tokenpulse.rollups.sums import sum_rollups
 
 WINDOWS = {
     "5m": timedelta(minutes=5),

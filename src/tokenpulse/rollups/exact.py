@@ -9,12 +9,13 @@ from sqlalchemy import BigInteger, Select, cast, func, literal, select, union_al
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.instants import ceil_to, floor_to
-from tokenpulse.rollups import MINUTE, Grain
+from tokenpulse.rollups.binds import SHAPES_CACHED, filter_values, span_values
+from tokenpulse.rollups.cover import Span, cover
+from tokenpulse.rollups.grains import MINUTE, Grain
+from tokenpulse.rollups.raw import event_counts
+from tokenpulse.rollups.selection import MEASURES, Selection, measures_of
+from tokenpulse.rollups.sums import rollup_counts
 from tokenpulse.tables import ROLLUP_COUNTS
-from tokenpulse.usage.aggregate import MEASURES, Selection, measures_of, rollup_counts
-from tokenpulse.usage.binds import SHAPES_CACHED, filter_values, span_values
-from tokenpulse.usage.cover import Span, cover
-from tokenpulse.usage.raw import event_counts
 
 
 async def exact_totals(

@@ -1,7 +1,6 @@
 """Summing rollup rows: which rows a selection reads, and the SQL that adds them up."""
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from functools import lru_cache
@@ -14,8 +13,8 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     CompoundSelect,
+    FromClause,
     Select,
-    Table,
     bindparam,
     cast,
     false,
@@ -27,11 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenpulse.errors import InvalidParameters, Problem
-from tokenpulse.rollups import MINUTE, Grain
-from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, ROLLUP_DIMENSIONS
-from tokenpulse.text import STRING_MAX, text_problem
-from tokenpulse.usage.binds import (
+from tokenpulse.rollups.binds import (
     CACHED_PARTS,
     INSTANT,
     SHAPES_CACHED,
@@ -40,64 +35,12 @@ from tokenpulse.usage.binds import (
     span_values,
     within,
 )
-from tokenpulse.usage.cover import Span, cover
-from tokenpulse.usage.running import first_reaching, search
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What to add up: the dimensions to group by, and the values each dimension may take."""
-
-    group_by: tuple[str, ...] = ()
-    filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    @property
-    def dimensions(self) -> tuple[str, ...]:
-        """The filtered dimensions in a fixed order: part of a cached statement's shape."""
-        return tuple(sorted(self.filters))
-
-    @property
-    def matches_nothing(self) -> bool:
-        """Whether some dimension may take no value at all (another tenant's, for a bound key)."""
-        return any(not values for values in self.filters.values())
-
-    def for_tenant(self, tenant: str | None) -> "Selection":
-        """This selection as a key bound to `tenant` may see it: that tenant's usage only."""
-        if tenant is None:
-            return self
-        asked = self.filters.get("tenant")
-        allowed = (tenant,) if asked is None or tenant in asked else ()
-        return Selection(self.group_by, {**self.filters, "tenant": allowed})
-
-
-def parse_selection(group_by: str | None, filters: Mapping[str, Sequence[str]]) -> Selection:
-    problems: list[Problem] = []
-    names: list[str] = []
-    for name in (part.strip() for part in (group_by or "").split(",")):
-        if not name:
-            continue
-        if name not in ROLLUP_DIMENSIONS:
-            problems.append(
-                Problem("group_by", f"{name!r} is not one of {', '.join(ROLLUP_DIMENSIONS)}")
-            )
-        elif name not in names:
-            names.append(name)
-    for dimension, values in filters.items():
-        for value in values:
-            if not value or len(value) > STRING_MAX:
-                problems.append(Problem(dimension, f"must be 1 to {STRING_MAX} characters"))
-            elif (problem := text_problem(value)) is not None:
-                problems.append(Problem(dimension, problem))
-    if problems:
-        raise InvalidParameters.listing(problems)
-    return Selection(
-        tuple(names),
-        {dimension: tuple(values) for dimension, values in filters.items() if values},
-    )
-
-
-MEASURES = (*ROLLUP_COUNTS, "total_tokens")
-
+from tokenpulse.rollups.cover import Span, cover
+from tokenpulse.rollups.grains import MINUTE, Grain
+from tokenpulse.rollups.running import first_reaching, search
+from tokenpulse.rollups.selection import MEASURES, Selection
+from tokenpulse.rollups.sources import rollup_rows
+from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, rollup_pending
 
 GroupSums = tuple[int, dict[str, Any]]
 """One group's sums: the index of its bucket in the bounds passed to `sum_rollups` (0 without),
@@ -220,7 +163,7 @@ def _rollup_rows(
     """The rollup rows of `grain` in the spans of `parts` that the filters match: the group_by
     columns, then the counts; first, unless `bucketing` is NONE, a column `bucket` that holds the
     row's `bucket_start` (STARTS) or its bucket's index (SEARCH)."""
-    table = grain.table_for((*group_by, *dimensions))
+    table = rollup_rows(grain, (*group_by, *dimensions))
     columns: list[ColumnElement[Any]] = []
     if bucketing is Bucketing.STARTS:
         columns.append(table.c.bucket_start.label("bucket"))
@@ -234,14 +177,7 @@ def _rollup_rows(
     return select(*columns).where(in_spans, *filtered(table, dimensions))
 
 
-def measures_of(counts: Sequence[int]) -> dict[str, int]:
-    """The six measures from the five counts, in ROLLUP_COUNTS order."""
-    measures = dict(zip(ROLLUP_COUNTS, counts, strict=True))
-    measures["total_tokens"] = measures["input_tokens"] + measures["output_tokens"]
-    return measures
-
-
-def rollup_measure(table: Table, measure: str) -> ColumnElement[Any]:
+def rollup_measure(table: FromClause, measure: str) -> ColumnElement[Any]:
     """`measure` as the rows of a rollup table hold it."""
     if measure == "total_tokens":
         total: ColumnElement[Any] = table.c.input_tokens + table.c.output_tokens
@@ -254,7 +190,7 @@ def _bucket_totals(
     grain: Grain, dimensions: tuple[str, ...], measure: str, part: int
 ) -> Select[Any]:
     """Each non-empty bucket of `grain` in the span of part `part`, with its sum of `measure`."""
-    table = grain.table_for(dimensions)
+    table = rollup_rows(grain, dimensions)
     total = cast(func.sum(rollup_measure(table, measure)), BigInteger).label("total")
     return (
         select(table.c.bucket_start, total)
@@ -266,7 +202,7 @@ def _bucket_totals(
 def rollup_counts(grain: Grain, dimensions: tuple[str, ...], part: int) -> Select[Any]:
     """The counts of the rollup rows of `grain` in the span of part `part`, filtered by
     `dimensions`: one row each, to be summed."""
-    table = grain.table_for(dimensions)
+    table = rollup_rows(grain, dimensions)
     return select(*(table.c[count] for count in ROLLUP_COUNTS)).where(
         within(table.c.bucket_start, part), *filtered(table, dimensions)
     )
@@ -366,13 +302,16 @@ async def busiest_minute(
 @lru_cache(SHAPES_CACHED)
 def _busiest(grains: tuple[Grain, ...], dimensions: tuple[str, ...]) -> Select[Any]:
     """Minute rollups for parts of minute grain; any coarser part, by model only, answers with
-    the busiest minute each of its buckets keeps."""
+    the busiest minute each of its buckets keeps and with the minutes that have pending deltas."""
     candidates = union_all(
         *(
-            _bucket_totals(grain, dimensions, "total_tokens", part)
-            if grain is MINUTE
-            else _kept_peaks(grain, part)
+            candidate
             for part, grain in enumerate(grains)
+            for candidate in (
+                [_bucket_totals(grain, dimensions, "total_tokens", part)]
+                if grain is MINUTE
+                else [_kept_peaks(grain, part), _pending_minutes(part)]
+            )
         )
     ).subquery("candidates")
     return (
@@ -389,3 +328,17 @@ def _kept_peaks(grain: Grain, part: int) -> Select[Any]:
     return select(
         table.c.peak_minute.label("bucket_start"), table.c.peak_minute_tokens.label("total")
     ).where(within(table.c.bucket_start, part), *filtered(table, ("model",)))
+
+
+def _pending_minutes(part: int) -> Select[Any]:
+    """The minutes in the span of part `part` that have pending deltas of the one model
+    filtered, each with its whole total: folded and pending.
+
+    The busiest minute a bucket keeps is the busiest of its folded minutes, and a minute's total
+    only grows; so the busiest minute of the bucket is that one or one of these.
+    """
+    minutes = _bucket_totals(MINUTE, ("model",), "total_tokens", part)
+    touched = select(rollup_pending.c.bucket_start).where(
+        within(rollup_pending.c.bucket_start, part), *filtered(rollup_pending, ("model",))
+    )
+    return minutes.where(minutes.selected_columns.bucket_start.in_(touched))

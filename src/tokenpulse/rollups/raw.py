@@ -18,17 +18,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenpulse.tables import ROLLUP_COUNTS, usage_event
-from tokenpulse.usage.aggregate import MEASURES, Selection, measures_of
-from tokenpulse.usage.binds import (
+from tokenpulse.rollups.binds import (
     SHAPES_CACHED,
     filter_values,
     filtered,
     span_values,
     within,
 )
-from tokenpulse.usage.cover import Span
-from tokenpulse.usage.running import first_reaching, search
+from tokenpulse.rollups.cover import Span
+from tokenpulse.rollups.running import first_reaching, search
+from tokenpulse.rollups.selection import MEASURES, Selection, measures_of
+from tokenpulse.tables import ROLLUP_COUNTS, usage_event
 
 
 def event_measure(measure: str) -> ColumnElement[Any]:

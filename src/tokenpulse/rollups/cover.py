@@ -6,7 +6,7 @@ from datetime import datetime
 from itertools import pairwise
 
 from tokenpulse.instants import ceil_to, floor_to
-from tokenpulse.rollups import GRAINS, MINUTE, Grain
+from tokenpulse.rollups.grains import GRAINS, MINUTE, Grain
 
 Span = tuple[datetime, datetime]
 

@@ -10,9 +10,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, BindParameter, ColumnElement, DateTime, Table, and_, bindparam
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    DateTime,
+    FromClause,
+    and_,
+    bindparam,
+)
 
-from tokenpulse.usage.cover import Span
+from tokenpulse.rollups.cover import Span
 
 SHAPES_CACHED = 512
 """Per kind of statement. A statement of more than CACHED_PARTS parts is built each time."""
@@ -24,7 +32,7 @@ grain per day: statements of as many shapes as such ranges have days are not wor
 INSTANT = DateTime(timezone=True)
 
 
-def filtered(table: Table, dimensions: Iterable[str]) -> list[ColumnElement[bool]]:
+def filtered(table: FromClause, dimensions: Iterable[str]) -> list[ColumnElement[bool]]:
     """Each dimension of `table` in its values, bound as `<dimension>_values`."""
     return [table.c[name].in_(bindparam(f"{name}_values", expanding=True)) for name in dimensions]
 

@@ -18,8 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenpulse.usage.binds import filter_values, sought, sought_values, span_values
-from tokenpulse.usage.cover import Span
+from tokenpulse.rollups.binds import filter_values, sought, sought_values, span_values
+from tokenpulse.rollups.cover import Span
 
 
 def first_reaching(
