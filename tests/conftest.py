@@ -26,6 +26,15 @@ from tokenpulse.migrations import upgrade_to_head
 from tokenpulse.settings import Settings
 from tokenpulse.tables import metadata
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-sql",
+        action="store_true",
+        help="write tests/sql/ anew from the statements the code generates",
+    )
+
+
 # The instant tests run at, unless they move it: events are dated around it.
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

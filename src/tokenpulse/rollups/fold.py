@@ -2,6 +2,7 @@
 statement that removes exactly the deltas it added."""
 
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -124,5 +125,5 @@ async def fold(connection: AsyncConnection, *, max_rows: int = FOLD_MAX_ROWS) ->
     """Move up to `max_rows` pending deltas into every rollup. The caller owns the transaction:
     the deltas leave pending and reach the rollups when it commits, and not before."""
     result = await connection.exec_driver_sql(FOLD, (max_rows,))
-    rows, lag = result.one()._tuple()  # type: ignore[misc]
+    rows, lag = cast(tuple[int, float | None], tuple(result.one()))
     return Folded(rows, lag or 0.0)
