@@ -674,6 +674,30 @@ async def test_field_given_twice_in_an_event_is_rejected(client: httpx.AsyncClie
     assert errors == only("model", "appears more than once")
 
 
+@pytest.mark.parametrize(
+    "repeated",
+    [
+        '"m-large", "model" : "m-small"',
+        '"m-large", "model"\t:"m-small"',
+        '"m-large", "mod\\u0065l": "m-small"',
+        '"m-large", "attributes": {"note": "a \\":"}, "model": "m-small"',
+    ],
+    ids=["space-before-colon", "tab-before-colon", "escaped-key", "beside-a-colon-in-a-value"],
+)
+async def test_field_given_twice_is_rejected_however_the_json_is_spaced_or_escaped(
+    client: httpx.AsyncClient, repeated: str
+) -> None:
+    errors = await errors_of_rejected(client, raw_event(model=repeated))
+    assert errors == only("model", "appears more than once")
+
+
+async def test_a_value_holding_quote_colon_is_accepted_as_it_is(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    await accept(client, event(attributes={"note": 'say "a": b'}, model='m": x'))
+    assert await stored_column(db, "model") == ['m": x']
+
+
 async def test_attribute_given_twice_is_rejected(client: httpx.AsyncClient) -> None:
     errors = await errors_of_rejected(
         client, raw_event(attributes='{"route": "/a", "route": "/a"}')

@@ -18,7 +18,7 @@ GOLDEN = Path(__file__).parent / "sql"
 
 def compiled(statement: ClauseElement) -> str:
     """The statement as PostgreSQL gets it, a line per part of a union, so that it reads."""
-    text = str(statement.compile(dialect=postgresql.dialect()))
+    text = str(statement.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
     return text.replace(" UNION ALL ", "\nUNION ALL\n")
 
 

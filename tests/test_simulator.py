@@ -21,7 +21,8 @@ from tests.conftest import UNLIMITED_ENV, Keys, bearer
 from tests.servers import free_port, running_server
 from tokenpulse.cli import main
 from tokenpulse.ingest.events import Event as StoredEvent
-from tokenpulse.ingest.events import EventRules, validate_event
+from tokenpulse.ingest.events import EventRules
+from tokenpulse.ingest.validation import validate_event
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.simulator.launchday import LaunchDay, apportion, occurred_at
 from tokenpulse.simulator.ledger import Crossing, Ledger, predict_crossings

@@ -18,7 +18,7 @@ from tokenpulse.error_handlers import install_error_handlers
 from tokenpulse.ingest import router as ingest_router
 from tokenpulse.ingest.admission import BodyBudget
 from tokenpulse.ingest.batcher import Batcher
-from tokenpulse.ingest.events import EventRules
+from tokenpulse.ingest.events import EventBatch, EventRules, UsageEvent
 from tokenpulse.ingest.writer import EventWriter
 from tokenpulse.keys import router as keys_router
 from tokenpulse.keys.registry import KeyRegistry
@@ -30,7 +30,7 @@ from tokenpulse.launches.router import LaunchRequest
 from tokenpulse.logs import configure_logging
 from tokenpulse.metrics import Metrics
 from tokenpulse.migrations import head_revision
-from tokenpulse.openapi import EventBatch, UsageEvent, with_body_schemas
+from tokenpulse.openapi import with_body_schemas
 from tokenpulse.ratelimit import RateLimits
 from tokenpulse.rollups.materialiser import Materialiser
 from tokenpulse.runtime import Runtime

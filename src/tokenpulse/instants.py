@@ -20,6 +20,13 @@ def parse_rfc3339(value: str) -> datetime | None:
     match = _RFC3339.fullmatch(value)
     if match is None:
         return None
+    if value[10] == "T" and value[-1] != "z":
+        # The common spelling, which datetime parses natively and several times faster; what
+        # it refuses (a 30 February, an hour 24, an offset of 24 hours) is no instant either.
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC)
+        except (ValueError, OverflowError):
+            return None
     year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
     if zulu:
         offset = UTC

@@ -1,8 +1,9 @@
 """What `/openapi.json` says about the bodies tokenpulse reads and writes by hand.
 
-Ingest, keys and launches read their bodies themselves (for speed, for gzip and NDJSON, and for
-errors that name each field), and the answers are built as plain dicts, so FastAPI cannot infer
-their shapes. The pydantic models here describe them; nothing validates with them.
+Ingest, keys and launches read their bodies themselves (for gzip and NDJSON, and for errors
+that name each field), and the answers are built as plain dicts, so FastAPI cannot infer their
+shapes. The event models are the ones that validate events; the answers' models here describe
+what the handlers build.
 """
 
 from collections.abc import Sequence
@@ -12,26 +13,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from tokenpulse.ingest.events import (
-    ATTRIBUTE_KEY_MAX,
-    ATTRIBUTE_VALUE_MAX,
-    ATTRIBUTES_MAX_KEYS,
-    EVENT_ID,
-)
+from tokenpulse.ingest.events import EventBatch, UsageEvent
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.settings import Settings
-from tokenpulse.text import STRING_MAX
 
 _COMPONENT = "#/components/schemas/{model}"
 # The limits a deployment may change are described at their defaults.
 _DEFAULT = {name: field.default for name, field in Settings.model_fields.items()}
-MAX_TOKENS = _DEFAULT["max_tokens_per_count"]
-WINDOW = (
-    f"within [now - {_DEFAULT['max_event_age'].days} days,"
-    f" now + {_DEFAULT['max_event_lead'].seconds // 60} minutes] by default"
-)
-
-Name = Annotated[str, Field(min_length=1, max_length=STRING_MAX)]
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -40,46 +28,6 @@ class _Shape(BaseModel):
 
 
 # requests
-
-
-class UsageEvent(_Shape):
-    """One model request as a gateway saw it. Types are strict: a count is a JSON integer."""
-
-    event_id: Annotated[
-        str, Field(pattern=f"^{EVENT_ID.pattern}$", description="Unique per tenant.")
-    ]
-    occurred_at: Annotated[
-        datetime,
-        Field(description=f"RFC 3339 with an offset, {WINDOW}."),
-    ]
-    tenant: Annotated[
-        Name | None, Field(description="Required with a platform key; a bound key's by default.")
-    ] = None
-    project: Annotated[Name | None, Field(description='Default "default".')] = None
-    model: Name
-    api_key_id: Name | None = None
-    input_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS, description="Limit configurable.")]
-    output_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS, description="Limit configurable.")]
-    cached_input_tokens: Annotated[
-        int | None, Field(ge=0, le=MAX_TOKENS, description="At most input_tokens.")
-    ] = None
-    reasoning_tokens: Annotated[
-        int | None, Field(ge=0, le=MAX_TOKENS, description="At most output_tokens.")
-    ] = None
-    attributes: Annotated[
-        dict[
-            Annotated[str, Field(min_length=1, max_length=ATTRIBUTE_KEY_MAX)],
-            Annotated[str, Field(max_length=ATTRIBUTE_VALUE_MAX)],
-        ]
-        | None,
-        Field(max_length=ATTRIBUTES_MAX_KEYS),
-    ] = None
-
-
-class EventBatch(_Shape):
-    events: Annotated[
-        list[UsageEvent], Field(min_length=1, max_length=_DEFAULT["max_events_per_request"])
-    ]
 
 
 # answers

@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any
 
 from tokenpulse.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from tokenpulse.ingest.events import DuplicateKeys, integer_from_text, object_from_pairs
+from tokenpulse.ingest.decoded import DuplicateKeys, integer_from_text, object_from_pairs
 from tokenpulse.text import echo
 
 

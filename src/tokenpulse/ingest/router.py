@@ -7,8 +7,10 @@ from fastapi.responses import JSONResponse
 
 from tokenpulse.auth import Caller, require
 from tokenpulse.errors import PayloadTooLarge, Unavailable
-from tokenpulse.ingest.body import body_format, decode_events, read_limited
+from tokenpulse.ingest.body import body_format, read_limited
+from tokenpulse.ingest.events import Checking
 from tokenpulse.ingest.ingestion import ingest
+from tokenpulse.ingest.validation import validate_body
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.openapi import AUTHENTICATED, IngestAnswer, answers, ingest_body
 from tokenpulse.runtime import Runtime, get_runtime
@@ -46,15 +48,13 @@ async def post_events(
         body = await read_limited(
             request.stream(), limit=settings.max_body_bytes, gzipped=gzipped, reserve=reserve
         )
-        decoded = decode_events(body, body_kind, max_events=settings.max_events_per_request)
-        del body  # the decoded events are what is kept from here on
+        checking = Checking(runtime.event_rules, runtime.clock(), caller.tenant)
+        validated = validate_body(
+            body, body_kind, checking, max_events=settings.max_events_per_request
+        )
+        del body  # the validated events are what is kept from here on
         result = await ingest(
-            decoded,
-            key_tenant=caller.tenant,
-            rules=runtime.event_rules,
-            now=runtime.clock(),
-            batcher=runtime.batcher,
-            retry_after=settings.retry_after_seconds,
+            validated, batcher=runtime.batcher, retry_after=settings.retry_after_seconds
         )
     events = runtime.metrics.events
     events.labels("accepted").inc(result.accepted)
