@@ -1,4 +1,5 @@
-"""pending rollup deltas: flushes append here, the materialiser folds them into the rollups
+"""pending rollup deltas: flushes append here, the materialiser folds them into the rollups,
+which leave room on their pages for folds to update rows in place
 
 Revision ID: 0008
 Revises: 0007
@@ -16,6 +17,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 DIMENSIONS = ("tenant", "project", "model", "api_key_id")
+ROLLUPS = [
+    f"rollup_{grain}{cube}"
+    for grain in ("minute", "hour", "day")
+    for cube in ("", "_tenant_model", "_model")
+]
 COUNTS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
 
 
@@ -44,9 +50,18 @@ def upgrade() -> None:
             "autovacuum_vacuum_insert_threshold": "5000",
         },
     )
+    # Reads keep to the minutes of their range, so that a range long past reads no pending row.
+    op.create_index("ix_rollup_pending_bucket_start", "rollup_pending", ["bucket_start"])
+    # Folds add to rollup rows again and again: room on each page lets PostgreSQL update them in
+    # place. Only pages written from now on get it; nothing is rewritten or locked against
+    # writers (SET of a storage parameter takes a SHARE UPDATE EXCLUSIVE lock).
+    for table in ROLLUPS:
+        op.execute(f"ALTER TABLE {table} SET (fillfactor = 70)")
 
 
 def downgrade() -> None:
+    for table in ROLLUPS:
+        op.execute(f"ALTER TABLE {table} RESET (fillfactor)")
     # The previous version reads no pending deltas: what is still pending must be folded first
     # (stop every writer; the last materialiser to stop folds it), or the rollups would lose it.
     remaining = op.get_bind().scalar(sa.text("SELECT count(*) FROM rollup_pending"))

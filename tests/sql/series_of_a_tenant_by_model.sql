@@ -4,6 +4,7 @@ FROM (SELECT rollup_hour_tenant_model.bucket_start AS bucket_start, rollup_hour_
 FROM rollup_hour_tenant_model
 UNION ALL
 SELECT date_trunc('hour', rollup_pending.bucket_start, 'UTC') AS bucket_start, rollup_pending.tenant AS tenant, rollup_pending.model AS model, rollup_pending.requests AS requests, rollup_pending.input_tokens AS input_tokens, rollup_pending.cached_input_tokens AS cached_input_tokens, rollup_pending.output_tokens AS output_tokens, rollup_pending.reasoning_tokens AS reasoning_tokens
-FROM rollup_pending) AS rollup_hour_tenant_model
+FROM rollup_pending
+WHERE rollup_pending.bucket_start >= %(start_0)s::TIMESTAMP WITH TIME ZONE AND rollup_pending.bucket_start < %(end_0)s::TIMESTAMP WITH TIME ZONE) AS rollup_hour_tenant_model
 WHERE rollup_hour_tenant_model.bucket_start >= %(start_0)s::TIMESTAMP WITH TIME ZONE AND rollup_hour_tenant_model.bucket_start < %(end_0)s::TIMESTAMP WITH TIME ZONE AND rollup_hour_tenant_model.tenant IN (__[POSTCOMPILE_tenant_values])) AS rows GROUP BY rows.bucket, rows.model
 HAVING count(*) > %(count_1)s::INTEGER

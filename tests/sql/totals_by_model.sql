@@ -4,7 +4,8 @@ FROM (SELECT rollup_minute_model.bucket_start AS bucket_start, rollup_minute_mod
 FROM rollup_minute_model
 UNION ALL
 SELECT rollup_pending.bucket_start AS bucket_start, rollup_pending.model AS model, rollup_pending.requests AS requests, rollup_pending.input_tokens AS input_tokens, rollup_pending.cached_input_tokens AS cached_input_tokens, rollup_pending.output_tokens AS output_tokens, rollup_pending.reasoning_tokens AS reasoning_tokens
-FROM rollup_pending) AS rollup_minute_model
+FROM rollup_pending
+WHERE rollup_pending.bucket_start >= %(start_0)s::TIMESTAMP WITH TIME ZONE AND rollup_pending.bucket_start < %(end_0)s::TIMESTAMP WITH TIME ZONE OR rollup_pending.bucket_start >= %(start_1)s::TIMESTAMP WITH TIME ZONE AND rollup_pending.bucket_start < %(end_1)s::TIMESTAMP WITH TIME ZONE) AS rollup_minute_model
 WHERE rollup_minute_model.bucket_start >= %(start_0)s::TIMESTAMP WITH TIME ZONE AND rollup_minute_model.bucket_start < %(end_0)s::TIMESTAMP WITH TIME ZONE OR rollup_minute_model.bucket_start >= %(start_1)s::TIMESTAMP WITH TIME ZONE AND rollup_minute_model.bucket_start < %(end_1)s::TIMESTAMP WITH TIME ZONE
 UNION ALL
 SELECT rollup_hour_model.model AS model, rollup_hour_model.requests AS requests, rollup_hour_model.input_tokens AS input_tokens, rollup_hour_model.cached_input_tokens AS cached_input_tokens, rollup_hour_model.output_tokens AS output_tokens, rollup_hour_model.reasoning_tokens AS reasoning_tokens
@@ -12,7 +13,8 @@ FROM (SELECT rollup_hour_model.bucket_start AS bucket_start, rollup_hour_model.m
 FROM rollup_hour_model
 UNION ALL
 SELECT date_trunc('hour', rollup_pending.bucket_start, 'UTC') AS bucket_start, rollup_pending.model AS model, rollup_pending.requests AS requests, rollup_pending.input_tokens AS input_tokens, rollup_pending.cached_input_tokens AS cached_input_tokens, rollup_pending.output_tokens AS output_tokens, rollup_pending.reasoning_tokens AS reasoning_tokens
-FROM rollup_pending) AS rollup_hour_model
+FROM rollup_pending
+WHERE rollup_pending.bucket_start >= %(start_2)s::TIMESTAMP WITH TIME ZONE AND rollup_pending.bucket_start < %(end_2)s::TIMESTAMP WITH TIME ZONE OR rollup_pending.bucket_start >= %(start_3)s::TIMESTAMP WITH TIME ZONE AND rollup_pending.bucket_start < %(end_3)s::TIMESTAMP WITH TIME ZONE) AS rollup_hour_model
 WHERE rollup_hour_model.bucket_start >= %(start_2)s::TIMESTAMP WITH TIME ZONE AND rollup_hour_model.bucket_start < %(end_2)s::TIMESTAMP WITH TIME ZONE OR rollup_hour_model.bucket_start >= %(start_3)s::TIMESTAMP WITH TIME ZONE AND rollup_hour_model.bucket_start < %(end_3)s::TIMESTAMP WITH TIME ZONE
 UNION ALL
 SELECT rollup_day_model.model AS model, rollup_day_model.requests AS requests, rollup_day_model.input_tokens AS input_tokens, rollup_day_model.cached_input_tokens AS cached_input_tokens, rollup_day_model.output_tokens AS output_tokens, rollup_day_model.reasoning_tokens AS reasoning_tokens
@@ -20,6 +22,7 @@ FROM (SELECT rollup_day_model.bucket_start AS bucket_start, rollup_day_model.mod
 FROM rollup_day_model
 UNION ALL
 SELECT date_trunc('day', rollup_pending.bucket_start, 'UTC') AS bucket_start, rollup_pending.model AS model, rollup_pending.requests AS requests, rollup_pending.input_tokens AS input_tokens, rollup_pending.cached_input_tokens AS cached_input_tokens, rollup_pending.output_tokens AS output_tokens, rollup_pending.reasoning_tokens AS reasoning_tokens
-FROM rollup_pending) AS rollup_day_model
+FROM rollup_pending
+WHERE rollup_pending.bucket_start >= %(start_4)s::TIMESTAMP WITH TIME ZONE AND rollup_pending.bucket_start < %(end_4)s::TIMESTAMP WITH TIME ZONE) AS rollup_day_model
 WHERE rollup_day_model.bucket_start >= %(start_4)s::TIMESTAMP WITH TIME ZONE AND rollup_day_model.bucket_start < %(end_4)s::TIMESTAMP WITH TIME ZONE) AS rows GROUP BY rows.model
 HAVING count(*) > %(count_1)s::INTEGER

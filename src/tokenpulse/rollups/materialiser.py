@@ -21,7 +21,7 @@ LEADER_LOCK = 0x746F6B656E6D  # "tokenm": any constant every instance shares, no
 CAMPAIGN_SECONDS = 1.0
 """How often a worker that does not lead asks for the lock: a dead leader's successor folds
 within about this long after the database notices the death."""
-VACUUM_SECONDS = 10.0
+VACUUM_SECONDS = 2.0
 """How often the leader vacuums the pending table: every fold leaves its rows dead, and reads
 scan them until a vacuum frees them; autovacuum wakes only once a minute by default."""
 CLOSE_TIMEOUT_SECONDS = 5.0
@@ -114,7 +114,8 @@ class Materialiser:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._observer.fold_failed()
+                if self._leader is not None:
+                    self._observer.fold_failed()
                 self._log_failure(exc)
                 await self._resign()
             await asyncio.sleep(wait)

@@ -4,20 +4,34 @@ them, in one shape, so that every aggregate is exact whether or not the material
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Subquery, func, literal_column, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Subquery,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
 
+from tokenpulse.rollups.binds import within
 from tokenpulse.rollups.grains import MINUTE, Grain
 from tokenpulse.tables import ROLLUP_COUNTS, ROLLUP_DIMENSIONS, rollup_pending
 
 
-def rollup_rows(grain: Grain, dimensions: Iterable[str]) -> Subquery:
+def rollup_rows(grain: Grain, dimensions: Iterable[str], parts: Iterable[int]) -> Subquery:
     """The rows of the smallest rollup table of `grain` that has all of `dimensions`, and the
     pending deltas not yet folded into it, as rows of that table: `bucket_start`, its
     dimensions, the counts. Rows of one bucket and group may appear several times: sum them.
 
     One statement reads both in one snapshot, and a fold moves deltas from one to the other in
     one transaction, so each delta is counted exactly once. Filters on the subquery reach both
-    sides (PostgreSQL pulls a UNION ALL of plain selects up into an append of its parts).
+    sides (PostgreSQL pulls a UNION ALL of plain selects up into an append of its parts). The
+    pending side is also kept to the spans of `parts` (whole `grain` buckets) by its own minute,
+    so that its index passes over the deltas of every other time: a span of days long past
+    reads none of them.
     """
     table = grain.table_for(dimensions)
     names = [name for name in ROLLUP_DIMENSIONS if name in table.c]
@@ -30,7 +44,7 @@ def rollup_rows(grain: Grain, dimensions: Iterable[str]) -> Subquery:
         pending_bucket(grain).label("bucket_start"),
         *(rollup_pending.c[name] for name in names),
         *(rollup_pending.c[count] for count in ROLLUP_COUNTS),
-    )
+    ).where(or_(false(), *(within(rollup_pending.c.bucket_start, part) for part in parts)))
     return union_all(folded, pending).subquery(table.name)
 
 

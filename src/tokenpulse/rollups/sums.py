@@ -163,7 +163,8 @@ def _rollup_rows(
     """The rollup rows of `grain` in the spans of `parts` that the filters match: the group_by
     columns, then the counts; first, unless `bucketing` is NONE, a column `bucket` that holds the
     row's `bucket_start` (STARTS) or its bucket's index (SEARCH)."""
-    table = rollup_rows(grain, (*group_by, *dimensions))
+    parts = tuple(parts)
+    table = rollup_rows(grain, (*group_by, *dimensions), parts)
     columns: list[ColumnElement[Any]] = []
     if bucketing is Bucketing.STARTS:
         columns.append(table.c.bucket_start.label("bucket"))
@@ -190,7 +191,7 @@ def _bucket_totals(
     grain: Grain, dimensions: tuple[str, ...], measure: str, part: int
 ) -> Select[Any]:
     """Each non-empty bucket of `grain` in the span of part `part`, with its sum of `measure`."""
-    table = rollup_rows(grain, dimensions)
+    table = rollup_rows(grain, dimensions, (part,))
     total = cast(func.sum(rollup_measure(table, measure)), BigInteger).label("total")
     return (
         select(table.c.bucket_start, total)
@@ -202,7 +203,7 @@ def _bucket_totals(
 def rollup_counts(grain: Grain, dimensions: tuple[str, ...], part: int) -> Select[Any]:
     """The counts of the rollup rows of `grain` in the span of part `part`, filtered by
     `dimensions`: one row each, to be summed."""
-    table = rollup_rows(grain, dimensions)
+    table = rollup_rows(grain, dimensions, (part,))
     return select(*(table.c[count] for count in ROLLUP_COUNTS)).where(
         within(table.c.bucket_start, part), *filtered(table, dimensions)
     )
