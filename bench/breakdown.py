@@ -1,9 +1,13 @@
 """Where one batch of the write path spends its time, step by step, beside COPY of the same rows.
 
 Each batch of 1,000 events is decoded and validated as a worker does it, stored by the write
-path's own statement under EXPLAIN ANALYZE (which runs it and times every part of it), and
-committed; the same rows are then copied into a bare copy of usage_event. The parts of the
-statement are PostgreSQL's own timings, inflated a little by the timing itself.
+path's own statement under EXPLAIN ANALYZE (which runs it and times every part of it: the insert
+of new events, and the append of their sums to rollup_pending), and committed; then the
+materialiser's fold moves exactly those pending rows into the nine rollups, under EXPLAIN ANALYZE
+too, and commits; last, the same events are copied into a bare copy of usage_event. The parts
+of each statement are PostgreSQL's own timings, inflated a little by the timing itself; a part
+that runs another inside it (the peaks of hours and days read the minute rows that the minute
+upsert returns) is shown without the part it ran.
 """
 
 import json
@@ -16,8 +20,10 @@ from typing import Any
 import asyncpg
 
 from tokenpulse.ingest.body import Format, decode_events
-from tokenpulse.ingest.events import Event, EventRules, validate_event
+from tokenpulse.ingest.events import Event, EventRules
+from tokenpulse.ingest.validation import validate_event
 from tokenpulse.ingest.writer import EVENT_COLUMNS, STORE_EVENTS, event_row, statement_arguments
+from tokenpulse.rollups.fold import FOLD, FOLD_MAX_ROWS
 from tokenpulse.settings import Settings
 
 COPY_COLUMNS = [name for name, _ in EVENT_COLUMNS]
@@ -25,7 +31,8 @@ RULES = EventRules.of(Settings())
 
 
 async def flush_breakdown(url: str, batches: Iterable[list[dict[str, Any]]]) -> dict[str, float]:
-    """Per step, the median milliseconds one batch spent in it, over `batches`."""
+    """Per step, the median milliseconds one batch spent in it, over `batches`. `url`'s database
+    must hold no pending rows: each fold is to move exactly the rows its batch appended."""
     steps: dict[str, list[float]] = defaultdict(list)
     connection = await asyncpg.connect(url)
     await connection.execute("CREATE TABLE copy_target (LIKE usage_event INCLUDING ALL)")
@@ -41,9 +48,19 @@ async def flush_breakdown(url: str, batches: Iterable[list[dict[str, Any]]]) -> 
                     f"EXPLAIN (ANALYZE, FORMAT JSON) {STORE_EVENTS}", *statement_arguments(events)
                 )
                 for part, milliseconds in _parts(json.loads(plan)[0]["Plan"]):
-                    steps[part].append(milliseconds)
+                    steps[FLUSH_PARTS.get(part, part)].append(milliseconds)
                 started = time.perf_counter()
             steps["commit (WAL flush)"].append(_since(started))
+
+            async with connection.transaction():
+                plan = await connection.fetchval(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) {FOLD}", FOLD_MAX_ROWS
+                )
+                for part, milliseconds in _parts(json.loads(plan)[0]["Plan"]):
+                    label = FOLD_PARTS.get(part, part.replace("upserted_", "upsert "))
+                    steps[f"fold: {label}"].append(milliseconds)
+                started = time.perf_counter()
+            steps["fold: commit"].append(_since(started))
 
             started = time.perf_counter()
             await connection.copy_records_to_table(
@@ -55,6 +72,13 @@ async def flush_breakdown(url: str, batches: Iterable[list[dict[str, Any]]]) -> 
     finally:
         await connection.close()
     return {step: sorted(values)[len(values) // 2] for step, values in steps.items()}
+
+
+FLUSH_PARTS = {
+    "inserted": "insert new events (dedupe)",
+    "appended": "append their sums to rollup_pending",
+}
+FOLD_PARTS = {"moved": "take the same rows from rollup_pending"}
 
 
 def _validated(body: bytes) -> list[Event]:
@@ -69,17 +93,31 @@ def _validated(body: bytes) -> list[Event]:
 
 
 def _parts(plan: dict[str, Any]) -> Iterable[tuple[str, float]]:
-    """Each CTE of the statement (the event insert, then one per rollup table) and its time."""
-    for sub in plan.get("Plans", []):
-        name = sub.get("Subplan Name", "")
-        if name.startswith("CTE "):
-            part = name.removeprefix("CTE ")
-            label = (
-                "insert new events (dedupe)"
-                if part == "inserted"
-                else part.replace("upserted_", "upsert ")
-            )
-            yield label, sub["Actual Total Time"]
+    """Each CTE of the statement, in the statement's order, and the time it took itself."""
+    parts = {
+        sub["Subplan Name"].removeprefix("CTE "): sub
+        for sub in plan.get("Plans", [])
+        if sub.get("Subplan Name", "").startswith("CTE ")
+    }
+    totals = {name: node["Actual Total Time"] for name, node in parts.items()}
+    for name, node in parts.items():
+        yield name, totals[name] - sum(_ran_inside(node, totals, skip=name))
+
+
+def _ran_inside(node: dict[str, Any], totals: dict[str, float], *, skip: str) -> Iterable[float]:
+    """The times of the other parts that `node` ran inside itself: a part runs when it is first
+    read, so a scan of it that took at least as long as the whole part is where it ran."""
+    for child in node.get("Plans", []):
+        name = child.get("CTE Name")
+        if (
+            child.get("Node Type") == "CTE Scan"
+            and name in totals
+            and name != skip
+            and child["Actual Total Time"] >= totals[name]
+        ):
+            yield totals[name]
+        else:
+            yield from _ran_inside(child, totals, skip=skip)
 
 
 def _since(started: float) -> float:

@@ -1,5 +1,6 @@
 """The aggregate benchmark's data: 30 days of a simulated service, loaded through the write
-path's own statement (events and rollups in one transaction), without HTTP in between."""
+path's own statement (events, and their sums appended to the pending deltas, in one transaction)
+without HTTP in between, then folded into the rollups by the materialiser's own statement."""
 
 import asyncio
 import time
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.writer import store_events
+from tokenpulse.rollups.fold import fold
 from tokenpulse.simulator.launchday import LaunchDay
 
 MODELS = tuple(f"model-{n}" for n in range(8))
@@ -71,3 +73,27 @@ async def load(engine: AsyncEngine, day: LaunchDay, writers: int = 2) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(writer() for _ in range(writers)))
     return time.perf_counter() - started
+
+
+async def fold_all(engine: AsyncEngine) -> tuple[int, float]:
+    """Fold every pending delta into the rollups, in the materialiser's steps, until none is
+    left; the rows folded and the seconds it took."""
+    folded_rows = 0
+    started = time.perf_counter()
+    while True:
+        async with engine.begin() as connection:
+            folded = await fold(connection)
+        if not folded.rows:
+            return folded_rows, time.perf_counter() - started
+        folded_rows += folded.rows
+
+
+async def settle(engine: AsyncEngine) -> None:
+    """What autovacuum does a little after a bulk load: statistics, and the visibility map that
+    lets index-only scans skip the table (and the pending rows the fold left dead, gone). Then
+    the load's dirty pages are written out, so that the queries do not race the checkpointer
+    writing them."""
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.exec_driver_sql("VACUUM (ANALYZE)")
+        await autocommit.exec_driver_sql("CHECKPOINT")

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -92,10 +92,7 @@ class Latencies:
 
     def percentile(self, share: float) -> float:
         """In milliseconds."""
-        ordered = sorted(self.seconds)
-        if not ordered:
-            return float("nan")
-        return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+        return 1000 * percentile(self.seconds, share)
 
     @property
     def p50(self) -> float:
@@ -135,12 +132,13 @@ async def closed_loop(
 
 
 async def open_loop(
-    host: str, port: int, requests: Sequence[bytes], rate: float, connections: int
+    host: str, port: int, requests: Iterable[bytes], rate: float, connections: int
 ) -> tuple[Latencies, dict[int, int], list[bytes]]:
     """Send the requests at `rate` per second whatever the answers, over a pool of connections.
 
     Latency is counted from when a request was due, so a server that falls behind shows it.
-    Returns latencies, statuses, and the bodies of the 200 answers.
+    `requests` is read one at a time, as each falls due: it may be a generator that ends when
+    something else says so. Returns latencies, statuses, and the bodies of the 200 answers.
     """
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
@@ -176,3 +174,11 @@ async def open_loop(
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """The value below which `share` of `values` lie (nan without any)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]

@@ -1,13 +1,28 @@
 """Every tokenpulse benchmark in one run: one table, each figure beside its reference.
 
-    .venv/bin/python bench/run.py            # the full run (about 20 minutes at 1M and 10M)
-    .venv/bin/python bench/run.py --tiny     # seconds: that the benchmark still works
+    .venv/bin/python bench/run.py            # the full run (about 40 minutes at 1M and 10M)
+    .venv/bin/python bench/run.py --tiny     # a minute or less: that the benchmark still works
 
+1. Batch ingest, 1,000 events a request from 8 connections, of live traffic (events of the last
+   few minutes) and of a backfill (spread over 30 days), each beside two parallel COPY streams
+   of the same rows into a table shaped like usage_event.
+2. Sustained: live batches at (1)'s rate for 60 s, with the rows pending in rollup_pending and
+   the materialiser's lag (the age of the oldest) sampled every 0.5 s.
+3. Single-event ingest beside an endpoint that only parses the body; then at half that rate.
+4. The dashboard's queries on 30 days of data at 1M and 10M events, loaded by the ingest
+   statement and folded into the rollups by the materialiser's; at 10M, at rest and again
+   while live batches arrive at half (1)'s rate.
+5. Bytes stored per event at 10M, and each table's share.
+6. Twice (1)'s rate for 30 s: what is refused, memory, and that every acked event is stored.
+
+Then where one batch's flush, and the fold of its rows, spend their time (bench/breakdown.py).
 Load generators and the service share this machine's cores; figures are medians of --reps runs.
+Most of the full run's time goes to loading and folding the 10M events.
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,15 +32,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
 import asyncpg
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -34,11 +50,12 @@ from tokenpulse.embedded import start_embedded_postgres
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key
 from tokenpulse.migrations import upgrade_to_head
-from tokenpulse.simulator.launchday import LaunchDay
+from tokenpulse.rollups.materialiser import Pending, pending
+from tokenpulse.simulator.launchday import INDEX_DIGITS, LaunchDay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules
 from breakdown import COPY_COLUMNS, flush_breakdown
-from dataset import MODELS, load, thirty_days
+from dataset import MODELS, fold_all, load, settle, thirty_days
 from loadgen import (
     DROPPED,
     Connection,
@@ -46,6 +63,7 @@ from loadgen import (
     closed_loop,
     median,
     open_loop,
+    percentile,
     request_bytes,
 )
 
@@ -56,17 +74,22 @@ UNLIMITED = {f"TOKENPULSE_RATE_LIMIT_{scope.upper()}": "0" for scope in Scope}
 
 @dataclass(frozen=True)
 class Size:
-    copy_events: int
     batch_requests: int
+    """Requests of 1,000 events in each run of batch ingest."""
+    sustained_seconds: float
     single_seconds: float
     datasets: tuple[int, ...]
     query_repeats: int
+    query_budget: float
+    """Seconds one query's timed requests may take in all (over `reps` runs)."""
+    background_warmup: float
+    """Seconds of background ingest before the queries are timed again."""
     overload_seconds: float
     profiled_batches: int
 
 
-FULL = Size(200_000, 200, 10.0, (1_000_000, 10_000_000), 300, 30.0, 60)
-TINY = Size(5_000, 10, 1.0, (2_000, 4_000), 20, 2.0, 3)
+FULL = Size(200, 60.0, 10.0, (1_000_000, 10_000_000), 300, 30.0, 5.0, 30.0, 60)
+TINY = Size(10, 3.0, 0.5, (2_000, 4_000), 20, 1.0, 0.5, 1.0, 3)
 
 
 @dataclass
@@ -79,11 +102,19 @@ class Row:
 
 
 class Rows(list[Row]):
-    """The table's rows, each also shown on stderr as it is measured: a run that fails late
-    still tells what it measured."""
+    """The table's rows, each also shown on stderr as it is measured, with the seconds the run
+    had taken by then: a run that fails late still tells what it measured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = time.monotonic()
 
     def append(self, row: Row) -> None:
-        print(f"{row.figure}: {row.value}  {row.reference}  {row.ratio}", file=sys.stderr)
+        elapsed = time.monotonic() - self.started
+        print(
+            f"[{elapsed:4.0f} s] {row.figure}: {row.value}  {row.reference}  {row.ratio}",
+            file=sys.stderr,
+        )
         super().append(row)
 
 
@@ -190,64 +221,210 @@ def launch_day(events: int, seed: int) -> LaunchDay:
     )
 
 
-def ingest_requests(key: str, day: LaunchDay, batch: int) -> list[bytes]:
+BATCH = 1000
+"""Events per ingest request."""
+
+LIVE_SPAN = timedelta(minutes=2)
+
+
+def live(events: int, seed: int) -> LaunchDay:
+    """Live traffic: events of the last few minutes, from the simulator's 2,000 Zipf-sized
+    tenants and 20,000 keys, to the 8 models of the aggregate data."""
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    return LaunchDay(
+        start=end - LIVE_SPAN, seed=seed, models=MODELS, events=events, duration=LIVE_SPAN
+    )
+
+
+def backfill(events: int, seed: int) -> LaunchDay:
+    """Backfill: the same tenants, keys and models, the events spread over the last 30 days."""
+    return thirty_days(events, datetime.now(UTC).replace(second=0, microsecond=0), seed=seed)
+
+
+SHAPES = {"live traffic": live, "backfill over 30 days": backfill}
+
+
+def ingest_requests(key: str, batches: Iterable[list[dict[str, Any]]]) -> list[bytes]:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     return [
         request_bytes("POST", "/v1/events", headers, json.dumps({"events": events}).encode())
-        for events in day.batches(batch)
+        for events in batches
     ]
 
 
-async def copy_ceiling(server_url: str, size: Size, reps: int) -> float:
-    """Events per second of raw COPY into a table like usage_event, with the same indexes."""
-    rates = []
-    async with fresh_database(server_url) as url:
-        connection = await asyncpg.connect(url)
-        await connection.execute("CREATE TABLE copy_target (LIKE usage_event INCLUDING ALL)")
-        for rep in range(reps):
-            records = [
-                (
-                    e["tenant"],
-                    e["event_id"],
-                    e["project"],
-                    e["model"],
-                    e["api_key_id"],
-                    datetime.fromisoformat(e["occurred_at"]),
-                    e["input_tokens"],
-                    e["cached_input_tokens"],
-                    e["output_tokens"],
-                    e["reasoning_tokens"],
-                    None,  # attributes
-                )
-                for e in launch_day(size.copy_events, seed=100 + rep)
-            ]
-            await connection.execute("TRUNCATE copy_target")
-            started = time.perf_counter()
-            await connection.copy_records_to_table(
-                "copy_target",
-                records=records,
-                columns=COPY_COLUMNS,
-            )
-            rates.append(len(records) / (time.perf_counter() - started))
-        await connection.close()
-    return median(rates)
+def id_prefix(day: LaunchDay) -> str:
+    """What every event id of `day` starts with."""
+    first = next(iter(day))["event_id"]
+    return str(first)[:-INDEX_DIGITS]
+
+
+def renumbered(requests: Sequence[bytes], prefix: str) -> Iterator[bytes]:
+    """`requests` over and over, each round's event ids new: `prefix`, which every event id in
+    them starts with, replaced by one of the same length (the requests keep their length)."""
+    old = f'"{prefix}'.encode()
+    digits = len(prefix) - 2
+    for round_ in range(10**digits):
+        new = f'"r{round_:0{digits}d}-'.encode()
+        for request in requests:
+            yield request.replace(old, new)
+
+
+def copy_record(event: dict[str, Any]) -> tuple[object, ...]:
+    return (
+        event["tenant"],
+        event["event_id"],
+        event["project"],
+        event["model"],
+        event["api_key_id"],
+        datetime.fromisoformat(event["occurred_at"]),
+        event["input_tokens"],
+        event["cached_input_tokens"],
+        event["output_tokens"],
+        event["reasoning_tokens"],
+        None,  # attributes
+    )
+
+
+async def parallel_copy(connections: list[Any], batches: list[list[dict[str, Any]]]) -> float:
+    """Events per second of COPY of `batches` into copy_target (a table like usage_event, with
+    the same indexes), the batches dealt out in turn to one COPY stream per connection."""
+    streams = [
+        [copy_record(event) for batch in batches[number :: len(connections)] for event in batch]
+        for number in range(len(connections))
+    ]
+    await connections[0].execute("TRUNCATE copy_target")
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(
+            connection.copy_records_to_table("copy_target", records=records, columns=COPY_COLUMNS)
+            for connection, records in zip(connections, streams, strict=True)
+        )
+    )
+    return sum(map(len, streams)) / (time.perf_counter() - started)
+
+
+async def pending_now(engine: AsyncEngine) -> Pending:
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return await pending(autocommit)
+
+
+FOLDED_WITHIN = 600.0
+"""Seconds the materialiser may take to fold what a measurement left pending."""
+
+
+async def folded(engine: AsyncEngine) -> float:
+    """Wait until the materialiser has folded every pending row; the seconds that took."""
+    started = time.perf_counter()
+    while (await pending_now(engine)).rows:
+        if time.perf_counter() - started > FOLDED_WITHIN:
+            raise RuntimeError(f"rows still pending after {FOLDED_WITHIN:.0f} s")
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - started
+
+
+SAMPLE_SECONDS = 0.5
+
+
+@dataclass
+class Background:
+    """Live batches posted at `rate` events per second while something else is measured, and
+    what was pending meanwhile, sampled every SAMPLE_SECONDS."""
+
+    rate: float
+    seconds: float = 0.0
+    latency: Latencies = field(default_factory=lambda: Latencies([]))
+    statuses: dict[int, int] = field(default_factory=dict)
+    pending_rows: list[float] = field(default_factory=list)
+    lag: list[float] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def ingesting(
+    port: int, requests: Sequence[bytes], prefix: str, rate: float, engine: AsyncEngine
+) -> AsyncIterator[Background]:
+    """Post `requests` (renumbered, over and over) at `rate` events per second until the block
+    ends; the figures are complete once it has."""
+    load = Background(rate)
+    stop = asyncio.Event()
+
+    def until_stopped() -> Iterator[bytes]:
+        for request in renumbered(requests, prefix):
+            if stop.is_set():
+                return
+            yield request
+
+    async def sample() -> None:
+        while not stop.is_set():
+            state = await pending_now(engine)
+            load.pending_rows.append(state.rows)
+            load.lag.append(state.lag)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
+
+    # Enough connections that a server that falls behind holds the backlog, not this client.
+    sender = asyncio.create_task(
+        open_loop(HOST, port, until_stopped(), rate=rate / BATCH, connections=64)
+    )
+    sampler = asyncio.create_task(sample())
+    started = time.perf_counter()
+    try:
+        yield load
+    finally:
+        stop.set()
+        load.seconds = time.perf_counter() - started
+        load.latency, load.statuses, _ = await sender
+        await sampler
+
+
+@dataclass
+class Ingest:
+    rates: list[float] = field(default_factory=list)
+    copies: list[float] = field(default_factory=list)
+    latency: Latencies = field(default_factory=lambda: Latencies([]))
 
 
 async def batch_ingest(
     server_url: str, size: Size, reps: int, workers: int
-) -> tuple[float, Latencies]:
-    rates, latencies = [], Latencies([])
+) -> tuple[dict[str, Ingest], Background, float]:
+    """Each traffic shape's batch ingest beside two COPY streams of the same rows; then live
+    batches at the live rate for `sustained_seconds`, and how long the rows pending at its end
+    took to fold."""
+    results = {shape: Ingest() for shape in SHAPES}
     async with fresh_database(server_url) as url:
         key = await admin_key(url)
-        with tokenpulse(url, workers) as (port, _):
-            for rep in range(reps):
-                day = launch_day(size.batch_requests * 1000, seed=200 + rep)
-                requests = ingest_requests(key, day, 1000)
-                seconds, run, statuses = await closed_loop(HOST, port, requests, connections=8)
-                assert set(statuses) == {200}, statuses
-                rates.append(size.batch_requests * 1000 / seconds)
-                latencies.seconds += run.seconds
-    return median(rates), latencies
+        copiers = [await asyncpg.connect(url) for _ in range(2)]
+        await copiers[0].execute("CREATE TABLE copy_target (LIKE usage_event INCLUDING ALL)")
+        engine = create_async_engine(async_url(url), pool_size=2)
+        sustained_requests: list[bytes] = []
+        prefix = ""
+        try:
+            with tokenpulse(url, workers) as (port, _):
+                for rep in range(reps):
+                    for number, (shape, make) in enumerate(SHAPES.items()):
+                        day = make(size.batch_requests * BATCH, seed=200 + 10 * rep + number)
+                        batches = list(day.batches(BATCH))
+                        requests = ingest_requests(key, batches)
+                        await folded(engine)
+                        results[shape].copies.append(await parallel_copy(copiers, batches))
+                        seconds, latency, statuses = await closed_loop(
+                            HOST, port, requests, connections=8
+                        )
+                        assert set(statuses) == {200}, statuses
+                        results[shape].rates.append(size.batch_requests * BATCH / seconds)
+                        results[shape].latency.seconds += latency.seconds
+                        if shape == "live traffic":
+                            sustained_requests, prefix = requests, id_prefix(day)
+                await folded(engine)
+                rate = median(results["live traffic"].rates)
+                async with ingesting(port, sustained_requests, prefix, rate, engine) as load:
+                    await asyncio.sleep(size.sustained_seconds)
+                drained = await folded(engine)
+        finally:
+            await engine.dispose()
+            for copier in copiers:
+                await copier.close()
+    return results, load, drained
 
 
 def single_requests(key: str | None, count: int, seed: int) -> list[bytes]:
@@ -333,48 +510,116 @@ def queries(end: datetime) -> dict[str, str]:
     }
 
 
+WARM_UP = 5
+"""Requests of each query sent before any is timed."""
+
+
+async def time_queries(
+    port: int, paths: dict[str, str], headers: dict[str, str], size: Size, reps: int
+) -> dict[str, Latencies]:
+    """Each query `query_repeats` times in a row, `reps` times over, on one connection, after a
+    few untimed (for at most a quarter of `query_budget`); a query whose timed requests take
+    more than `query_budget` seconds in all is timed on those answered by then, one at least."""
+    timings = {}
+    for name, path in paths.items():
+        request = request_bytes("GET", path, headers)
+        timings[name] = latency = Latencies([])
+        connection = await Connection.open(HOST, port)
+        try:
+            deadline = time.perf_counter() + size.query_budget / 4
+            for _ in range(WARM_UP):
+                status, _, _ = await connection.send(request)
+                assert status == 200, (name, status)
+                if time.perf_counter() > deadline:
+                    break
+            deadline = time.perf_counter() + size.query_budget
+            for _ in range(reps * size.query_repeats):
+                if latency.seconds and time.perf_counter() > deadline:
+                    break
+                started = time.perf_counter()
+                status, _, _ = await connection.send(request)
+                assert status == 200, (name, status)
+                latency.seconds.append(time.perf_counter() - started)
+        finally:
+            await connection.close()
+    return timings
+
+
+async def stored_bytes(engine: AsyncEngine) -> tuple[int, dict[str, int]]:
+    """The database's size, and each table's with its indexes and TOAST, largest first."""
+    async with engine.connect() as connection:
+        database = await connection.scalar(text("SELECT pg_database_size(current_database())"))
+        tables = await connection.execute(
+            text(
+                "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+                " ORDER BY 2 DESC, 1"
+            )
+        )
+        return int(database), {name: int(size) for name, size in tables}
+
+
+@dataclass
+class Stored:
+    """One data set: how fast it loaded and folded, and how fast the queries read it."""
+
+    load_rate: float
+    folded_rows: int
+    fold_seconds: float
+    timings: dict[str, Latencies]
+    database_bytes: int = 0
+    table_bytes: dict[str, int] = field(default_factory=dict)
+    under_ingest: dict[str, Latencies] = field(default_factory=dict)
+    background: Background | None = None
+
+
 async def aggregates(
-    server_url: str, size: Size, reps: int, workers: int
-) -> dict[int, dict[str, Any]]:
-    results: dict[int, dict[str, Any]] = {}
+    server_url: str, size: Size, reps: int, workers: int, batch_rate: float
+) -> dict[int, Stored]:
+    """The queries on each data set at rest; on the largest, its bytes per event, and the
+    queries again while live batches arrive at half `batch_rate`."""
+    results: dict[int, Stored] = {}
     for events in size.datasets:
+        largest = events == max(size.datasets)
         async with fresh_database(server_url) as url:
             key = await admin_key(url)
             end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
             day = thirty_days(events, end)
             engine: AsyncEngine = create_async_engine(async_url(url), pool_size=2)
-            load_seconds = await load(engine, day)
-            async with engine.connect() as connection:
-                await connection.execution_options(isolation_level="AUTOCOMMIT")
-                # What autovacuum does a little after a bulk load: statistics, and the visibility
-                # map that lets index-only scans skip the table. Then the load's dirty pages are
-                # written out, so that the queries do not race the checkpointer writing them.
-                await connection.exec_driver_sql("VACUUM (ANALYZE)")
-                await connection.exec_driver_sql("CHECKPOINT")
-            await engine.dispose()
-            paths = queries(end)
-            with tokenpulse(url, workers) as (port, _):
-                headers = {"Authorization": f"Bearer {key}"}
-                put = json.dumps({"launched_at": day.start.strftime("%Y-%m-%dT%H:%M:%SZ")})
-                launch = request_bytes(
-                    "PUT",
-                    "/v1/launches/model-0",
-                    {**headers, "Content-Type": "application/json"},
-                    put.encode(),
-                )
-                await closed_loop(HOST, port, [launch], connections=1)
-                timings = {}
-                for name, path in paths.items():
-                    request = request_bytes("GET", path, headers)
-                    await closed_loop(HOST, port, [request] * 5, connections=1)  # warm up
-                    timings[name] = Latencies([])
-                    for _ in range(reps):
-                        _, latency, statuses = await closed_loop(
-                            HOST, port, [request] * size.query_repeats, connections=1
-                        )
-                        assert set(statuses) == {200}, (name, statuses)
-                        timings[name].seconds += latency.seconds
-            results[events] = {"load_rate": events / load_seconds, "timings": timings}
+            try:
+                load_seconds = await load(engine, day)
+                folded_rows, fold_seconds = await fold_all(engine)
+                await settle(engine)
+                stored = Stored(events / load_seconds, folded_rows, fold_seconds, {})
+                if largest:
+                    stored.database_bytes, stored.table_bytes = await stored_bytes(engine)
+                paths = queries(end)
+                with tokenpulse(url, workers) as (port, _):
+                    headers = {"Authorization": f"Bearer {key}"}
+                    put = json.dumps({"launched_at": day.start.strftime("%Y-%m-%dT%H:%M:%SZ")})
+                    launch = request_bytes(
+                        "PUT",
+                        "/v1/launches/model-0",
+                        {**headers, "Content-Type": "application/json"},
+                        put.encode(),
+                    )
+                    await closed_loop(HOST, port, [launch], connections=1)
+                    stored.timings = await time_queries(port, paths, headers, size, reps)
+                    if largest:
+                        traffic = live(size.batch_requests * BATCH, seed=800)
+                        requests = ingest_requests(key, traffic.batches(BATCH))
+                        async with ingesting(
+                            port, requests, id_prefix(traffic), batch_rate / 2, engine
+                        ) as background:
+                            await asyncio.sleep(size.background_warmup)
+                            stored.under_ingest = await time_queries(
+                                port, paths, headers, size, reps
+                            )
+                        stored.background = background
+            finally:
+                await engine.dispose()
+            results[events] = stored
     return results
 
 
@@ -386,7 +631,7 @@ async def overload(server_url: str, size: Size, workers: int, sustainable: float
             rate = 2 * sustainable / 1000  # requests of 1,000 events
             count = max(4, int(rate * size.overload_seconds))
             day = launch_day(count * 1000, seed=600)
-            requests = ingest_requests(key, day, 1000)
+            requests = ingest_requests(key, day.batches(BATCH))
             peak = [before]
 
             async def watch() -> None:
@@ -460,6 +705,45 @@ def table(rows: list[Row], header: Row = MAIN_HEADER) -> str:
     return "\n".join(lines)
 
 
+def milliseconds(latency: Latencies, digits: int = 1) -> str:
+    return f"{latency.p50:.{digits}f} / {latency.p99:.{digits}f}"
+
+
+def timed(latency: Latencies, size: Size, reps: int) -> str:
+    """`latency` as p50 / p99, and how many requests it covers when the budget cut them short."""
+    planned = reps * size.query_repeats
+    if len(latency.seconds) >= planned:
+        return milliseconds(latency)
+    cut = f"{len(latency.seconds)} of {planned} in {size.query_budget:.0f} s"
+    return f"{milliseconds(latency)} ({cut})"
+
+
+def p50_p99(values: list[float], digits: int = 0) -> str:
+    return f"{percentile(values, 0.5):,.{digits}f} / {percentile(values, 0.99):,.{digits}f}"
+
+
+def statuses_of(load: Background) -> str:
+    return f"statuses {dict(sorted(load.statuses.items()))}"
+
+
+def bytes_rows(events: int, stored: Stored) -> list[Row]:
+    database = stored.database_bytes
+    rows = [
+        Row(
+            f"5. bytes stored per event at {number(events)} (database size / events)",
+            number(database / events),
+            f"database {database / 2**20:,.0f} MiB",
+        )
+    ]
+    parts = {f"{name}, with indexes and TOAST": size for name, size in stored.table_bytes.items()}
+    parts["the rest: PostgreSQL's own catalogs"] = database - sum(stored.table_bytes.values())
+    for name, size in parts.items():
+        rows.append(
+            Row(f"   {name}", f"{size / events:,.1f}", f"{size / database:.1%} of the database")
+        )
+    return rows
+
+
 async def run_all(args: argparse.Namespace, server_url: str) -> int:
     size = TINY if args.tiny else FULL
     reps = 1 if args.tiny else args.reps
@@ -469,22 +753,40 @@ async def run_all(args: argparse.Namespace, server_url: str) -> int:
         f"generators; {args.workers} tokenpulse workers; medians of {reps} runs",
         file=sys.stderr,
     )
-    ceiling = await copy_ceiling(server_url, size, reps)
-    rows.append(Row("1. raw COPY into usage_event's shape (events/s)", number(ceiling)))
-    batch_rate, batch_latency = await batch_ingest(server_url, size, reps, args.workers)
+    batch, sustained, drained = await batch_ingest(server_url, size, reps, args.workers)
+    for shape, ingest in batch.items():
+        rate, copy = median(ingest.rates), median(ingest.copies)
+        rows.append(
+            Row(
+                f"1. batch ingest, {shape}, 1,000 events/request (events/s)",
+                number(rate),
+                f"2 COPY streams of the same rows {number(copy)}",
+                f"{rate / copy:.2f}",
+                "≥ 0.5",
+            )
+        )
+        rows.append(Row("   ack latency p50 / p99 (ms)", milliseconds(ingest.latency, 0)))
     rows.append(
         Row(
-            "2. batch ingest, 1,000 events/request (events/s)",
-            number(batch_rate),
-            f"COPY {number(ceiling)}",
-            f"{batch_rate / ceiling:.2f}",
-            "≥ 0.5",
+            f"2. sustained: live batches at that rate ({number(sustained.rate)} events/s) for "
+            f"{sustained.seconds:.0f} s: rows pending p50 / p99",
+            p50_p99(sustained.pending_rows),
         )
     )
     rows.append(
         Row(
-            "   batch ack latency p50 / p99 (ms)",
-            f"{batch_latency.p50:.0f} / {batch_latency.p99:.0f}",
+            f"   materialiser lag p50 / p99 (s), sampled every {SAMPLE_SECONDS} s",
+            p50_p99(sustained.lag, 2),
+            f"all folded {drained:.1f} s after the last ack",
+            "",
+            "p99 ≤ 2",
+        )
+    )
+    rows.append(
+        Row(
+            "   ack latency p50 / p99 (ms), from when each request was due",
+            milliseconds(sustained.latency, 0),
+            statuses_of(sustained),
         )
     )
     single = await single_event(server_url, size, reps, args.workers)
@@ -500,43 +802,75 @@ async def run_all(args: argparse.Namespace, server_url: str) -> int:
     rows.append(
         Row(
             "   saturated p50 / p99 (ms)",
-            f"{single['latency'].p50:.1f} / {single['latency'].p99:.1f}",
-            f"{single['reference_latency'].p50:.1f} / {single['reference_latency'].p99:.1f}",
+            milliseconds(single["latency"]),
+            milliseconds(single["reference_latency"]),
         )
     )
     rows.append(
         Row(
             f"   at half that rate ({number(single['half_rate'])}/s): p50 / p99 (ms)",
-            f"{single['half_rate_latency'].p50:.1f} / {single['half_rate_latency'].p99:.1f}",
+            milliseconds(single["half_rate_latency"]),
             "",
             "",
             "p99 ≤ 50",
         )
     )
-    stored = await aggregates(server_url, size, reps, args.workers)
+    live_rate = median(batch["live traffic"].rates)
+    stored = await aggregates(server_url, size, reps, args.workers, live_rate)
     small, large = size.datasets
     for events in size.datasets:
         rows.append(
             Row(
                 f"4. load {number(events)} events, same statement as ingest (events/s)",
-                number(stored[events]["load_rate"]),
+                number(stored[events].load_rate),
+            )
+        )
+        rows.append(
+            Row(
+                f"   then fold its {number(stored[events].folded_rows)} pending rows into the "
+                "rollups (rows/s)",
+                number(stored[events].folded_rows / stored[events].fold_seconds),
+                f"in {stored[events].fold_seconds:,.1f} s",
             )
         )
     for name in queries(datetime.now(UTC)):
-        low, high = stored[small]["timings"][name], stored[large]["timings"][name]
+        low, high = stored[small].timings[name], stored[large].timings[name]
         rows.append(
             Row(
-                f"   {name}: p50 / p99 (ms) at {number(large)}",
-                f"{high.p50:.1f} / {high.p99:.1f}",
-                f"at {number(small)}: {low.p50:.1f} / {low.p99:.1f}",
+                f"   {name}: p50 / p99 (ms) at {number(large)}, at rest",
+                timed(high, size, reps),
+                f"at {number(small)}: {timed(low, size, reps)}",
                 f"{high.p99 / low.p99:.2f}",
                 "p99 ≤ 10, ratio ≤ 1.5",
             )
         )
-    flood = await overload(server_url, size, args.workers, batch_rate)
+    background = stored[large].background
+    assert background is not None
+    for name in queries(datetime.now(UTC)):
+        rest, busy = stored[large].timings[name], stored[large].under_ingest[name]
+        rows.append(
+            Row(
+                f"   {name}: p50 / p99 (ms) at {number(large)}, while ingesting",
+                timed(busy, size, reps),
+                f"at rest: {milliseconds(rest)}",
+                f"{busy.p99 / rest.p99:.2f}",
+                "p99 ≤ 10",
+            )
+        )
     rows.append(
         Row(
-            f"5. 2x overload ({number(flood['rate'])} events/s offered, "
+            f"   meanwhile: live batches at half the batch rate ({number(background.rate)} "
+            "events/s): rows pending p50 / p99",
+            p50_p99(background.pending_rows),
+            f"lag p50 / p99 (s) {p50_p99(background.lag, 2)}; {statuses_of(background)}",
+        )
+    )
+    for row in bytes_rows(large, stored[large]):
+        rows.append(row)
+    flood = await overload(server_url, size, args.workers, live_rate)
+    rows.append(
+        Row(
+            f"6. 2x overload ({number(flood['rate'])} events/s offered, "
             f"{size.overload_seconds:.0f} s): refused 503/429",
             f"{flood['refused_share']:.0%}",
             f"statuses {flood['statuses']}",
@@ -559,10 +893,11 @@ async def run_all(args: argparse.Namespace, server_url: str) -> int:
     )
     print(table(rows))
     async with fresh_database(server_url) as url:
-        day = launch_day(size.profiled_batches * 1000, seed=300)
-        steps = await flush_breakdown(url, day.batches(1000))
+        day = live(size.profiled_batches * BATCH, seed=300)
+        steps = await flush_breakdown(url, day.batches(BATCH))
     print(
-        f"\nWhere a batch of 1,000 events spends its time (ms, median of {size.profiled_batches}):"
+        f"\nWhere a batch of 1,000 live events spends its time, from its flush to the fold of its "
+        f"rows (ms, median of {size.profiled_batches}):"
     )
     breakdown = [Row(step, f"{ms:.1f}") for step, ms in steps.items()]
     print(table(breakdown, header=Row("step", "ms")))
