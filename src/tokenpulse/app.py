@@ -68,7 +68,11 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         # Unpooled: the lock that makes one worker the materialiser lives as long as the
         # connection that took it.
         materialiser_engine = create_engine(
-            settings, database_url, pool_size=None, application_name="tokenpulse-materialiser"
+            settings,
+            database_url,
+            pool_size=None,
+            application_name="tokenpulse-materialiser",
+            timeout_on_server=True,
         )
         materialiser = Materialiser(
             materialiser_engine,

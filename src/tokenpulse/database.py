@@ -22,9 +22,24 @@ def create_engine(
     *,
     pool_size: int | None,
     application_name: str = "tokenpulse",
+    timeout_on_server: bool = False,
 ) -> AsyncEngine:
     """Pools of `pool_size` connections; None: no pool, a connection closes when it is closed
-    (what holds a session's advisory lock must not outlive its holder in a pool)."""
+    (what holds a session's advisory lock must not outlive its holder in a pool).
+
+    The statement timeout is the driver's, which ends with the process that set it;
+    `timeout_on_server` makes PostgreSQL enforce it too, so that the statement of a process that
+    died while it waited on a lock ends (and its session with it) within the timeout.
+    """
+    server_settings = {
+        "application_name": application_name,
+        # An ack promises durability; never inherit a weaker server default.
+        "synchronous_commit": "on",
+        "timezone": "UTC",
+    }
+    if timeout_on_server:
+        timeout_ms = int(settings.db_statement_timeout.total_seconds() * 1000)
+        server_settings["statement_timeout"] = str(timeout_ms)
     pooling: dict[str, Any] = (
         {"poolclass": NullPool}
         if pool_size is None
@@ -46,12 +61,7 @@ def create_engine(
         connect_args={
             "timeout": settings.db_connect_timeout.total_seconds(),
             "command_timeout": settings.db_statement_timeout.total_seconds(),
-            "server_settings": {
-                "application_name": application_name,
-                # An ack promises durability; never inherit a weaker server default.
-                "synchronous_commit": "on",
-                "timezone": "UTC",
-            },
+            "server_settings": server_settings,
         },
     )
 

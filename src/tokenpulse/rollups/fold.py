@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenpulse.rollups.grains import GRAINS, MINUTE, Grain
 from tokenpulse.tables import ROLLUP_COUNTS, ROLLUP_DIMENSIONS, rollup_pending
 
-FOLD_MAX_ROWS = 100_000
+FOLD_MAX_ROWS = 20_000
 """Most pending rows one fold moves, so that a backlog is folded in steps that each finish well
 inside the statement timeout; the materialiser folds again at once after a full one."""
 

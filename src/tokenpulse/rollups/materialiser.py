@@ -146,13 +146,17 @@ class Materialiser:
         return folded
 
     async def _vacuum_when_due(self) -> None:
+        """Vacuum pending now and then; a failure is logged, and costs no leadership."""
         if self._monotonic() - self._last_vacuum < VACUUM_SECONDS:
             return
         self._last_vacuum = self._monotonic()
-        # VACUUM runs outside any transaction, so on a connection of its own.
-        async with self._engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.exec_driver_sql(f"VACUUM {rollup_pending.name}")
+        try:
+            # VACUUM runs outside any transaction, so on a connection of its own.
+            async with self._engine.connect() as connection:
+                autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                await autocommit.exec_driver_sql(f"VACUUM {rollup_pending.name}")
+        except Exception as exc:
+            log.warning("vacuuming the pending deltas failed (%s)", type(exc).__name__)
 
     async def _resign(self) -> None:
         """Give the lock up by closing its connection (unpooled: it really closes)."""
