@@ -19,9 +19,9 @@ from typing import Any
 
 import asyncpg
 
-from tokenpulse.ingest.body import Format, decode_events
-from tokenpulse.ingest.events import Event, EventRules
-from tokenpulse.ingest.validation import validate_event
+from tokenpulse.ingest.body import Format
+from tokenpulse.ingest.events import Checking, Event, EventRules
+from tokenpulse.ingest.validation import validate_body
 from tokenpulse.ingest.writer import EVENT_COLUMNS, STORE_EVENTS, event_row, statement_arguments
 from tokenpulse.rollups.fold import FOLD, FOLD_MAX_ROWS
 from tokenpulse.settings import Settings
@@ -82,12 +82,12 @@ FOLD_PARTS = {"moved": "take the same rows from rollup_pending"}
 
 
 def _validated(body: bytes) -> list[Event]:
-    now = datetime.now(UTC)
-    events = []
-    for raw in decode_events(body, Format.JSON, max_events=10_000):
-        checked = validate_event(raw, key_tenant=None, rules=RULES, now=now)
-        assert isinstance(checked, Event), checked
-        events.append(checked)
+    """The body's events as a worker validates a clean body: one pydantic call."""
+    validated = validate_body(
+        body, Format.JSON, Checking(RULES, datetime.now(UTC), None), max_events=10_000
+    )
+    assert not validated.rejections, validated.rejections
+    events = validated.events
     events.sort(key=lambda event: (event.tenant, event.event_id))
     return events
 
