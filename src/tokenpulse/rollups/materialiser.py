@@ -81,10 +81,6 @@ class Materialiser:
         self._task: asyncio.Task[None] | None = None
         self._last_failure_log = -CAMPAIGN_SECONDS * 5
 
-    @property
-    def leads(self) -> bool:
-        return self._leader is not None
-
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tokenpulse-materialiser")
 
