@@ -55,23 +55,32 @@ async def prepare_database(database_url: str) -> str:
 
 
 @asynccontextmanager
-async def ingest_stalled(database_url: str) -> AsyncIterator[None]:
-    """Hold every ingest transaction at the pending deltas, and enter once one is waiting there.
-
-    The stall ends with the block, or with the database if that goes down meanwhile.
-    """
+async def blocking(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in an open transaction, for the locks a test takes in it: they are held
+    until the block ends, or until the database goes down meanwhile."""
     blocker = await asyncpg.connect(database_url)
     try:
-        await blocker.execute("BEGIN; LOCK TABLE rollup_pending IN SHARE MODE")
-        await until(
-            lambda: flushes_waiting(database_url), "a flush waiting on the stalled pending deltas"
-        )
-        yield
+        await blocker.execute("BEGIN")
+        yield blocker
     finally:
         try:
             await blocker.close(timeout=HANG_SECONDS)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             blocker.terminate()
+
+
+@asynccontextmanager
+async def ingest_stalled(database_url: str) -> AsyncIterator[None]:
+    """Hold every ingest transaction at the pending deltas, and enter once one is waiting there.
+
+    The stall ends with the block, or with the database if that goes down meanwhile.
+    """
+    async with blocking(database_url) as blocker:
+        await blocker.execute("LOCK TABLE rollup_pending IN SHARE MODE")
+        await until(
+            lambda: flushes_waiting(database_url), "a flush waiting on the stalled pending deltas"
+        )
+        yield
 
 
 async def flushes_waiting(database_url: str) -> bool:

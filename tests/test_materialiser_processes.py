@@ -24,7 +24,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Keys
-from tests.faults import CrashablePostgres, prepare_database, probe_events, ready, server_env
+from tests.faults import (
+    CrashablePostgres,
+    blocking,
+    prepare_database,
+    probe_events,
+    ready,
+    server_env,
+)
 from tests.gateways import (
     HANG_SECONDS,
     Gateways,
@@ -344,17 +351,10 @@ async def day_rollups_locked(database_url: str) -> AsyncIterator[None]:
     taken its pending deltas out: each upsert groups the deleted rows, so reads all of them
     before it writes one. The lock ends with the block, or with the database if that goes down.
     """
-    blocker = await asyncpg.connect(database_url)
-    try:
-        await blocker.execute("BEGIN")
+    async with blocking(database_url) as blocker:
         locked = await blocker.fetch("SELECT 1 FROM rollup_day_model FOR UPDATE")
         assert locked, "no day rollup to lock yet: nothing has been folded"
         yield
-    finally:
-        try:
-            await blocker.close(timeout=HANG_SECONDS)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            blocker.terminate()
 
 
 async def stalled_fold(database_url: str) -> int:
