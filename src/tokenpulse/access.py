@@ -86,7 +86,7 @@ class AccessLayer:
         finally:
             seconds = time.perf_counter() - started
             # The route's template, never the raw path: one series per endpoint, not per URL.
-            route: str | None = getattr(scope.get("route"), "path", None)
+            route: str | None = getattr(scope.get("route"), "path_format", None)
             self._count(scope["method"], route, status, seconds)
             self._log(scope, route, status, seconds, bytes_in, bytes_out)
             request_id.reset(token)

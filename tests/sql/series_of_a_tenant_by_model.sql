@@ -8,3 +8,4 @@ FROM rollup_pending
 WHERE rollup_pending.bucket_start >= %(start_0)s::TIMESTAMP WITH TIME ZONE AND rollup_pending.bucket_start < %(end_0)s::TIMESTAMP WITH TIME ZONE) AS rollup_hour_tenant_model
 WHERE rollup_hour_tenant_model.bucket_start >= %(start_0)s::TIMESTAMP WITH TIME ZONE AND rollup_hour_tenant_model.bucket_start < %(end_0)s::TIMESTAMP WITH TIME ZONE AND rollup_hour_tenant_model.tenant IN (__[POSTCOMPILE_tenant_values])) AS rows GROUP BY rows.bucket, rows.model
 HAVING count(*) > %(count_1)s::INTEGER
+ LIMIT %(most_rows)s::INTEGER

@@ -26,3 +26,4 @@ FROM rollup_pending
 WHERE rollup_pending.bucket_start >= %(start_4)s::TIMESTAMP WITH TIME ZONE AND rollup_pending.bucket_start < %(end_4)s::TIMESTAMP WITH TIME ZONE) AS rollup_day_model
 WHERE rollup_day_model.bucket_start >= %(start_4)s::TIMESTAMP WITH TIME ZONE AND rollup_day_model.bucket_start < %(end_4)s::TIMESTAMP WITH TIME ZONE) AS rows GROUP BY rows.model
 HAVING count(*) > %(count_1)s::INTEGER
+ LIMIT %(most_rows)s::INTEGER

@@ -34,6 +34,7 @@ async def get_usage(
             start=first,
             end=instant("end", end),
             now=runtime.clock(),
+            max_results=runtime.settings.max_series_results,
         )
 
 
@@ -52,4 +53,10 @@ async def get_totals(
         now=runtime.clock(),
     )
     async with runtime.engine.connect() as connection:
-        return await usage_totals(connection, chosen, start=counted_start, end=counted_end)
+        return await usage_totals(
+            connection,
+            chosen,
+            start=counted_start,
+            end=counted_end,
+            max_groups=runtime.settings.max_groups,
+        )

@@ -11,7 +11,7 @@ from tokenpulse.instants import floor_to, format_rfc3339
 from tokenpulse.rollups.cover import cover_buckets
 from tokenpulse.rollups.grains import DAY, HOUR, MINUTE
 from tokenpulse.rollups.selection import Selection
-from tokenpulse.rollups.sums import sum_rollups
+from tokenpulse.rollups.sums import TooManyGroups, sum_rollups
 
 BUCKET_GRAINS = {"1m": MINUTE, "1h": HOUR, "1d": DAY}
 MAX_BUCKETS = 1440
@@ -94,9 +94,10 @@ async def usage_series(
     start: datetime,
     end: datetime | None,
     now: datetime,
+    max_results: int,
 ) -> dict[str, Any]:
     """Every bucket of [start, end) in order, empty ones included. `end` defaults to the end
-    of the bucket that holds `now`."""
+    of the bucket that holds `now`; at most `max_results` results over all the buckets."""
     buckets.check_boundary("start", start)
     if end is None:
         end = buckets.next(buckets.floor(now))
@@ -109,7 +110,18 @@ async def usage_series(
         if end <= start:
             raise InvalidParameters.of("end", "must be after start")
     bounds = buckets.between(start, end)
-    groups = await sum_rollups(connection, selection, cover_buckets(bounds), bounds)
+    try:
+        groups = await sum_rollups(
+            connection, selection, cover_buckets(bounds), bounds, most=max_results
+        )
+    except TooManyGroups as refused:
+        raise InvalidParameters.of(
+            "group_by",
+            f"the answer would hold more than {refused.most:,} results over its buckets "
+            "(TOKENPULSE_MAX_SERIES_RESULTS); narrow it with filters (tenant, project, model, "
+            "api_key_id), group by fewer dimensions, or ask for a shorter range or larger "
+            "buckets",
+        ) from None
     results: list[list[dict[str, Any]]] = [[] for _ in bounds[:-1]]
     for bucket, group in groups:
         results[bucket].append(group)

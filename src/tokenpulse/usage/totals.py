@@ -10,7 +10,7 @@ from tokenpulse.instants import ceil_to, floor_to, format_rfc3339
 from tokenpulse.rollups.cover import cover_buckets
 from tokenpulse.rollups.grains import MINUTE
 from tokenpulse.rollups.selection import Selection
-from tokenpulse.rollups.sums import sum_rollups
+from tokenpulse.rollups.sums import TooManyGroups, sum_rollups
 
 WINDOWS = {
     "5m": timedelta(minutes=5),
@@ -49,10 +49,23 @@ def totals_range(
 
 
 async def usage_totals(
-    connection: AsyncConnection, selection: Selection, *, start: datetime, end: datetime
+    connection: AsyncConnection,
+    selection: Selection,
+    *,
+    start: datetime,
+    end: datetime,
+    max_groups: int,
 ) -> dict[str, Any]:
     bounds = [start, end]
-    groups = await sum_rollups(connection, selection, cover_buckets(bounds))
+    try:
+        groups = await sum_rollups(connection, selection, cover_buckets(bounds), most=max_groups)
+    except TooManyGroups as refused:
+        raise InvalidParameters.of(
+            "group_by",
+            f"the answer would hold more than {refused.most:,} groups "
+            "(TOKENPULSE_MAX_GROUPS); narrow it with filters (tenant, project, model, "
+            "api_key_id), group by fewer dimensions, or ask for a shorter range",
+        ) from None
     return {
         "start": format_rfc3339(start),
         "end": format_rfc3339(end),
