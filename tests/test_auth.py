@@ -1,6 +1,7 @@
 """Who may call what: every endpoint against every kind of caller, and the keys API itself."""
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -291,6 +292,55 @@ async def test_key_names_and_tenants_must_be_storable_text(
 
     assert response.status_code == 422
     assert response.json()["error"]["errors"][0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "gw\n0123456789abcdef\tforged",
+        "gw\teu",
+        "gw\r",
+        "gw\x1b[2J",
+        "gw\x7f",
+        "gw\x85",
+        "gw\u2028eu",
+    ],
+    ids=["newline", "tab", "carriage return", "escape", "delete", "next line", "line separator"],
+)
+@pytest.mark.parametrize("field", ["name", "tenant"])
+async def test_key_names_and_tenants_with_control_characters_are_refused_naming_the_field(
+    client: httpx.AsyncClient, field: str, text: str
+) -> None:
+    response = await client.post("/v1/keys", json={"name": "x", "scope": "read", field: text})
+
+    assert response.status_code == 422
+    [problem] = response.json()["error"]["errors"]
+    assert problem["field"] == field
+    assert "control characters" in problem["message"]
+    listed = (await client.get("/v1/keys")).json()["keys"]
+    assert [key["name"] for key in listed] == ["test admin"]
+
+
+async def test_no_key_is_created_by_an_admin_key_revoked_while_the_request_body_arrived(
+    make_client: ClientFactory, keys: Keys
+) -> None:
+    admin = await keys.create("admin")
+
+    async def body() -> AsyncIterator[bytes]:
+        # The first part is asked for once the key has been admitted.
+        yield b'{"name": "late", '
+        await keys.revoke(admin)  # in the database, as from another worker or the command line
+        await asyncio.sleep(0.3)  # past the key cache
+        yield b'"scope": "admin"}'
+
+    async with make_client(token=admin, key_cache_seconds=0.2) as client:
+        refused = await client.post(
+            "/v1/keys", content=body(), headers={"Content-Type": "application/json"}
+        )
+        listed = await client.get("/v1/keys", headers=bearer(keys.admin))
+
+    assert refused.status_code == 401
+    assert "late" not in [key["name"] for key in listed.json()["keys"]]
 
 
 async def test_revoking_a_key_id_that_cannot_exist_is_not_found(client: httpx.AsyncClient) -> None:

@@ -16,7 +16,9 @@ from tests.conftest import UNLIMITED_ENV, bearer, scratch_database
 from tests.servers import running_server
 from tokenpulse.database import async_url
 from tokenpulse.instants import format_rfc3339
-from tokenpulse.migrations import current_revision, head_revision
+from tokenpulse.keys.scopes import Scope
+from tokenpulse.keys.store import create_key
+from tokenpulse.migrations import current_revision, head_revision, upgrade_to_head
 
 KEY = re.compile(r"tp_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 
@@ -99,6 +101,52 @@ async def test_keys_commands_create_list_and_revoke_keys_in_the_database(
         relisted = run_cli("keys", "list", env=env).stdout
         assert re.search(rf"^{key_id}\tgrafana\tread\t-\t\S+\t\S+Z$", relisted, re.MULTILINE)
         assert run_cli("keys", "revoke", "0000000000000000", env=env).returncode == 1
+
+
+FORGED = "gw\n0000000000000000\tforged\tadmin\t-\t2026-01-01T00:00:00Z\t-"
+"""A key name that, printed raw, would add a row to `keys list`."""
+
+
+async def test_keys_create_refuses_a_name_or_tenant_with_control_characters(
+    server_url: str,
+) -> None:
+    async with scratch_database(server_url) as url:
+        env = {"TOKENPULSE_DATABASE_URL": url}
+        refused = {
+            option: run_cli("keys", "create", "--scope", "admin", option, text, env=env)
+            for option, text in (("--name", FORGED), ("--tenant", "acme\x1b[2J"))
+        }
+        listed = run_cli("keys", "list", env=env)
+
+    for option, result in refused.items():
+        assert result.returncode == 2
+        assert f"{option} must not contain control characters" in result.stderr
+        assert result.stdout == ""
+    assert listed.stdout.split("\n")[1:] == [""], "no key was created"
+
+
+async def test_keys_list_prints_control_characters_stored_in_names_and_tenants_escaped(
+    server_url: str,
+) -> None:
+    async with scratch_database(server_url) as url:
+        # Stored before such names were refused; the tenant would retitle a terminal window.
+        engine = create_async_engine(async_url(url))
+        async with engine.begin() as connection:
+            await upgrade_to_head(connection)
+            legacy = await create_key(
+                connection, name=FORGED, scope=Scope.READ, tenant="acme\x1b]0;owned\x07"
+            )
+        await engine.dispose()
+        listed = run_cli("keys", "list", env={"TOKENPULSE_DATABASE_URL": url})
+
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.removesuffix("\n").split("\n")
+    assert len(rows) == 2, "the header and the one key, and no forged row"
+    assert "\x1b" not in listed.stdout
+    key_id, name, scope, tenant, _, revoked_at = rows[1].split("\t")
+    assert (key_id, scope, revoked_at) == (legacy.key.id, "read", "-")
+    assert name == r"gw\n0000000000000000\tforged\tadmin\t-\t2026-01-01T00:00:00Z\t-"
+    assert tenant == r"acme\x1b]0;owned\x07"
 
 
 async def test_migrate_brings_a_database_to_the_newest_migration(server_url: str) -> None:

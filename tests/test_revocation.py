@@ -1,6 +1,10 @@
-"""Revocation across worker processes, and keys kept out of everything the service writes."""
+"""Revocation across worker processes and while a request's body arrives, and keys kept out of
+everything the service writes."""
 
+import json
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -82,3 +86,40 @@ def test_no_key_reaches_the_logs_whatever_the_requests_do(
     for token in tokens:
         secret = token.split("_", 2)[2]
         assert secret not in log
+
+
+def test_an_upload_whose_key_is_revoked_while_its_body_arrives_stores_nothing(
+    db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
+) -> None:
+    env = {
+        "TOKENPULSE_DATABASE_URL": database_url,
+        "TOKENPULSE_KEY_CACHE_SECONDS": "0.5",
+        **UNLIMITED_ENV,
+    }
+    at = datetime.now(UTC) - timedelta(minutes=1)
+    lines = [json.dumps(event(event_id=f"late-{n}", at=at)) + "\n" for n in range(100)]
+    with (
+        running_server(tmp_path, "--workers", "2", env=env) as server,
+        httpx.Client(base_url=server.url, headers=bearer(keys.admin)) as admin,
+    ):
+        gateway = admin.post("/v1/keys", json={"name": "gw", "scope": "ingest"}).json()
+
+        def body() -> Iterator[bytes]:
+            yield "".join(lines[:50]).encode()
+            time.sleep(0.5)  # ample for the worker to admit the key and start reading
+            assert admin.delete(f"/v1/keys/{gateway['id']}").status_code == 200
+            time.sleep(1.0)  # past the key cache, whichever worker revoked it
+            yield "".join(lines[50:]).encode()
+
+        answer = httpx.post(
+            f"{server.url}/v1/events",
+            content=body(),
+            headers={**bearer(gateway["key"]), "Content-Type": "application/x-ndjson"},
+            timeout=30,
+        )
+        # Every stored event is counted once its answer is sent.
+        totals = admin.get("/v1/totals", params={"window": "1h"})
+
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"]["code"] == "unauthorized"
+    assert totals.json()["results"] == []

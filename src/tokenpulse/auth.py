@@ -9,9 +9,18 @@ from fastapi import Depends, Request
 
 from tokenpulse.access import note_caller
 from tokenpulse.database import is_unavailable
-from tokenpulse.errors import Forbidden, TooManyRequests, Unauthorized, Unavailable
+from tokenpulse.errors import (
+    Forbidden,
+    ServiceError,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
+from tokenpulse.keys.registry import KeyRegistry
 from tokenpulse.keys.scopes import Scope
+from tokenpulse.keys.store import StoredKey
 from tokenpulse.keys.tokens import parse_token, secret_matches
+from tokenpulse.refusals import client_address
 from tokenpulse.runtime import Runtime, get_runtime
 
 
@@ -41,16 +50,59 @@ def require(scope: Scope) -> Callable[..., Awaitable[Caller]]:
     return caller
 
 
+UNKNOWN_OR_REVOKED = "the API key is unknown or revoked"
+
+
 async def authenticate(request: Request, runtime: Runtime) -> Caller:
+    """The caller behind the request's key; refused without the database where memory will do.
+
+    Every refusal counts against the client's address; an address past its failures is answered
+    429 and may look up only ids this worker has seen a key of.
+    """
+    registry = runtime.keys
     token = _bearer(request.headers.get("authorization"))
     if token is None:
-        raise Unauthorized("send an API key: Authorization: Bearer tp_…")
+        raise _refused(request, registry, "send an API key: Authorization: Bearer tp_…")
     parsed = parse_token(token)
     if parsed is None:
-        raise Unauthorized("the API key is unknown or revoked")
+        raise _refused(request, registry, UNKNOWN_OR_REVOKED)
     key_id, secret = parsed
+    # Looking up an id this worker has never seen a key of is charged as a failure before it
+    # is made, so that concurrent lookups cannot overrun the allowance; a key found repays it.
+    charged = _address(request) if registry.is_new(key_id) else None
+    if charged is not None and (wait := registry.failures.take(charged)):
+        raise _too_many_failures(wait)
     try:
-        stored = await runtime.keys.lookup(key_id)
+        stored = await _lookup(runtime, key_id)
+    except BaseException:
+        if charged is not None:
+            registry.failures.refund(charged)
+        raise
+    if (
+        stored is None
+        or stored.key.revoked_at is not None
+        or not secret_matches(secret, stored.secret_hash)
+    ):
+        if charged is not None:
+            raise Unauthorized(UNKNOWN_OR_REVOKED)
+        raise _refused(request, registry, UNKNOWN_OR_REVOKED)
+    if charged is not None:
+        registry.failures.refund(charged)
+    note_caller(request.scope, stored.key.id, stored.key.tenant)
+    return Caller(stored.key.id, stored.key.scope, stored.key.tenant)
+
+
+async def recheck(runtime: Runtime, caller: Caller) -> None:
+    """Refuse a caller whose key was revoked since it was admitted, for a request that took a
+    while to arrive: read through the key cache, so at most its lifetime stale."""
+    stored = await _lookup(runtime, caller.key_id)
+    if stored is None or stored.key.revoked_at is not None:
+        raise Unauthorized(UNKNOWN_OR_REVOKED)
+
+
+async def _lookup(runtime: Runtime, key_id: str) -> StoredKey | None:
+    try:
+        return await runtime.keys.lookup(key_id)
     except Exception as exc:
         if is_unavailable(exc):
             # Counted here: the error answered is ours, so the handler of failures never sees it.
@@ -59,12 +111,21 @@ async def authenticate(request: Request, runtime: Runtime) -> Caller:
                 "the database is unavailable", retry_after=runtime.settings.retry_after_seconds
             ) from None
         raise
-    if stored is None or stored.key.revoked_at is not None:
-        raise Unauthorized("the API key is unknown or revoked")
-    if not secret_matches(secret, stored.secret_hash):
-        raise Unauthorized("the API key is unknown or revoked")
-    note_caller(request.scope, stored.key.id, stored.key.tenant)
-    return Caller(stored.key.id, stored.key.scope, stored.key.tenant)
+
+
+def _refused(request: Request, registry: KeyRegistry, message: str) -> ServiceError:
+    wait = registry.failures.take(_address(request))
+    return _too_many_failures(wait) if wait else Unauthorized(message)
+
+
+def _too_many_failures(wait: float) -> TooManyRequests:
+    return TooManyRequests(
+        "too many failed authentications from this address", retry_after=max(1, math.ceil(wait))
+    )
+
+
+def _address(request: Request) -> str:
+    return client_address(request.client.host if request.client else None)
 
 
 def _bearer(header: str | None) -> str | None:

@@ -1,30 +1,66 @@
-"""Per-key rate limits: token buckets that refill at `rate` a second and hold up to `burst`."""
+"""Rate limits: token buckets, one per key, that refill at `rate` a second and hold up to
+`burst`."""
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from tokenpulse.keys.scopes import Scope
 
 
 class TokenBuckets:
+    """Buckets by key; with `max_keys`, those used least recently are forgotten past that many
+    (a forgotten bucket starts full again), so that keys an attacker makes up cannot grow it."""
+
     def __init__(
-        self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: float,
+        *,
+        max_keys: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rate = rate
         self._burst = burst
+        self._max_keys = max_keys
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, key: str) -> float:
-        """Spend one token of `key`'s bucket: 0 if there was one, else seconds until there is."""
+    def take(self, key: str, cost: float = 1) -> float:
+        """Spend `cost` tokens of `key`'s bucket: 0 if it had them, else seconds until it has.
+
+        A cost larger than the bucket holds is taken from a full bucket, which it leaves in
+        debt, so that no cost is refused for ever.
+        """
         now = self._clock()
+        tokens = self._refilled(key, now)
+        enough = tokens >= min(cost, self._burst)
+        self._keep(key, (tokens - cost if enough else tokens, now))
+        return 0.0 if enough else (min(cost, self._burst) - tokens) / self._rate
+
+    def refund(self, key: str, cost: float = 1) -> None:
+        """Give back `cost` tokens taken too soon (for what turned out not to count)."""
+        if (bucket := self._buckets.get(key)) is not None:
+            self._buckets[key] = (min(self._burst, bucket[0] + cost), bucket[1])
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _keep(self, key: str, bucket: tuple[float, float]) -> None:
+        self._buckets[key] = bucket
+        self._buckets.move_to_end(key)
+        if self._max_keys is not None:
+            while len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+
+    def wait(self, key: str) -> float:
+        """0 if `key`'s bucket holds a token now, else seconds until it does; nothing spent."""
+        tokens = self._refilled(key, self._clock())
+        return 0.0 if tokens >= 1 else (1 - tokens) / self._rate
+
+    def _refilled(self, key: str, now: float) -> float:
         tokens, last = self._buckets.get(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        if tokens >= 1:
-            self._buckets[key] = (tokens - 1, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1 - tokens) / self._rate
+        return min(self._burst, tokens + (now - last) * self._rate)
 
 
 class RateLimits:

@@ -6,8 +6,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tokenpulse.auth import Caller, require
+from tokenpulse.arrival import BodyTimeouts
+from tokenpulse.auth import Caller, recheck, require
 from tokenpulse.errors import Forbidden, NotFound
+from tokenpulse.keys.names import control_problem
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key, list_keys, revoke_key
 from tokenpulse.keys.tokens import KEY_ID
@@ -38,7 +40,7 @@ class KeyRequest(BaseModel):
     @classmethod
     def _storable(cls, value: object) -> object:
         # Before pydantic's own check, which would refuse a lone surrogate in other words.
-        if isinstance(value, str) and (problem := text_problem(value)) is not None:
+        if isinstance(value, str) and (problem := text_problem(value) or control_problem(value)):
             raise ValueError(problem)
         return value
 
@@ -52,7 +54,9 @@ class KeyRequest(BaseModel):
 async def post_key(
     http_request: Request, caller: Admin, runtime: Annotated[Runtime, Depends(get_runtime)]
 ) -> JSONResponse:
-    request = await read_model(http_request, KeyRequest)
+    request = await read_model(http_request, KeyRequest, BodyTimeouts.of(runtime.settings))
+    # A key revoked while the body was arriving creates none.
+    await recheck(runtime, caller)
     tenant = request.tenant
     if caller.tenant is not None:
         if tenant not in (None, caller.tenant):
