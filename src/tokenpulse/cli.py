@@ -16,9 +16,10 @@ import uvicorn
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from tokenpulse.database import async_url
-from tokenpulse.embedded import start_embedded_postgres
+from tokenpulse.database import async_url, describe_failure, ensure_utf8
+from tokenpulse.embedded import EmbeddedFailed, embedded_postgres
 from tokenpulse.http_protocol import BoundedHeadHttpProtocol
+from tokenpulse.keys.names import control_problem, listing_row
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key, has_keys, list_keys, revoke_key
 from tokenpulse.logs import FIELDS, LogLevel, configure_logging, logging_config
@@ -33,6 +34,10 @@ log = logging.getLogger("tokenpulse")
 FIRST_KEY_LOCK = 0x746F6B656E71  # any constant shared by every instance
 
 
+class _Refused(Exception):
+    """What stops a command that cannot go on, in one line for the operator (no traceback)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate":
@@ -43,16 +48,39 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn re-raises SIGTERM once it has shut down gracefully; exit normally through Python
     # then, so that the embedded server is stopped too instead of being left running.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    with _database(settings, owner=args.command == "serve") as database_url:
-        asyncio.run(_migrate(database_url))
+    try:
+        return _run(args, settings)
+    except _Refused as refused:
+        print(f"tokenpulse: {refused}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    with _database(settings, serving=args.command == "serve") as database_url:
+        with _refused_by_database(database_url):
+            asyncio.run(_migrate(database_url, settings))
         if args.command == "serve":
-            asyncio.run(_create_first_admin_key(database_url))
+            with _refused_by_database(database_url):
+                asyncio.run(_create_first_admin_key(database_url, settings))
             _serve(args, settings, database_url)
         elif args.command == "migrate":
             log.info("the database is at the newest migration")
         else:
-            return asyncio.run(_keys(args, database_url))
+            with _refused_by_database(database_url):
+                return asyncio.run(_keys(args, database_url, settings))
     return 0
+
+
+@contextmanager
+def _refused_by_database(database_url: str) -> Iterator[None]:
+    """An unreachable, full or unsuitable database is the operator's to fix: say what is wrong
+    in one line. Anything else is a fault of tokenpulse, and keeps its traceback."""
+    try:
+        yield
+    except Exception as exc:
+        if (problem := describe_failure(exc, database_url)) is None:
+            raise
+        raise _Refused(problem) from None
 
 
 def _log_level(settings: Settings, command: str) -> LogLevel:
@@ -99,28 +127,33 @@ def _load_settings() -> Settings:
 
 
 @contextmanager
-def _database(settings: Settings, *, owner: bool) -> Iterator[str]:
-    """The database URL; without one configured, an embedded PostgreSQL for the duration.
+def _database(settings: Settings, *, serving: bool) -> Iterator[str]:
+    """The database URL; without one configured, the embedded PostgreSQL for the duration.
 
-    `serve` owns the embedded server and stops it at exit; other commands stop it only if they
-    started it, so that `tokenpulse keys …` beside a running `serve` leaves it running.
+    Every command is a user of the embedded server while it runs, and the last user to go stops
+    it: `tokenpulse keys …` beside a running `serve`, or a second `serve`, leaves it running.
+    `serve` also starts it again should it stop while serving.
     """
     if settings.database_url is not None:
         yield settings.database_url.get_secret_value()
         return
-    log.info("TOKENPULSE_DATABASE_URL is not set; starting the embedded PostgreSQL")
-    embedded = start_embedded_postgres(settings.data_dir)
+    log.info("TOKENPULSE_DATABASE_URL is not set; using the embedded PostgreSQL")
     try:
-        yield embedded.url
-    finally:
-        if owner or embedded.started_here:
-            embedded.stop()
+        with embedded_postgres(settings.data_dir, keep_running=serving) as embedded:
+            yield embedded.url
+    except EmbeddedFailed as failed:
+        raise _Refused(str(failed)) from None
 
 
 @asynccontextmanager
-async def _transaction(database_url: str) -> AsyncIterator[AsyncConnection]:
+async def _transaction(database_url: str, settings: Settings) -> AsyncIterator[AsyncConnection]:
     """One transaction on a connection of its own, committed when the block ends."""
-    engine = create_async_engine(async_url(database_url), pool_size=1, max_overflow=0)
+    engine = create_async_engine(
+        async_url(database_url),
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"timeout": settings.db_connect_timeout.total_seconds()},
+    )
     try:
         async with engine.begin() as connection:
             yield connection
@@ -128,14 +161,15 @@ async def _transaction(database_url: str) -> AsyncIterator[AsyncConnection]:
         await engine.dispose()
 
 
-async def _migrate(database_url: str) -> None:
-    async with _transaction(database_url) as connection:
+async def _migrate(database_url: str, settings: Settings) -> None:
+    async with _transaction(database_url, settings) as connection:
+        await ensure_utf8(connection)
         await upgrade_to_head(connection)
 
 
-async def _create_first_admin_key(database_url: str) -> None:
+async def _create_first_admin_key(database_url: str, settings: Settings) -> None:
     """On the very first start, an admin key, printed this once: there is no other way in."""
-    async with _transaction(database_url) as connection:
+    async with _transaction(database_url, settings) as connection:
         await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({FIRST_KEY_LOCK})")
         if await has_keys(connection):
             return
@@ -153,11 +187,11 @@ async def _create_first_admin_key(database_url: str) -> None:
     )
 
 
-async def _keys(args: argparse.Namespace, database_url: str) -> int:
+async def _keys(args: argparse.Namespace, database_url: str, settings: Settings) -> int:
     if args.action == "create" and (problem := _create_problem(args)):
         print(f"tokenpulse: {problem}", file=sys.stderr)
         return 2
-    async with _transaction(database_url) as connection:
+    async with _transaction(database_url, settings) as connection:
         if args.action == "create":
             scope = Scope(args.scope)
             created = await create_key(
@@ -167,7 +201,7 @@ async def _keys(args: argparse.Namespace, database_url: str) -> int:
         elif args.action == "list":
             print("id\tname\tscope\ttenant\tcreated_at\trevoked_at")
             for key in await list_keys(connection):
-                print("\t".join(str(value or "-") for value in key.as_json().values()))
+                print(listing_row(key.as_json().values()))
         else:
             revoked = await revoke_key(connection, args.id)
             if revoked is None:
@@ -183,6 +217,8 @@ def _create_problem(args: argparse.Namespace) -> str | None:
             continue
         if not value or len(value) > STRING_MAX or text_problem(value):
             return f"{option} must be 1 to {STRING_MAX} characters of text"
+        if problem := control_problem(value):
+            return f"{option} {problem}"
     return None
 
 
@@ -207,6 +243,7 @@ def _serve(args: argparse.Namespace, settings: Settings, database_url: str) -> N
             port=args.port,
             workers=args.workers,
             http=BoundedHeadHttpProtocol,
+            timeout_keep_alive=settings.keepalive_timeout,
             timeout_graceful_shutdown=int(settings.shutdown_grace.total_seconds()),
             proxy_headers=False,
             server_header=False,

@@ -13,17 +13,23 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tokenpulse.auth import authenticate
-from tokenpulse.database import is_database_error, is_unavailable
+from tokenpulse.database import (
+    is_database_error,
+    is_unavailable,
+)
 from tokenpulse.errors import Forbidden
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.migrations import current_revision
 from tokenpulse.openapi import HealthAnswer, ReadinessAnswer, error_responses
+from tokenpulse.readiness import READINESS_TIMEOUT_SECONDS
 from tokenpulse.rollups.materialiser import pending
 from tokenpulse.runtime import Runtime, get_runtime
 
 router = APIRouter(tags=["health"])
 
-READINESS_TIMEOUT_SECONDS = 2.0
+# A flush the database refused makes a worker unready for this long, unless one commits sooner:
+# long enough to be taken out of traffic, short enough to come back once the disk has room.
+INGEST_REFUSAL_SECONDS = 10.0
 
 
 @router.get("/healthz", responses={200: {"model": HealthAnswer}, **error_responses()})
@@ -82,7 +88,11 @@ def unready_on_stop_signal(runtime: Runtime) -> Iterator[None]:
 
 
 async def readiness_checks(runtime: Runtime) -> dict[str, str]:
-    """Each check's verdict: "ok", or what is wrong, never naming the database or its address."""
+    """Each check's verdict: "ok", or what is wrong, never naming the database or its address.
+
+    The database is "ok" when it answers and a commit succeeds now: one that is reachable but
+    cannot commit (a full disk, a read-only database) fails every ingest request.
+    """
     checks = {"shutdown": "shutting down" if runtime.shutting_down else "ok"}
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS), runtime.engine.connect() as conn:
@@ -91,10 +101,16 @@ async def readiness_checks(runtime: Runtime) -> dict[str, str]:
         checks["database"] = "unreachable" if is_unavailable(exc) else "query failed"
         checks["schema"] = "unknown"
         return checks
-    checks["database"] = "ok"
     if revision == runtime.head_revision:
+        # The probe row exists only at the newest migration.
+        checks["database"] = await runtime.commit_probe.verdict(runtime.engine)
         checks["schema"] = "ok"
+        # The probe's one row may still fit where ingest's new pages no longer do.
+        refused = runtime.batcher.refused_commit(INGEST_REFUSAL_SECONDS)
+        if checks["database"] == "ok" and refused:
+            checks["database"] = f"cannot commit: {refused}"
     else:
+        checks["database"] = "ok"
         checks["schema"] = (
             f"migration {revision or 'none'} applied, {runtime.head_revision} is the newest"
         )

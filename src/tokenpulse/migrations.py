@@ -9,9 +9,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenpulse.database import UnsuitableDatabase
+
 # The migrations live beside the package in the source tree (`migrations/`, `alembic.ini`).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIGRATION_LOCK = 0x746F6B656E70  # "tokenp": any constant shared by every instance
+
+
+class UnknownMigration(UnsuitableDatabase):
+    """The database is at a migration this code does not have: a newer version migrated it."""
 
 
 def alembic_config() -> Config:
@@ -22,12 +28,26 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def known_revisions() -> set[str]:
+    return {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+
+
 async def upgrade_to_head(connection: AsyncConnection) -> None:
     """Apply every pending migration on `connection`, inside its transaction.
 
-    An advisory lock makes instances that start together migrate one after the other.
+    An advisory lock makes instances that start together migrate one after the other. Raises
+    `UnknownMigration`, and changes nothing, when a newer version has migrated the database.
     """
     await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    revision = await current_revision(connection)
+    if revision is not None and revision not in known_revisions():
+        raise UnknownMigration(
+            f"the database is at migration {revision}, which this version of tokenpulse does "
+            f"not know (its newest is {head_revision()}): a newer version migrated it; run "
+            "that version, or a later one"
+        )
 
     def upgrade(sync_connection: Connection) -> None:
         config = alembic_config()

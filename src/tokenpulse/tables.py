@@ -9,6 +9,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     func,
@@ -168,4 +169,15 @@ launch = Table(
     Column("launched_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("model"),
+)
+
+# The one row `/readyz` writes and commits, so that readiness says whether a commit can succeed
+# now (a full disk, a read-only database), not only whether the database answers queries.
+readiness_probe = Table(
+    "readiness_probe",
+    metadata,
+    Column("id", SmallInteger, nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("id = 1", name="one_row"),
 )
