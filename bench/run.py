@@ -14,6 +14,9 @@
    while live batches arrive at half (1)'s rate.
 5. Bytes stored per event at 10M, and each table's share.
 6. Twice (1)'s rate for 30 s: what is refused, memory, and that every acked event is stored.
+7. Noisy neighbour: one tenant's single events at 100 a second for 30 s, alone, and again while
+   another tenant sends 10,000-event batches of duplicates at 90% of its events-per-second
+   limit (the default limits apply here, and only here).
 
 Then where one batch's flush, and the fold of its rows, spend their time (bench/breakdown.py).
 Load generators and the service share this machine's cores; figures are medians of --reps runs.
@@ -69,7 +72,10 @@ from loadgen import (
 
 HOST = "127.0.0.1"
 BENCH_DIR = str(Path(__file__).resolve().parent)
-UNLIMITED = {f"TOKENPULSE_RATE_LIMIT_{scope.upper()}": "0" for scope in Scope}
+UNLIMITED = {
+    **{f"TOKENPULSE_RATE_LIMIT_{scope.upper()}": "0" for scope in Scope},
+    "TOKENPULSE_RATE_LIMIT_INGEST_EVENTS": "0",
+}
 
 
 @dataclass(frozen=True)
@@ -86,10 +92,12 @@ class Size:
     """Seconds of background ingest before the queries are timed again."""
     overload_seconds: float
     profiled_batches: int
+    neighbour_seconds: float
+    """Seconds the victim tenant is timed, alone and again beside a flood."""
 
 
-FULL = Size(200, 60.0, 10.0, (1_000_000, 10_000_000), 300, 30.0, 5.0, 30.0, 60)
-TINY = Size(10, 3.0, 0.5, (2_000, 4_000), 20, 1.0, 0.5, 1.0, 3)
+FULL = Size(200, 60.0, 10.0, (1_000_000, 10_000_000), 300, 30.0, 5.0, 30.0, 60, 30.0)
+TINY = Size(10, 3.0, 0.5, (2_000, 4_000), 20, 1.0, 0.5, 1.0, 3, 2.0)
 
 
 @dataclass
@@ -680,6 +688,78 @@ async def overload(server_url: str, size: Size, workers: int, sustainable: float
     }
 
 
+VICTIM_RATE = 100.0
+"""The victim's single events a second."""
+FLOOD_BATCH = 10_000
+FLOOD_SHARE_OF_LIMIT = 0.9
+EVENTS_LIMIT = 10_000.0
+"""TOKENPULSE_RATE_LIMIT_INGEST_EVENTS's default, per worker."""
+
+
+async def noisy_neighbour(server_url: str, size: Size, workers: int) -> dict[str, Any]:
+    """The victim's ack latency alone and beside a flood within the flooding tenant's limit."""
+    async with fresh_database(server_url) as url:
+        victim = await tenant_key(url, "victim")
+        flooder = await tenant_key(url, "flood")
+        count = int(VICTIM_RATE * size.neighbour_seconds)
+        alone_requests = victim_requests(victim, count, seed=700)
+        beside_requests = victim_requests(victim, count, seed=701)
+        flood_body = json.dumps(
+            {"events": [{**event, "tenant": "flood"} for event in launch_day(FLOOD_BATCH, 702)]}
+        ).encode()
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {flooder}"}
+        flood_request = request_bytes("POST", "/v1/events", headers, flood_body)
+        limits = {"rate_limit_ingest_events": str(int(EVENTS_LIMIT))}
+        with tokenpulse(url, workers, **limits) as (port, _):
+            await closed_loop(HOST, port, alone_requests[:50], connections=4)  # warm up
+            alone, alone_statuses, _ = await open_loop(
+                HOST, port, alone_requests, rate=VICTIM_RATE, connections=16
+            )
+            stop = asyncio.Event()
+
+            def flood() -> Iterator[bytes]:
+                while not stop.is_set():
+                    yield flood_request
+
+            flood_rate = FLOOD_SHARE_OF_LIMIT * EVENTS_LIMIT * workers / FLOOD_BATCH
+            flooding = asyncio.create_task(
+                open_loop(HOST, port, flood(), rate=flood_rate, connections=16)
+            )
+            await asyncio.sleep(2)  # the flood under way
+            beside, beside_statuses, _ = await open_loop(
+                HOST, port, beside_requests, rate=VICTIM_RATE, connections=16
+            )
+            stop.set()
+            _, flood_statuses, _ = await flooding
+    return {
+        "alone": alone,
+        "beside": beside,
+        "statuses": {"alone": alone_statuses, "beside": beside_statuses},
+        "flood_rate": flood_rate * FLOOD_BATCH,
+        "flood_statuses": flood_statuses,
+    }
+
+
+async def tenant_key(url: str, tenant: str) -> str:
+    engine = create_async_engine(async_url(url))
+    try:
+        async with engine.begin() as connection:
+            created = await create_key(connection, name=tenant, scope=Scope.INGEST, tenant=tenant)
+    finally:
+        await engine.dispose()
+    return created.token
+
+
+def victim_requests(key: str, count: int, seed: int) -> list[bytes]:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    return [
+        request_bytes(
+            "POST", "/v1/events", headers, json.dumps({**event, "tenant": "victim"}).encode()
+        )
+        for event in launch_day(count, seed=seed)
+    ]
+
+
 # -- the table -----------------------------------------------------------------------------
 
 
@@ -889,6 +969,24 @@ async def run_all(args: argparse.Namespace, server_url: str) -> int:
             f"stored {number(flood['stored'])}",
             "",
             "equal",
+        )
+    )
+    neighbour = await noisy_neighbour(server_url, size, args.workers)
+    rows.append(
+        Row(
+            f"7. noisy neighbour: victim's single events at {VICTIM_RATE:.0f}/s beside a flood of "
+            f"{number(neighbour['flood_rate'])} events/s: p50 / p99 (ms)",
+            milliseconds(neighbour["beside"]),
+            f"alone {milliseconds(neighbour['alone'])}",
+            f"{neighbour['beside'].p99 / neighbour['alone'].p99:.2f}",
+            "≤ 2",
+        )
+    )
+    rows.append(
+        Row(
+            "   statuses: victim alone / beside; flood",
+            f"{neighbour['statuses']['alone']} / {neighbour['statuses']['beside']}",
+            f"flood {neighbour['flood_statuses']}",
         )
     )
     print(table(rows))

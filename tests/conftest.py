@@ -156,13 +156,20 @@ def clock() -> Clock:
 
 
 # Rate limits are off unless a test turns them on: most tests send requests as fast as they can.
-UNLIMITED_ENV = {f"TOKENPULSE_RATE_LIMIT_{scope.upper()}": "0" for scope in Scope}
+UNLIMITED_ENV = {
+    **{f"TOKENPULSE_RATE_LIMIT_{scope.upper()}": "0" for scope in Scope},
+    "TOKENPULSE_RATE_LIMIT_INGEST_EVENTS": "0",
+}
 
 
 @pytest.fixture
 def settings(database_url: str, db: AsyncEngine) -> Settings:
     return Settings(
-        database_url=database_url, rate_limit_ingest=0, rate_limit_read=0, rate_limit_admin=0
+        database_url=database_url,
+        rate_limit_ingest=0,
+        rate_limit_ingest_events=0,
+        rate_limit_read=0,
+        rate_limit_admin=0,
     )
 
 

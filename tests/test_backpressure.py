@@ -45,7 +45,9 @@ async def test_a_full_queue_answers_503_at_once_and_a_timed_out_request_is_not_s
     make_client: ClientFactory, db: AsyncEngine, database_url: str
 ) -> None:
     async with (
-        make_client(queue_max_events=3, batch_max_concurrent_flushes=1, ingest_timeout=1) as client,
+        make_client(
+            queue_max_events=3, batch_max_concurrent_flushes=1, ingest_timeout=1, tenant_share=1
+        ) as client,
         db.connect() as blocker,
     ):
         # Writers block on the pending deltas until this transaction ends: a stalled database.
@@ -87,7 +89,10 @@ async def test_body_bytes_held_by_a_worker_are_bounded_and_beyond_them_ingest_an
 ) -> None:
     batch = {"events": [event() for _ in range(10)]}
     assert 1024 < len(httpx.Request("POST", "/", json=batch).content) < 2048
-    async with make_client(ingest_max_held_bytes=2048) as client, db.connect() as blocker:
+    async with (
+        make_client(ingest_max_held_bytes=2048, tenant_share=1) as client,
+        db.connect() as blocker,
+    ):
         await blocker.exec_driver_sql("LOCK TABLE rollup_pending IN SHARE MODE")
         holding = asyncio.create_task(client.post("/v1/events", json=batch))
         await until(lambda: flushes_waiting(database_url), "its flush waiting on the lock")

@@ -73,6 +73,7 @@ async def test_the_ledger_check_fails_when_events_are_acked_before_their_commit(
             max_wait=settings.batch_max_wait.total_seconds(),
             max_concurrent_flushes=settings.batch_max_concurrent_flushes,
             max_queued_events=settings.queue_max_events,
+            max_account_events=settings.queue_max_events,
             answer_timeout=settings.ingest_timeout.total_seconds(),
         )
         runtime.batcher.start()

@@ -368,8 +368,8 @@ async def test_gzip_followed_by_garbage_is_a_bad_request(client: httpx.AsyncClie
             b'{"input_tokens": -Infinity}',
             "the body is not valid JSON: -Infinity is not a JSON value",
         ),
-        (b"[" * 100_000, "the body is not valid JSON: nested too deeply"),
-        (b'{"a":' * 100_000, "the body is not valid JSON: nested too deeply"),
+        (b"[" * 5_000, "the body is not valid JSON: nested too deeply"),
+        (b'{"a":' * 5_000, "the body is not valid JSON: nested too deeply"),
         (b'{"event_id": "caf\xe9"}', "the body is not valid JSON: invalid UTF-8 at byte 17"),
         (
             b"\xef\xbb\xbf" + json.dumps(event()).encode(),
@@ -497,7 +497,7 @@ async def test_batch_of_more_than_the_most_events_is_too_large(
         accepted = await post(client, batch(5))
     assert error == {
         "code": "payload_too_large",
-        "message": "the body holds 6 events; at most 5 are accepted at once",
+        "message": "the body holds more than 5 events; at most 5 are accepted at once",
     }
     assert accepted.status_code == 200
     assert counts(accepted) == (5, 0, 0)
@@ -511,7 +511,7 @@ async def test_ndjson_of_more_than_the_most_events_is_too_large(
         error = error_of(response, 413)
         assert await stored_requests(client) == 0
         accepted = await post(client, ndjson(*(event() for _ in range(5))) + b"\n\n", NDJSON)
-    assert error["message"] == "the body holds 6 events; at most 5 are accepted at once"
+    assert error["message"] == "the body holds more than 5 events; at most 5 are accepted at once"
     assert counts(accepted) == (5, 0, 0)
 
 
@@ -526,7 +526,7 @@ async def test_batch_of_10001_events_is_too_large_by_default(client: httpx.Async
     error = error_of(await post(client, batch(10_001)), 413)
     assert error == {
         "code": "payload_too_large",
-        "message": "the body holds 10,001 events; at most 10,000 are accepted at once",
+        "message": "the body holds more than 10,000 events; at most 10,000 are accepted at once",
     }
     assert await stored_requests(client) == 0
 

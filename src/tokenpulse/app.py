@@ -1,6 +1,7 @@
 """The ASGI application: `create_app(settings)` wires routers, error rendering and the lifespan."""
 
 import gc
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from tokenpulse.clock import Clock, system_clock
 from tokenpulse.dashboard import router as dashboard_router
 from tokenpulse.database import create_engine
 from tokenpulse.error_handlers import install_error_handlers
+from tokenpulse.http_protocol import BoundedHeadHttpProtocol
 from tokenpulse.ingest import router as ingest_router
 from tokenpulse.ingest.admission import BodyBudget
 from tokenpulse.ingest.batcher import Batcher
@@ -31,7 +33,9 @@ from tokenpulse.logs import configure_logging
 from tokenpulse.metrics import Metrics
 from tokenpulse.migrations import head_revision
 from tokenpulse.openapi import with_body_schemas
-from tokenpulse.ratelimit import RateLimits
+from tokenpulse.orphans import end_with_parent
+from tokenpulse.ratelimit import RateLimits, TokenBuckets
+from tokenpulse.readiness import CommitProbe
 from tokenpulse.rollups.materialiser import Materialiser
 from tokenpulse.runtime import Runtime
 from tokenpulse.settings import Settings
@@ -90,6 +94,10 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             max_wait=settings.batch_max_wait.total_seconds(),
             max_concurrent_flushes=settings.batch_max_concurrent_flushes,
             max_queued_events=settings.queue_max_events,
+            max_account_events=max(
+                settings.max_events_per_request,
+                int(settings.queue_max_events * settings.tenant_share),
+            ),
             answer_timeout=settings.ingest_timeout.total_seconds(),
             observer=metrics,
         )
@@ -99,7 +107,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             batcher=batcher,
             materialiser=materialiser,
             body_budget=BodyBudget(
-                settings.ingest_max_held_bytes, retry_after=settings.retry_after_seconds
+                settings.ingest_max_held_bytes,
+                account_limit=int(settings.ingest_max_held_bytes * settings.tenant_share),
+                retry_after=settings.retry_after_seconds,
             ),
             event_rules=EventRules.of(settings),
             keys=KeyRegistry(find, ttl=settings.key_cache_seconds.total_seconds()),
@@ -111,8 +121,10 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
                 },
                 burst_seconds=settings.rate_limit_burst_seconds,
             ),
+            event_rate=_event_rate(settings),
             metrics=metrics,
             clock=clock,
+            commit_probe=CommitProbe(clock),
             head_revision=head_revision(),
         )
         app.state.runtime = runtime
@@ -168,11 +180,32 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     return app
 
 
+def _event_rate(settings: Settings) -> TokenBuckets | None:
+    rate = settings.rate_limit_ingest_events
+    if not rate:
+        return None
+    # A burst holds at least one request of the most events, which is then never refused.
+    burst = max(rate * settings.rate_limit_burst_seconds, settings.max_events_per_request)
+    return TokenBuckets(rate, burst)
+
+
+THREAD_SWITCH_SECONDS = 0.0005
+"""How long a thread may hold the interpreter's lock while another waits for it."""
+
+
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn worker processes: settings come from the `TOKENPULSE_*` environment."""
     settings = Settings()
     # uvicorn has configured logging the same way already, but not the capture of warnings.
     configure_logging(settings.log_format, settings.log_level)
+    end_with_parent()
+    # uvicorn builds each connection's handler from its own configuration, which has no room
+    # for this one: the worker hands its setting to the class it builds them from.
+    BoundedHeadHttpProtocol.head_timeout = settings.head_timeout.total_seconds()
+    # While a thread validates a large body, the event loop waits for the interpreter's lock at
+    # every await; at Python's default interval of 5 ms, that is most of another tenant's
+    # answer time.
+    sys.setswitchinterval(THREAD_SWITCH_SECONDS)
     app = create_app(settings)
     # What exists now lives as long as the process: frozen out of the collector's way, it is no
     # longer walked by every full collection, which otherwise held an answer up for about 80 ms

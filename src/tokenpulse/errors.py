@@ -52,6 +52,16 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class RequestTimeout(ServiceError):
+    """The request did not arrive in time; the connection is closed after the answer."""
+
+    status = 408
+    code = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     code = "payload_too_large"

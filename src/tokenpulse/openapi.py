@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from tokenpulse.ingest.events import EventBatch, UsageEvent
+from tokenpulse.ingest.ingestion import MAX_LISTED_REJECTIONS
 from tokenpulse.keys.scopes import Scope
 from tokenpulse.settings import Settings
 
@@ -87,7 +88,20 @@ class IngestAnswer(_Shape):
     accepted: Count
     duplicates: Count
     rejected: Count
-    errors: list[EventRejection]
+    errors: Annotated[
+        list[EventRejection],
+        Field(
+            description=f"The first {MAX_LISTED_REJECTIONS} rejected events, in order, each "
+            "with its reasons."
+        ),
+    ]
+    errors_omitted: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description="How many rejected events are not listed; absent when all are.",
+        ),
+    ] = None
 
 
 class ErrorDetail(_Shape):

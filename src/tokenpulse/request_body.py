@@ -1,5 +1,5 @@
-"""Small JSON request bodies (keys, launches): read only once the caller is known, size-limited,
-and checked by a pydantic model into the one error shape."""
+"""Small JSON request bodies (keys, launches): read only once the caller is known, size- and
+time-limited, and checked by a pydantic model into the one error shape."""
 
 import json
 from typing import Any, TypeVar
@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from tokenpulse.arrival import BodyTimeouts, arriving
 from tokenpulse.errors import InvalidParameters, PayloadTooLarge, Problem
 from tokenpulse.text import echo
 
@@ -15,14 +16,15 @@ SMALL_BODY_BYTES = 64 * 1024
 Model = TypeVar("Model", bound=BaseModel)
 
 
-async def read_model(request: Request, model: type[Model]) -> Model:
-    """The body as `model`: 413 past SMALL_BODY_BYTES, 422 naming each field at fault."""
+async def read_model(request: Request, model: type[Model], timeouts: BodyTimeouts) -> Model:
+    """The body as `model`: 413 past SMALL_BODY_BYTES, 408 past the timeouts, 422 naming each
+    field at fault."""
     too_large = PayloadTooLarge(f"the body is larger than the limit of {SMALL_BODY_BYTES:,} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > SMALL_BODY_BYTES:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in arriving(request.stream(), timeouts):
         body += chunk
         if len(body) > SMALL_BODY_BYTES:
             raise too_large

@@ -11,7 +11,8 @@ from tokenpulse.ingest.batcher import Batcher
 from tokenpulse.ingest.events import EventRules
 from tokenpulse.keys.registry import KeyRegistry
 from tokenpulse.metrics import Metrics
-from tokenpulse.ratelimit import RateLimits
+from tokenpulse.ratelimit import RateLimits, TokenBuckets
+from tokenpulse.readiness import CommitProbe
 from tokenpulse.rollups.materialiser import Materialiser
 from tokenpulse.settings import Settings
 
@@ -26,8 +27,11 @@ class Runtime:
     event_rules: EventRules
     keys: KeyRegistry
     rate_limits: RateLimits
+    event_rate: TokenBuckets | None
+    """Events a second per account (see `ingest.router.account_of`); None: unlimited."""
     metrics: Metrics
     clock: Clock
+    commit_probe: CommitProbe
     head_revision: str | None
     shutting_down: bool = False
 

@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     max_event_lead: Duration = Field(
         default=timedelta(minutes=5), description="Latest `occurred_at` accepted, after now."
     )
+    max_groups: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most groups one `/v1/totals` answer holds; more is a `422` that says how "
+        "to narrow the query.",
+    )
+    max_series_results: int = Field(
+        default=50_000,
+        ge=1,
+        description="Most results one `/v1/usage` answer holds over all its buckets (a group "
+        "in a bucket is one result); more is a `422` that says how to narrow the query.",
+    )
 
     batch_max_events: int = Field(
         default=5_000, ge=1, description="Most events stored in one transaction (group commit)."
@@ -106,6 +118,21 @@ class Settings(BaseSettings):
         ge=1,
         description="Most events a worker holds unanswered; beyond it ingest answers 503.",
     )
+    tenant_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Largest share of a worker's unanswered events and body bytes that one "
+        "tenant (or platform key) may hold; beyond it that tenant gets 429.",
+    )
+    body_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="Longest an ingest body may take to arrive; beyond it 408.",
+    )
+    body_idle_timeout: Duration = Field(
+        default=timedelta(seconds=5),
+        description="Longest an ingest body may go without sending a byte; beyond it 408.",
+    )
     ingest_timeout: Duration = Field(
         default=timedelta(seconds=20),
         description="Longest an ingest request waits for its commit before answering 503.",
@@ -120,6 +147,12 @@ class Settings(BaseSettings):
     )
     rate_limit_ingest: float = Field(
         default=5000, ge=0, description="Requests per second per ingest key (0: no limit)."
+    )
+    rate_limit_ingest_events: float = Field(
+        default=10_000,
+        ge=0,
+        description="Events per second per tenant (or platform key), stored, duplicate or "
+        "rejected alike (0: no limit).",
     )
     rate_limit_read: float = Field(
         default=100, ge=0, description="Requests per second per read key (0: no limit)."
@@ -139,6 +172,18 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(
         default=True,
         description="Serve /metrics without a key; false asks for a platform read or admin key.",
+    )
+    head_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="Longest a request line and headers may take to arrive, from the "
+        "connection's opening or the request's first byte; beyond it 408 and the connection "
+        "is closed (closed without an answer if nothing was sent).",
+    )
+    keepalive_timeout: int = Field(
+        default=5,
+        ge=1,
+        description="Seconds an idle keep-alive connection stays open before it is closed "
+        "(whole seconds, as uvicorn counts them).",
     )
     shutdown_drain: Annotated[timedelta, BeforeValidator(_plain_number_as_seconds)] = Field(
         default=timedelta(0),

@@ -3,17 +3,20 @@
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tokenpulse.database import is_unavailable
+from tokenpulse.database import is_unavailable, refusal_to_commit
 from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.writer import EventKey
 
 # A flush takes what has gathered when it holds `max_batch_events` or its oldest request has
 # waited `max_wait`; every request of a flush is answered only after its transaction commits.
+# Requests wait in one queue per account (a tenant, or a platform key), and a flush takes one
+# request of each account in turn: an account that sends a flood queues behind itself, and
+# another's request waits at most one turn of every account, not behind the whole flood.
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,10 @@ Store = Callable[[Sequence[Event]], Awaitable[set[EventKey]]]
 
 class Overloaded(Exception):
     """The queue is full: the events were not taken, and may be sent again later."""
+
+
+class AccountOverloaded(Overloaded):
+    """The account's share of the queue is full: its events were not taken."""
 
 
 class ShuttingDown(Exception):
@@ -37,6 +44,7 @@ class StoreUnavailable(Exception):
 @dataclass(eq=False)
 class _Request:
     events: Sequence[Event]
+    account: str
     arrived: float
     outcome: asyncio.Future[list[bool]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -80,6 +88,7 @@ class Batcher:
         max_wait: float,
         max_concurrent_flushes: int,
         max_queued_events: int,
+        max_account_events: int,
         answer_timeout: float,
         observer: Observer | None = None,
     ) -> None:
@@ -87,38 +96,60 @@ class Batcher:
         self._max_batch_events = max_batch_events
         self._max_wait = max_wait
         self._max_queued_events = max_queued_events
+        self._max_account_events = max_account_events
         self._answer_timeout = answer_timeout
         self._observer = observer or _Unobserved()
         self._slots = asyncio.Semaphore(max_concurrent_flushes)
-        self._waiting: deque[_Request] = deque()
+        self._waiting: dict[str, deque[_Request]] = {}
+        """Each account's waiting requests, oldest first; the accounts in the order of turns."""
+        self._waiting_events = 0
+        self._held_by_account: defaultdict[str, int] = defaultdict(int)
         self._arrived = asyncio.Event()
         self._flushes: set[asyncio.Task[None]] = set()
         self._held_events = 0
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
         self._last_outage_log = -OUTAGE_LOG_INTERVAL_SECONDS
+        self._refused: tuple[float, str] | None = None
+        """When the database last refused a flush's commit, and why; None once one has
+        committed since."""
 
     def has_room(self) -> bool:
         """Whether another request would be taken now (checked before reading its body)."""
         return not self._closing and self._held_events < self._max_queued_events
 
+    def has_room_for(self, account: str) -> bool:
+        """Whether the account may have another request taken now, by its share of the queue."""
+        return self._held_by_account.get(account, 0) < self._max_account_events
+
+    def refused_commit(self, within: float) -> str | None:
+        """Why the database refused the last flush ("the disk is full"), if it did so less than
+        `within` seconds ago; None if a flush committed since."""
+        if self._refused is None or time.monotonic() - self._refused[0] >= within:
+            return None
+        return self._refused[1]
+
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="tokenpulse-batcher")
 
-    async def submit(self, events: Sequence[Event]) -> list[bool]:
-        """Store `events`; for each, True if it is new and False if it was stored already.
+    async def submit(self, events: Sequence[Event], account: str) -> list[bool]:
+        """Store `events` of `account`; for each, True if it is new and False if it was stored
+        already.
 
         Returns only after the transaction that holds them has committed. Raises
         `StoreUnavailable` when that has not happened within the answer timeout.
         """
         if self._closing:
             raise ShuttingDown
+        held = self._held_by_account.get(account, 0)
+        if held and held + len(events) > self._max_account_events:
+            raise AccountOverloaded
         if self._held_events and self._held_events + len(events) > self._max_queued_events:
             raise Overloaded
-        request = _Request(events, time.monotonic())
-        self._waiting.append(request)
-        self._held_events += len(events)
-        self._observer.holding(self._held_events)
+        request = _Request(events, account, time.monotonic())
+        self._waiting.setdefault(account, deque()).append(request)
+        self._waiting_events += len(events)
+        self._hold(request, len(events))
         self._arrived.set()
         # Shielded: a caller that stops waiting (a timeout, a disconnect) must not cancel the
         # outcome that the flush will still set for the events it is storing.
@@ -129,12 +160,23 @@ class Batcher:
             self._withdraw(request)
             raise StoreUnavailable from None
 
+    def _hold(self, request: _Request, events: int) -> None:
+        """Count `events` more (or fewer) of `request`'s account as held."""
+        self._held_events += events
+        self._held_by_account[request.account] += events
+        if not self._held_by_account[request.account]:
+            del self._held_by_account[request.account]
+        self._observer.holding(self._held_events)
+
     def _withdraw(self, request: _Request) -> None:
         """Drop a request its caller gave up on, unless a flush is already storing it."""
-        if request in self._waiting:
-            self._waiting.remove(request)
-            self._held_events -= len(request.events)
-            self._observer.holding(self._held_events)
+        queue = self._waiting.get(request.account)
+        if queue is not None and request in queue:
+            queue.remove(request)
+            if not queue:
+                del self._waiting[request.account]
+            self._waiting_events -= len(request.events)
+            self._hold(request, -len(request.events))
             request.outcome.cancel()
 
     async def close(self) -> None:
@@ -166,25 +208,33 @@ class Batcher:
 
     async def _gather_more(self) -> None:
         """Let more requests join until the oldest has waited long enough or the batch is full."""
-        while (
-            not self._closing and self._waiting and self._waiting_events() < self._max_batch_events
-        ):
-            remaining = self._waiting[0].arrived + self._max_wait - time.monotonic()
+        while not self._closing and self._waiting and self._waiting_events < self._max_batch_events:
+            oldest = min(queue[0].arrived for queue in self._waiting.values())
+            remaining = oldest + self._max_wait - time.monotonic()
             if remaining <= 0:
                 return
             await asyncio.sleep(remaining)
 
-    def _waiting_events(self) -> int:
-        return sum(len(request.events) for request in self._waiting)
-
     def _take_batch(self) -> list[_Request]:
-        """Whole requests, oldest first, up to max_batch_events (a larger request goes alone)."""
-        batch = [self._waiting.popleft()]
-        size = len(batch[0].events)
-        while self._waiting and size + len(self._waiting[0].events) <= self._max_batch_events:
-            request = self._waiting.popleft()
-            size += len(request.events)
+        """Whole requests up to max_batch_events (a larger request goes alone): the oldest
+        request of each account in turn, each account served going to the back.
+
+        The batch ends at the first request that does not fit, which then leads the next one:
+        skipped, a large request could wait behind small ones for ever.
+        """
+        batch: list[_Request] = []
+        size = 0
+        while self._waiting:
+            account, queue = next(iter(self._waiting.items()))
+            if batch and size + len(queue[0].events) > self._max_batch_events:
+                break
+            request = queue.popleft()
             batch.append(request)
+            size += len(request.events)
+            del self._waiting[account]
+            if queue:
+                self._waiting[account] = queue
+        self._waiting_events -= size
         return batch
 
     def _flush_done(self, task: asyncio.Task[None]) -> None:
@@ -195,8 +245,8 @@ class Batcher:
         try:
             await self._store_batch(batch)
         finally:
-            self._held_events -= sum(len(request.events) for request in batch)
-            self._observer.holding(self._held_events)
+            for request in batch:
+                self._hold(request, -len(request.events))
 
     async def _store_batch(self, batch: list[_Request]) -> None:
         started = time.perf_counter()
@@ -209,6 +259,8 @@ class Batcher:
         except Exception as exc:
             unavailable = is_unavailable(exc)
             self._observer.failed(unavailable=unavailable)
+            if refusal := refusal_to_commit(exc):
+                self._refused = (time.monotonic(), refusal)
             if len(batch) > 1 and not unavailable:
                 # Not an outage: find the request at fault, so that the others are still stored.
                 log.warning("a batch of %d requests failed; storing them one by one", len(batch))
@@ -221,6 +273,7 @@ class Batcher:
                 if not request.outcome.done():
                     request.outcome.set_exception(failure)
             return
+        self._refused = None
         for request in batch:
             outcomes = []
             for event in request.events:

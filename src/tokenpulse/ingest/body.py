@@ -1,12 +1,15 @@
 """Reading an ingest request body: size limits, gzip, and JSON or NDJSON into decoded events."""
 
 import json
+import re
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
+from itertools import islice
 from typing import Any
 
+from tokenpulse.arrival import BodyTimeouts, arriving
 from tokenpulse.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from tokenpulse.ingest.decoded import DuplicateKeys, integer_from_text, object_from_pairs
 from tokenpulse.text import echo
@@ -26,6 +29,13 @@ class Undecodable:
     @property
     def message(self) -> str:
         return f"the line is not valid JSON: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Overgrown:
+    """An NDJSON line with more values than any event, rejected on its own before decoding."""
+
+    message: str
 
 
 def body_format(content_type: str | None, content_encoding: str | None) -> tuple[Format, bool]:
@@ -49,19 +59,24 @@ async def read_limited(
     *,
     limit: int,
     gzipped: bool,
+    timeouts: BodyTimeouts,
     reserve: Callable[[int], None] = lambda size: None,
 ) -> bytes:
     """The body's bytes, decompressed, refusing it as soon as it passes `limit` bytes.
 
     The limit applies to what is received and to what it decompresses to, so neither a lying
-    Content-Length nor a small gzip bomb can make the service hold more than `limit` bytes.
-    Every chunk kept is first passed to `reserve`, which may refuse it.
+    Content-Length, a small gzip bomb nor an endless stream of empty gzip members can make the
+    service read or hold more than `limit` bytes. Every chunk kept is first passed to `reserve`,
+    which may refuse it. A body that stalls, or trickles in for longer than the timeouts allow,
+    is refused with 408: a connection cannot hold its bytes for ever.
     """
     received = bytearray()
+    wire_bytes = 0
     inflater = _Inflater() if gzipped else None
-    async for chunk in chunks:
+    async for chunk in arriving(chunks, timeouts):
+        wire_bytes += len(chunk)
         data = chunk if inflater is None else inflater.inflate(chunk, limit + 1 - len(received))
-        if len(received) + len(data) > limit:
+        if wire_bytes > limit or len(received) + len(data) > limit:
             raise PayloadTooLarge(f"the body is larger than the limit of {limit:,} bytes")
         reserve(len(data))
         received += data
@@ -101,14 +116,118 @@ def decode_events(body: bytes, body_format: Format, *, max_events: int) -> list[
     """The decoded events of a body, in order; NDJSON lines that are not JSON as `Undecodable`."""
     if not body.strip():
         raise BadRequest("the body is empty")
-    events = _decode_json(body) if body_format is Format.JSON else _decode_ndjson(body)
+    if body_format is Format.JSON:
+        check_json_size(body, max_events)
+        events = _decode_json(body)
+    else:
+        events = _decode_ndjson(ndjson_lines(body, max_events))
     if not events:
         raise BadRequest("the body holds no events")
     if len(events) > max_events:
-        raise PayloadTooLarge(
-            f"the body holds {len(events):,} events; at most {max_events:,} are accepted at once"
-        )
+        raise too_many(max_events)
     return events
+
+
+def too_many(max_events: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the body holds more than {max_events:,} events; at most {max_events:,} are accepted "
+        "at once"
+    )
+
+
+# Counting comes before any decoding: decoding and checking cost a little for every event and
+# every value in it, and a body of a few bytes each (`1\n` lines, `{},` elements, `[1,1,…]`)
+# holds millions of them. Long strings cost little; only many values in one place is refused.
+
+EVENT_MAX_PARTS = 8192
+"""Most commas and brackets in one event, inside its strings or not: a valid event has a few
+dozen values, and even with every string made of commas fewer parts than this."""
+
+_NON_BLANK_LINE = re.compile(rb"[^\s][^\n]*")
+"""A line from its first character that is not white space to its end."""
+
+
+def ndjson_lines(body: bytes, max_events: int) -> list[bytes]:
+    """The body's lines that are not blank, refused as soon as there are more than `max_events`."""
+    lines = [match[0] for match in islice(_NON_BLANK_LINE.finditer(body), max_events + 1)]
+    if len(lines) > max_events:
+        raise too_many(max_events)
+    return lines
+
+
+def parts(text: bytes | str) -> int:
+    """An upper bound of how many values one JSON text holds, counted in C."""
+    if isinstance(text, bytes):
+        return text.count(b",") + text.count(b"[") + text.count(b"{")
+    return text.count(",") + text.count("[") + text.count("{")
+
+
+def too_many_parts(what: str) -> str:
+    return f"{what} has more than {EVENT_MAX_PARTS:,} JSON values; no event has as many"
+
+
+_BATCH_START = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"events"[ \t\n\r]*:[ \t\n\r]*\[')
+_SPACE = re.compile(r"[ \t\n\r]*")
+# Values are only skipped over: numbers stay text, so no number can stop the count.
+_SKIPPING = json.JSONDecoder(parse_int=len, parse_float=len, parse_constant=len)
+
+
+def check_json_size(body: bytes, max_events: int) -> None:
+    """Refuse a JSON body of more than `max_events` events, or with an event of more than
+    EVENT_MAX_PARTS values, counting no further than that.
+
+    A batch with few enough values in all is let through at once; any other is counted element
+    by element, each skipped over by the C parser.
+    """
+    start = _BATCH_START.match(body)
+    if start is None:
+        if parts(body) > EVENT_MAX_PARTS:
+            raise PayloadTooLarge(too_many_parts("the body"))
+        return
+    if parts(body) <= max(max_events, EVENT_MAX_PARTS):
+        return
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # refused as a whole before any element is decoded
+    # What the start matched is ASCII: its length in bytes is its length in characters.
+    end = _check_elements(text, start.end(), max_events)
+    # Whatever follows the batch's array is refused, but only once decoded: it must be small.
+    if end is not None and parts(text[end:]) > EVENT_MAX_PARTS:
+        raise PayloadTooLarge(too_many_parts('what follows "events" in the body'))
+
+
+def _check_elements(text: str, at: int, most: int) -> int | None:
+    """Refuse the array from `at` (just after its `[`) if it holds more than `most` elements or
+    one with too many values; where the array ends, if it does.
+
+    Counting ends early at the first element that is not JSON: every parser after this one
+    stops there too, so no more than these elements are ever decoded.
+    """
+    count = 0
+    at = _after_space(text, at)
+    while not text.startswith("]", at):
+        try:
+            _, end = _SKIPPING.raw_decode(text, at)
+        except (ValueError, RecursionError):
+            return None
+        if parts(text[at:end]) > EVENT_MAX_PARTS:
+            raise PayloadTooLarge(too_many_parts(f"event {count}"))
+        count += 1
+        if count > most:
+            raise too_many(most)
+        at = _after_space(text, end)
+        if text.startswith(",", at):
+            at = _after_space(text, at + 1)
+        elif not text.startswith("]", at):
+            return None
+    return at + 1
+
+
+def _after_space(text: str, at: int) -> int:
+    space = _SPACE.match(text, at)
+    assert space is not None  # white space may be empty: it always matches
+    return space.end()
 
 
 def _loads(text: str) -> Any:
@@ -164,6 +283,8 @@ def _decode_json(body: bytes) -> list[object]:
 
 
 def _parse_line(line: bytes) -> object:
+    if parts(line) > EVENT_MAX_PARTS:
+        return Overgrown(too_many_parts("the line"))
     try:
         return _parse(line)
     except json.JSONDecodeError as exc:
@@ -173,8 +294,8 @@ def _parse_line(line: bytes) -> object:
         return Undecodable(str(exc))
 
 
-def _decode_ndjson(body: bytes) -> list[object]:
-    events = [_parse_line(line) for line in body.split(b"\n") if line.strip()]
+def _decode_ndjson(lines: list[bytes]) -> list[object]:
+    events = [_parse_line(line) for line in lines]
     if events and all(isinstance(event, Undecodable) for event in events):
         first = events[0]
         assert isinstance(first, Undecodable)

@@ -3,9 +3,20 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenpulse.errors import ServiceError, Unavailable
-from tokenpulse.ingest.batcher import Batcher, Overloaded, ShuttingDown, StoreUnavailable
+from tokenpulse.errors import ServiceError, TooManyRequests, Unavailable
+from tokenpulse.ingest.batcher import (
+    AccountOverloaded,
+    Batcher,
+    Overloaded,
+    ShuttingDown,
+    StoreUnavailable,
+)
 from tokenpulse.ingest.validation import Rejection, Validated
+
+OVER_SHARE = "this tenant has more events waiting than its share of this worker; retry later"
+
+MAX_LISTED_REJECTIONS = 100
+"""Most rejected events an answer lists with their reasons."""
 
 
 @dataclass
@@ -19,7 +30,11 @@ class IngestResult:
         return self.accepted + self.duplicates > 0
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        """The answer: every count, and the first MAX_LISTED_REJECTIONS rejections with their
+        reasons (`errors_omitted` says how many more there were), so that an answer stays
+        small however many events a body gets wrong."""
+        listed = self.rejections[:MAX_LISTED_REJECTIONS]
+        answer: dict[str, Any] = {
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "rejected": len(self.rejections),
@@ -32,12 +47,17 @@ class IngestResult:
                         for error in rejection.errors
                     ],
                 }
-                for rejection in self.rejections
+                for rejection in listed
             ],
         }
+        if len(listed) < len(self.rejections):
+            answer["errors_omitted"] = len(self.rejections) - len(listed)
+        return answer
 
 
-async def ingest(validated: Validated, *, batcher: Batcher, retry_after: int) -> IngestResult:
+async def ingest(
+    validated: Validated, *, account: str, batcher: Batcher, retry_after: int
+) -> IngestResult:
     """Store the valid events of `validated` and account for every one.
 
     Returns once the stored events are committed. Raises `Unavailable` when they could not be
@@ -47,7 +67,9 @@ async def ingest(validated: Validated, *, batcher: Batcher, retry_after: int) ->
     if not validated.events:
         return result
     try:
-        outcomes = await batcher.submit(validated.events)
+        outcomes = await batcher.submit(validated.events, account)
+    except AccountOverloaded:
+        raise TooManyRequests(OVER_SHARE, retry_after=retry_after) from None
     except Overloaded:
         raise Unavailable("ingest is overloaded; retry later", retry_after=retry_after) from None
     except ShuttingDown:

@@ -7,8 +7,17 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from tokenpulse.errors import PayloadTooLarge, Problem
-from tokenpulse.ingest.body import Format, Undecodable, decode_events
+from tokenpulse.errors import Problem
+from tokenpulse.ingest.body import (
+    EVENT_MAX_PARTS,
+    Format,
+    Overgrown,
+    Undecodable,
+    check_json_size,
+    decode_events,
+    ndjson_lines,
+    parts,
+)
 from tokenpulse.ingest.decoded import DuplicateKeys, describe
 from tokenpulse.ingest.events import Checking, Event, EventBatch, EventRules, UsageEvent
 from tokenpulse.ingest.problems import event_problems
@@ -38,13 +47,12 @@ def validate_body(
     body: bytes, body_format: Format, checking: Checking, *, max_events: int
 ) -> Validated:
     """The body's events checked against every rule. Raises `BadRequest` for a body that is not
-    JSON / NDJSON events, `PayloadTooLarge` for one with more than `max_events`."""
+    JSON / NDJSON events, `PayloadTooLarge` for one with more than `max_events` or an event with
+    more values than any, before decoding any."""
     if body_format is Format.NDJSON:
-        lines = [line for line in body.split(b"\n") if line.strip()]
-        if len(lines) > max_events:
-            raise too_many(len(lines), max_events)
-        clean = _clean_lines(body, lines, checking)
+        clean = _clean_lines(body, ndjson_lines(body, max_events), checking)
     else:
+        check_json_size(body, max_events)
         clean = _clean_json(body, checking)
     if clean and len(clean) <= max_events:
         return Validated([event.stored(checking.key_tenant) for event in clean])
@@ -56,12 +64,6 @@ def validate_body(
         else:
             validated.rejections.append(Rejection(index, _event_id_of(raw), checked))
     return validated
-
-
-def too_many(events: int, max_events: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"the body holds {events:,} events; at most {max_events:,} are accepted at once"
-    )
 
 
 def _clean_json(body: bytes, checking: Checking) -> list[UsageEvent] | None:
@@ -79,6 +81,8 @@ def _clean_json(body: bytes, checking: Checking) -> list[UsageEvent] | None:
 
 
 def _clean_lines(body: bytes, lines: list[bytes], checking: Checking) -> list[UsageEvent] | None:
+    if any(parts(line) > EVENT_MAX_PARTS for line in lines):
+        return None
     try:
         events = [UsageEvent.model_validate_json(line, context=checking) for line in lines]
     except ValidationError:
@@ -101,7 +105,7 @@ def _no_repeated_keys(body: bytes, events: list[UsageEvent], wrapper_keys: int) 
 
 
 def _checked(raw: object, checking: Checking) -> Event | list[Problem]:
-    if isinstance(raw, Undecodable):
+    if isinstance(raw, Undecodable | Overgrown):
         return [Problem(None, raw.message)]
     if not isinstance(raw, dict):
         return [Problem(None, f"an event must be a JSON object, got {describe(raw)}")]

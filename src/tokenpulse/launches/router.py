@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.convertors import Convertor, register_url_convertor
 
-from tokenpulse.auth import Caller, require
+from tokenpulse.arrival import BodyTimeouts
+from tokenpulse.auth import Caller, recheck, require
 from tokenpulse.errors import Forbidden, InvalidParameters, NotFound
 from tokenpulse.instants import ceil_to, format_rfc3339
 from tokenpulse.keys.scopes import Scope
@@ -32,6 +34,29 @@ from tokenpulse.rollups.selection import Selection
 from tokenpulse.runtime import Runtime, get_runtime
 from tokenpulse.text import STRING_MAX, text_problem
 from tokenpulse.usage.params import filters, instant, instant_query
+
+
+class ModelName(Convertor[str]):
+    """A model name in a path: all the rest of it, as the server decoded it.
+
+    Names may hold slashes (`meta-llama/Llama-3-70b`), sent as they are or as %2F, which the
+    server decodes before routing, and any other character ingest accepts, line breaks included
+    (which Starlette's `path` convertor would not match). A route beneath a launch
+    (`/v1/launches/{model}/...`) must be declared before the launch routes to be reached.
+    """
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# Starlette's one registry of convertors, read as routes are compiled; the same name registered
+# again replaces it with its equal.
+register_url_convertor("model_name", ModelName())
 
 router = APIRouter(tags=["launches"])
 
@@ -76,7 +101,7 @@ def checked_model(model: str) -> str:
 
 
 @router.put(
-    "/v1/launches/{model}",
+    "/v1/launches/{model:model_name}",
     responses={
         **answers(LaunchAnswer, *AUTHENTICATED, 413, 422),
         201: {"model": LaunchAnswer, "description": "The launch was created."},
@@ -91,7 +116,9 @@ async def put_model_launch(
 ) -> JSONResponse:
     if caller.tenant is not None:
         raise Forbidden("launches concern every tenant: only a platform admin key may set them")
-    request = await read_model(http_request, LaunchRequest)
+    request = await read_model(http_request, LaunchRequest, BodyTimeouts.of(runtime.settings))
+    # A key revoked while the body was arriving changes nothing.
+    await recheck(runtime, caller)
     launched_at = instant("launched_at", request.launched_at)
     assert launched_at is not None
     if launched_at > runtime.clock() + LAUNCH_LEAD:
@@ -111,7 +138,8 @@ async def get_launches(
 
 
 @router.get(
-    "/v1/launches/{model}", responses=answers(LaunchSummaryAnswer, *AUTHENTICATED, 404, 422)
+    "/v1/launches/{model:model_name}",
+    responses=answers(LaunchSummaryAnswer, *AUTHENTICATED, 404, 422),
 )
 async def get_launch(
     model: Model,
