@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.conftest import UNLIMITED_ENV, ClientFactory, Clock, bearer, scratch_database
@@ -126,7 +127,7 @@ async def test_readiness_and_ingest_answer_503_on_a_read_only_database(server_ur
             admin = await create_key(connection, name="admin", scope=Scope.ADMIN, tenant=None)
         await engine.dispose()
         # What a standby, or a database set read-only for maintenance, does to every session.
-        name = url.rsplit("/", 1)[1]
+        name = make_url(url).database
         owner = await asyncpg.connect(url)
         await owner.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
         await owner.close()

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import scratch_database
 from tests.servers import free_port
-from tokenpulse.database import async_url
+from tokenpulse.database import async_url, database_address
 from tokenpulse.migrations import head_revision, upgrade_to_head
 
 COMMAND_TIMEOUT_SECONDS = 60
@@ -116,7 +116,7 @@ async def test_a_database_with_no_connection_to_spare_stops_the_command_with_one
         finally:
             await admin.execute(f'DROP ROLE "{role}"')
             await admin.close()
-        where = f"{make_url(url).host}:{make_url(url).port}/{make_url(url).database}"
+        where = database_address(url)
 
     assert line == (
         f"tokenpulse: the database at {where} has no connection to spare: "
