@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py            # the full run (about 40 minutes at 1M and 10M)
     .venv/bin/python bench/run.py --tiny     # a minute or less: that the benchmark still works
+    .venv/bin/python bench/run.py --neighbour  # only (7), the noisy neighbour: about 3 minutes
 
 1. Batch ingest, 1,000 events a request from 8 connections, of live traffic (events of the last
    few minutes) and of a backfill (spread over 30 days), each beside two parallel COPY streams
@@ -824,6 +825,24 @@ def bytes_rows(events: int, stored: Stored) -> list[Row]:
     return rows
 
 
+def neighbour_rows(neighbour: dict[str, Any]) -> list[Row]:
+    return [
+        Row(
+            f"7. noisy neighbour: victim's single events at {VICTIM_RATE:.0f}/s beside a flood of "
+            f"{number(neighbour['flood_rate'])} events/s: p50 / p99 (ms)",
+            milliseconds(neighbour["beside"]),
+            f"alone {milliseconds(neighbour['alone'])}",
+            f"{neighbour['beside'].p99 / neighbour['alone'].p99:.2f}",
+            "≤ 2",
+        ),
+        Row(
+            "   statuses: victim alone / beside; flood",
+            f"{neighbour['statuses']['alone']} / {neighbour['statuses']['beside']}",
+            f"flood {neighbour['flood_statuses']}",
+        ),
+    ]
+
+
 async def run_all(args: argparse.Namespace, server_url: str) -> int:
     size = TINY if args.tiny else FULL
     reps = 1 if args.tiny else args.reps
@@ -833,6 +852,12 @@ async def run_all(args: argparse.Namespace, server_url: str) -> int:
         f"generators; {args.workers} tokenpulse workers; medians of {reps} runs",
         file=sys.stderr,
     )
+    if args.neighbour:
+        for _ in range(reps):
+            for row in neighbour_rows(await noisy_neighbour(server_url, size, args.workers)):
+                rows.append(row)
+        print(table(rows))
+        return 0
     batch, sustained, drained = await batch_ingest(server_url, size, reps, args.workers)
     for shape, ingest in batch.items():
         rate, copy = median(ingest.rates), median(ingest.copies)
@@ -971,24 +996,8 @@ async def run_all(args: argparse.Namespace, server_url: str) -> int:
             "equal",
         )
     )
-    neighbour = await noisy_neighbour(server_url, size, args.workers)
-    rows.append(
-        Row(
-            f"7. noisy neighbour: victim's single events at {VICTIM_RATE:.0f}/s beside a flood of "
-            f"{number(neighbour['flood_rate'])} events/s: p50 / p99 (ms)",
-            milliseconds(neighbour["beside"]),
-            f"alone {milliseconds(neighbour['alone'])}",
-            f"{neighbour['beside'].p99 / neighbour['alone'].p99:.2f}",
-            "≤ 2",
-        )
-    )
-    rows.append(
-        Row(
-            "   statuses: victim alone / beside; flood",
-            f"{neighbour['statuses']['alone']} / {neighbour['statuses']['beside']}",
-            f"flood {neighbour['flood_statuses']}",
-        )
-    )
+    for row in neighbour_rows(await noisy_neighbour(server_url, size, args.workers)):
+        rows.append(row)
     print(table(rows))
     async with fresh_database(server_url) as url:
         day = live(size.profiled_batches * BATCH, seed=300)
@@ -1026,4 +1035,7 @@ if __name__ == "__main__":
     parser.add_argument("--tiny", action="store_true", help="a run of seconds, to keep it working")
     parser.add_argument("--reps", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="tokenpulse workers (default 2)")
+    parser.add_argument(
+        "--neighbour", action="store_true", help="only (7), the noisy neighbour, --reps times"
+    )
     raise SystemExit(main(parser.parse_args()))
