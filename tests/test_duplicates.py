@@ -6,6 +6,7 @@ from typing import Any
 import httpx
 
 from tests.factories import event
+from tokenpulse.ingest.writer import STATEMENT_MAX_EVENTS
 
 
 async def post(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -70,6 +71,22 @@ async def test_a_repeat_inside_one_batch_is_a_duplicate_and_the_first_one_is_sto
     assert (result["accepted"], result["duplicates"], result["rejected"]) == (2, 1, 0)
     totals = await total(client)
     assert (totals["requests"], totals["input_tokens"]) == (2, 110)
+
+
+async def test_a_repeat_far_apart_in_a_large_batch_is_a_duplicate_and_the_first_is_stored(
+    client: httpx.AsyncClient,
+) -> None:
+    # Stored a statement of STATEMENT_MAX_EVENTS at a time, in the order of their keys: the
+    # first req-0999 is the last of the first statement, its repeat the first of the second.
+    batch = [event(event_id=f"req-{n:04}", input_tokens=1, output_tokens=0) for n in range(2499)]
+    batch.append(event(event_id="req-0999", input_tokens=7777, output_tokens=0))
+    assert STATEMENT_MAX_EVENTS == 1000
+
+    result = await post(client, batch)
+
+    assert (result["accepted"], result["duplicates"], result["rejected"]) == (2499, 1, 0)
+    totals = await total(client)
+    assert (totals["requests"], totals["input_tokens"]) == (2499, 2499)
 
 
 async def test_the_same_event_id_in_two_tenants_is_two_events(
