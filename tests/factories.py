@@ -25,3 +25,16 @@ def event(*, at: datetime | None = None, **fields: Any) -> dict[str, Any]:
     }
     body.update(fields)
     return {name: value for name, value in body.items() if value is not ...}
+
+
+def measures(*events: dict[str, Any]) -> dict[str, int]:
+    """The sums that aggregates answer for `events`."""
+    sums = {
+        name: sum(e.get(name, 0) for e in events)
+        for name in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+    }
+    return {
+        "requests": len(events),
+        **sums,
+        "total_tokens": sums["input_tokens"] + sums["output_tokens"],
+    }
