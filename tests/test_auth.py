@@ -279,6 +279,28 @@ async def test_a_key_or_launch_body_over_64_kib_is_refused(client: httpx.AsyncCl
 
 
 @pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data", None]
+)
+async def test_a_key_or_launch_body_that_is_not_json_is_unsupported(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    key = await client.post("/v1/keys", content=b'{"scope": "read"}', headers=headers)
+    launch = await client.put(
+        "/v1/launches/m", content=b'{"launched_at": "2026-11-27T09:00:00Z"}', headers=headers
+    )
+    keys = (await client.get("/v1/keys")).json()["keys"]
+
+    assert (key.status_code, launch.status_code) == (415, 415)
+    assert key.json()["error"] == {
+        "code": "unsupported_media_type",
+        "message": f"Content-Type must be application/json, got {content_type or 'none'}",
+    }
+    assert (await client.get("/v1/launches")).json() == {"launches": []}
+    assert len(keys) == 1  # the admin key the test came with
+
+
+@pytest.mark.parametrize(
     ("body", "field"),
     [
         ({"name": "a\u0000b", "scope": "read"}, "name"),

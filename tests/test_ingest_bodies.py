@@ -445,7 +445,6 @@ async def test_unexpected_batch_member_is_named_safely_in_the_error(
         "application/xml",
         "application/x-www-form-urlencoded",
         "multipart/form-data; boundary=x",
-        "application/jsonl",
         "application/json-seq",
         "",
     ],
@@ -459,6 +458,17 @@ async def test_other_content_type_is_unsupported(
         "Content-Type must be application/json or application/x-ndjson, got "
     )
     assert await stored_requests(client) == 0
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/ndjson", "application/jsonl", "application/x-jsonlines"]
+)
+async def test_other_names_of_ndjson_are_read_as_ndjson(
+    client: httpx.AsyncClient, content_type: str
+) -> None:
+    response = await post(client, ndjson(event(), event()), content_type)
+    assert response.status_code == 200, response.text
+    assert counts(response) == (2, 0, 0)
 
 
 async def test_missing_content_type_is_unsupported(client: httpx.AsyncClient) -> None:

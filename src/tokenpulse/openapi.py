@@ -222,10 +222,15 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     ),
     403: ("The key's scope or tenant does not allow this.", {}),
     404: ("There is no such resource.", {}),
+    408: ("The body stalled or took too long to arrive; the connection is closed.", {}),
     413: ("The body is larger than the limit, or holds too many events.", {}),
     415: ("The Content-Type or Content-Encoding is not one that is accepted.", {}),
     422: ("A parameter or field is invalid; `errors` names each.", {}),
-    429: ("The key's rate limit is exceeded.", _RETRY_AFTER),
+    429: (
+        "The key's rate limit, its tenant's events a second or its tenant's share of a worker "
+        "is exceeded.",
+        _RETRY_AFTER,
+    ),
     431: ("The request line and headers are larger than 16 KiB.", {}),
     503: ("Overloaded, shutting down, or the database is unavailable.", _RETRY_AFTER),
 }

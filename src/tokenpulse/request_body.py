@@ -8,7 +8,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from tokenpulse.arrival import BodyTimeouts, arriving
-from tokenpulse.errors import InvalidParameters, PayloadTooLarge, Problem
+from tokenpulse.errors import InvalidParameters, PayloadTooLarge, Problem, UnsupportedMediaType
 from tokenpulse.text import echo
 
 SMALL_BODY_BYTES = 64 * 1024
@@ -17,12 +17,17 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 async def read_model(request: Request, model: type[Model], timeouts: BodyTimeouts) -> Model:
-    """The body as `model`: 413 past SMALL_BODY_BYTES, 408 past the timeouts, 422 naming each
-    field at fault."""
+    """The body as `model`: 413 past SMALL_BODY_BYTES, 415 unless it says it is JSON, 408 past
+    the timeouts, 422 naming each field at fault."""
     too_large = PayloadTooLarge(f"the body is larger than the limit of {SMALL_BODY_BYTES:,} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > SMALL_BODY_BYTES:
         raise too_large
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, got {media_type or 'none'}"
+        )
     body = bytearray()
     async for chunk in arriving(request.stream(), timeouts):
         body += chunk

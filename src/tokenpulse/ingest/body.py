@@ -38,11 +38,15 @@ class Overgrown:
     message: str
 
 
+NDJSON_ALIASES = ("application/ndjson", "application/jsonl", "application/x-jsonlines")
+"""Other names clients give newline-delimited JSON, read as application/x-ndjson."""
+
+
 def body_format(content_type: str | None, content_encoding: str | None) -> tuple[Format, bool]:
     """The body's format and whether it is gzip-compressed, from the request headers."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     try:
-        body = Format(media_type)
+        body = Format.NDJSON if media_type in NDJSON_ALIASES else Format(media_type)
     except ValueError:
         raise UnsupportedMediaType(
             f"Content-Type must be application/json or application/x-ndjson, "

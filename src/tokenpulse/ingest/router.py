@@ -24,7 +24,7 @@ router = APIRouter(tags=["ingest"])
 @router.post(
     "/v1/events",
     responses={
-        **answers(IngestAnswer, *AUTHENTICATED, 400, 413, 415),
+        **answers(IngestAnswer, *AUTHENTICATED, 400, 408, 413, 415),
         422: {"model": IngestAnswer, "description": "Every event was rejected."},
     },
     openapi_extra=ingest_body(),

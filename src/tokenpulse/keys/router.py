@@ -48,7 +48,7 @@ class KeyRequest(BaseModel):
 @router.post(
     "/v1/keys",
     status_code=201,
-    responses=answers(CreatedKeyAnswer, *AUTHENTICATED, 413, 422, status=201),
+    responses=answers(CreatedKeyAnswer, *AUTHENTICATED, 408, 413, 415, 422, status=201),
     openapi_extra=json_body(KeyRequest),
 )
 async def post_key(

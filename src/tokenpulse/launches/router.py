@@ -103,7 +103,7 @@ def checked_model(model: str) -> str:
 @router.put(
     "/v1/launches/{model:model_name}",
     responses={
-        **answers(LaunchAnswer, *AUTHENTICATED, 413, 422),
+        **answers(LaunchAnswer, *AUTHENTICATED, 408, 413, 415, 422),
         201: {"model": LaunchAnswer, "description": "The launch was created."},
     },
     openapi_extra=json_body(LaunchRequest),
