@@ -99,8 +99,15 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 async def empty_tables(engine: AsyncEngine, *, keep: tuple[str, ...] = ()) -> None:
-    """Every table emptied but those named in `keep`."""
-    tables = [name for name in metadata.tables if name not in keep]
+    """Every table emptied but those named in `keep`.
+
+    The pending deltas come first: a fold still running takes them before the rollups, and a
+    TRUNCATE that locked a rollup first would deadlock with it.
+    """
+    tables = sorted(
+        (name for name in metadata.tables if name not in keep),
+        key=lambda name: name != "rollup_pending",
+    )
     async with engine.begin() as connection:
         await connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
 
