@@ -107,6 +107,22 @@ def test_a_serve_that_stops_leaves_the_embedded_postgresql_to_the_serve_that_joi
     assert postmaster_pid(data_dir) is None, "the last serve to stop stops PostgreSQL"
 
 
+def test_closing_the_terminal_of_serve_stops_it_and_the_embedded_postgresql(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    env = {"TOKENPULSE_DATA_DIR": str(data_dir), **UNLIMITED_ENV}
+    server = start_server(tmp_path, env=env)
+    try:
+        running = postmaster_pid(data_dir) is not None
+        status = server.stop(signal.SIGHUP)
+    finally:
+        stop_server(server)
+
+    assert running
+    assert status == 0, server.output()
+    assert postmaster_pid(data_dir) is None, "SIGHUP left the embedded PostgreSQL running"
+
+
 def test_serve_starts_the_embedded_postgresql_again_when_it_dies(
     data_dir: Path, tmp_path: Path
 ) -> None:

@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn re-raises SIGTERM once it has shut down gracefully; exit normally through Python
     # then, so that the embedded server is stopped too instead of being left running.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    # Closing the terminal sends SIGHUP, whose default is to die on the spot and leave the
+    # embedded server running: it stops the command as SIGTERM does. (With several workers,
+    # uvicorn's supervisor takes SIGHUP for itself, as the signal to restart its workers.)
+    signal.signal(signal.SIGHUP, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
     try:
         return _run(args, settings)
     except _Refused as refused:
