@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import UNLIMITED_ENV, bearer, scratch_database
@@ -35,6 +36,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.process
 def test_a_first_start_on_the_embedded_postgresql_prints_one_admin_key_and_keeps_the_data(
     tmp_path: Path,
 ) -> None:
@@ -79,6 +81,7 @@ def test_a_first_start_on_the_embedded_postgresql_prints_one_admin_key_and_keeps
     assert (again["accepted"], again["duplicates"]) == (0, 1)
 
 
+@pytest.mark.process
 async def test_keys_commands_create_list_and_revoke_keys_in_the_database(
     server_url: str,
 ) -> None:
@@ -107,6 +110,7 @@ FORGED = "gw\n0000000000000000\tforged\tadmin\t-\t2026-01-01T00:00:00Z\t-"
 """A key name that, printed raw, would add a row to `keys list`."""
 
 
+@pytest.mark.process
 async def test_keys_create_refuses_a_name_or_tenant_with_control_characters(
     server_url: str,
 ) -> None:
@@ -125,6 +129,7 @@ async def test_keys_create_refuses_a_name_or_tenant_with_control_characters(
     assert listed.stdout.split("\n")[1:] == [""], "no key was created"
 
 
+@pytest.mark.process
 async def test_keys_list_prints_control_characters_stored_in_names_and_tenants_escaped(
     server_url: str,
 ) -> None:
@@ -149,6 +154,7 @@ async def test_keys_list_prints_control_characters_stored_in_names_and_tenants_e
     assert tenant == r"acme\x1b]0;owned\x07"
 
 
+@pytest.mark.process
 async def test_migrate_brings_a_database_to_the_newest_migration(server_url: str) -> None:
     async with scratch_database(server_url) as url:
         result = run_cli("migrate", env={"TOKENPULSE_DATABASE_URL": url})
@@ -160,6 +166,7 @@ async def test_migrate_brings_a_database_to_the_newest_migration(server_url: str
         await engine.dispose()
 
 
+@pytest.mark.process
 def test_invalid_settings_stop_the_command_with_a_message_naming_the_variable() -> None:
     result = run_cli(
         "migrate",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import UNLIMITED_ENV, Keys, bearer
@@ -35,6 +36,7 @@ def usage_event(number: int, occurred_at: datetime) -> dict[str, Any]:
     }
 
 
+@pytest.mark.process
 async def test_two_workers_store_overlapping_batches_exactly_once(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:

@@ -122,6 +122,7 @@ def refusal(answer: bytes, status: int) -> dict[str, Any]:
     return error
 
 
+@pytest.mark.process
 def test_fifty_connections_that_stop_halfway_through_their_head_get_408_and_are_closed(
     server: Server,
 ) -> None:
@@ -156,6 +157,7 @@ def test_fifty_connections_that_stop_halfway_through_their_head_get_408_and_are_
     assert set(served) == {200}
 
 
+@pytest.mark.process
 def test_a_slowloris_trickling_its_head_a_byte_every_half_second_is_cut_off(
     server: Server,
 ) -> None:
@@ -167,6 +169,7 @@ def test_a_slowloris_trickling_its_head_a_byte_every_half_second_is_cut_off(
     assert refusal(answer, 408)["code"] == "request_timeout"
 
 
+@pytest.mark.process
 def test_a_body_trickled_after_its_refusal_does_not_keep_the_connection_open(
     server: Server,
 ) -> None:
@@ -196,6 +199,7 @@ def trickle_until_closed(sock: socket.socket, byte: bytes) -> bool:
     return False
 
 
+@pytest.mark.process
 def test_a_keep_alive_connection_whose_next_head_stops_halfway_gets_408_and_is_closed(
     server: Server,
 ) -> None:
@@ -209,6 +213,7 @@ def test_a_keep_alive_connection_whose_next_head_stops_halfway_gets_408_and_is_c
     assert refusal(answer, 408)["code"] == "request_timeout"
 
 
+@pytest.mark.process
 def test_blank_lines_trickled_after_an_answer_do_not_keep_the_connection_open(
     server: Server,
 ) -> None:
@@ -222,11 +227,13 @@ def test_blank_lines_trickled_after_an_answer_do_not_keep_the_connection_open(
     assert refusal(answer, 408)["code"] == "request_timeout"
 
 
+@pytest.mark.process
 def test_a_connection_that_sends_nothing_is_closed_without_an_answer(server: Server) -> None:
     with connect(server) as sock:
         assert read_until_closed(sock) == b""
 
 
+@pytest.mark.process
 def test_an_idle_keep_alive_connection_is_closed_silently_after_the_keep_alive_timeout(
     server: Server,
 ) -> None:
@@ -243,6 +250,7 @@ def test_an_idle_keep_alive_connection_is_closed_silently_after_the_keep_alive_t
     assert idle > KEEPALIVE_TIMEOUT - 0.5
 
 
+@pytest.mark.process
 def test_stalled_heads_past_the_open_file_limit_do_not_lock_new_clients_out(
     server: Server,
 ) -> None:
@@ -300,6 +308,7 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize(("request_bytes", "reason"), MALFORMED.values(), ids=MALFORMED)
+@pytest.mark.process
 def test_malformed_http_gets_a_json_400_that_says_what_is_wrong(
     server: Server, request_bytes: bytes, reason: str
 ) -> None:
@@ -348,6 +357,7 @@ def wait_for_exit(pids: list[int]) -> list[int]:
     return left
 
 
+@pytest.mark.process
 def test_a_kill_9_of_serve_ends_its_workers_and_a_new_serve_binds_the_same_port(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
@@ -397,6 +407,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.process
 def test_a_worker_whose_parent_dies_stops_by_itself_by_watching_its_parent_id() -> None:
     worker = None
     with subprocess.Popen(

@@ -236,6 +236,7 @@ async def test_a_file_the_browser_holds_already_is_answered_304_and_others_404(
     assert unknown.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.process
 async def test_the_page_shows_the_totals_the_api_answers_and_follows_new_events(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path, browser: Browser
 ) -> None:
@@ -276,6 +277,7 @@ async def test_the_page_shows_the_totals_the_api_answers_and_follows_new_events(
     assert not any(read in request.url for request in page.requests)
 
 
+@pytest.mark.process
 async def test_a_tenant_bound_key_shows_only_its_own_tenant(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path, browser: Browser
 ) -> None:
@@ -305,6 +307,7 @@ async def test_a_tenant_bound_key_shows_only_its_own_tenant(
     assert page.errors == []
 
 
+@pytest.mark.process
 async def test_a_key_the_api_refuses_brings_back_the_prompt_with_the_reason(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path, browser: Browser
 ) -> None:
@@ -373,6 +376,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
+@pytest.mark.process
 async def test_a_simulated_launch_reads_well_on_a_laptop_and_a_phone(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path, browser: Browser
 ) -> None:

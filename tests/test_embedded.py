@@ -76,6 +76,7 @@ def is_ready(server: Server) -> bool:
         return False
 
 
+@pytest.mark.process
 def test_a_serve_that_stops_leaves_the_embedded_postgresql_to_the_serve_that_joined_it(
     data_dir: Path, tmp_path: Path
 ) -> None:
@@ -107,6 +108,7 @@ def test_a_serve_that_stops_leaves_the_embedded_postgresql_to_the_serve_that_joi
     assert postmaster_pid(data_dir) is None, "the last serve to stop stops PostgreSQL"
 
 
+@pytest.mark.process
 def test_closing_the_terminal_of_serve_stops_it_and_the_embedded_postgresql(
     data_dir: Path, tmp_path: Path
 ) -> None:
@@ -123,6 +125,7 @@ def test_closing_the_terminal_of_serve_stops_it_and_the_embedded_postgresql(
     assert postmaster_pid(data_dir) is None, "SIGHUP left the embedded PostgreSQL running"
 
 
+@pytest.mark.process
 def test_serve_starts_the_embedded_postgresql_again_when_it_dies(
     data_dir: Path, tmp_path: Path
 ) -> None:

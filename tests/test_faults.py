@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Keys
@@ -18,6 +19,7 @@ from tokenpulse.runtime import Runtime
 from tokenpulse.settings import Settings
 
 
+@pytest.mark.process
 async def test_events_acked_between_repeated_sigkills_of_the_service_are_stored_exactly_once(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
@@ -28,6 +30,7 @@ async def test_events_acked_between_repeated_sigkills_of_the_service_are_stored_
     assert problems == []
 
 
+@pytest.mark.process
 async def test_a_database_crash_mid_flush_answers_503_meanwhile_and_the_service_recovers_alone(
     tmp_path: Path,
 ) -> None:
@@ -38,6 +41,7 @@ async def test_a_database_crash_mid_flush_answers_503_meanwhile_and_the_service_
     assert problems == []
 
 
+@pytest.mark.process
 async def test_on_sigterm_requests_in_flight_are_answered_and_stored_before_the_service_exits(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:

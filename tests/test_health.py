@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -27,6 +28,7 @@ from tokenpulse.settings import Settings
 WRITTEN_TABLES = ("usage_event", "rollup_pending", "readiness_probe")
 
 
+@pytest.mark.process
 def test_readiness_turns_503_at_once_on_sigterm_while_the_worker_drains(
     db: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:

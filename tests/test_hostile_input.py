@@ -415,6 +415,7 @@ def stored_on(server: Server, keys: Keys) -> int:
     return int(results[0]["requests"]) if results else 0
 
 
+@pytest.mark.process
 def test_a_content_length_shorter_than_the_body_is_a_bad_request_and_stores_nothing(
     server: Server, keys: Keys
 ) -> None:
@@ -428,6 +429,7 @@ def test_a_content_length_shorter_than_the_body_is_a_bad_request_and_stores_noth
     assert stored_on(server, keys) == 0
 
 
+@pytest.mark.process
 def test_a_content_length_longer_than_the_body_stores_nothing_when_the_client_gives_up(
     server: Server, keys: Keys
 ) -> None:
@@ -442,6 +444,7 @@ def test_a_content_length_longer_than_the_body_stores_nothing_when_the_client_gi
 
 
 @pytest.mark.parametrize("content_length", ["abc", "-1", "1, 2"])
+@pytest.mark.process
 def test_a_content_length_that_is_not_a_length_is_a_bad_request(
     server: Server, keys: Keys, content_length: str
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
@@ -444,6 +445,7 @@ async def test_any_model_name_ingest_accepts_has_a_launch_route_and_the_bare_pat
     )
 
 
+@pytest.mark.process
 def test_a_real_server_routes_a_model_name_with_a_slash_sent_literal_or_as_2f(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:

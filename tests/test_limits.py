@@ -105,6 +105,7 @@ def ingest_head(keys: Keys, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+@pytest.mark.process
 def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(
     server: Server, keys: Keys
 ) -> None:
@@ -114,6 +115,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(
     assert b"larger than the limit of 10,485,760 bytes" in answer
 
 
+@pytest.mark.process
 def test_a_chunked_body_over_the_limit_is_refused_while_memory_stays_flat(
     server: Server, keys: Keys
 ) -> None:
@@ -131,6 +133,7 @@ def test_a_chunked_body_over_the_limit_is_refused_while_memory_stays_flat(
     assert resident_kib(server) - before < 64 * 1024
 
 
+@pytest.mark.process
 def test_a_gzip_bomb_is_refused_quickly_while_memory_stays_flat(server: Server, keys: Keys) -> None:
     bomb = gzip.compress(b"\n" * (512 * MiB), compresslevel=9)
     assert len(bomb) < MiB
@@ -146,6 +149,7 @@ def test_a_gzip_bomb_is_refused_quickly_while_memory_stays_flat(server: Server, 
     assert resident_kib(server) - before < 64 * 1024
 
 
+@pytest.mark.process
 def test_request_headers_over_16_kib_are_refused_with_431(server: Server, keys: Keys) -> None:
     small = exchange(
         server, b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"a" * 8000 + b"\r\n\r\n"

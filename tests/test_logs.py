@@ -41,6 +41,7 @@ def access_lines(lines: list[dict[str, Any]], request_id: str) -> list[dict[str,
     ]
 
 
+@pytest.mark.process
 def test_each_request_is_one_json_line_with_its_id_and_caller_and_nothing_of_its_secrets(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:

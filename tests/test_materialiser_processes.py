@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -436,6 +437,7 @@ def probe_client(server: Server, key: str) -> httpx.AsyncClient:
     return gateway_client(server.url, key, httpx.AsyncHTTPTransport())
 
 
+@pytest.mark.process
 async def test_two_services_fold_under_one_leader_at_a_time_that_hands_over_when_killed(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
@@ -484,6 +486,7 @@ async def test_two_services_fold_under_one_leader_at_a_time_that_hands_over_when
     assert problems == []
 
 
+@pytest.mark.process
 async def test_a_leader_killed_mid_fold_again_and_again_leaves_every_event_counted_once(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
@@ -525,6 +528,7 @@ async def test_a_leader_killed_mid_fold_again_and_again_leaves_every_event_count
     assert problems == []
 
 
+@pytest.mark.process
 async def test_a_database_crash_mid_fold_leaves_the_materialiser_to_recover_by_itself(
     tmp_path: Path,
 ) -> None:

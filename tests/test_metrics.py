@@ -55,6 +55,7 @@ def now_event(**fields: object) -> dict[str, object]:
     return event(at=datetime.now(UTC) - timedelta(minutes=1), **fields)
 
 
+@pytest.mark.process
 def test_a_scrape_across_two_workers_changes_by_exactly_what_was_sent(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
@@ -141,6 +142,7 @@ def test_a_scrape_across_two_workers_changes_by_exactly_what_was_sent(
     assert value(after, "tokenpulse_workers") == 2, "every scrape adds up both workers"
 
 
+@pytest.mark.process
 async def test_events_held_while_the_database_stalls_show_in_the_gauge_of_every_worker(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
@@ -202,6 +204,7 @@ def worker_holding(directory: Path, events: int, *, stays: bool) -> Iterator[Non
         process.communicate(timeout=WAIT_SECONDS)
 
 
+@pytest.mark.process
 def test_a_worker_that_exited_leaves_its_counts_but_not_its_gauges(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

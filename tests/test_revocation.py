@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import UNLIMITED_ENV, Keys, bearer
@@ -45,12 +46,14 @@ def revoke_then_use(database_url: str, admin_token: str, tmp_path: Path, cache: 
         return statuses(server.url, created["key"])
 
 
+@pytest.mark.process
 def test_a_revoked_key_is_refused_by_every_worker_within_a_second(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
     assert revoke_then_use(database_url, keys.admin, tmp_path, cache="0.5") == [401] * REQUESTS
 
 
+@pytest.mark.process
 def test_the_revocation_check_sees_a_worker_that_trusts_a_key_too_long(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
@@ -59,6 +62,7 @@ def test_the_revocation_check_sees_a_worker_that_trusts_a_key_too_long(
     assert 200 in revoke_then_use(database_url, keys.admin, tmp_path, cache="30")
 
 
+@pytest.mark.process
 def test_no_key_reaches_the_logs_whatever_the_requests_do(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
@@ -88,6 +92,7 @@ def test_no_key_reaches_the_logs_whatever_the_requests_do(
         assert secret not in log
 
 
+@pytest.mark.process
 def test_an_upload_whose_key_is_revoked_while_its_body_arrives_stores_nothing(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
 ) -> None:

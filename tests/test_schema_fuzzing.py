@@ -76,6 +76,7 @@ def documented() -> dict[str, Any]:
 schema = schemathesis.openapi.from_dict(documented())
 
 
+@pytest.mark.process
 def test_the_fuzzed_document_is_the_one_the_server_serves(fuzzed: tuple[Server, str]) -> None:
     server, _ = fuzzed
     assert httpx.get(f"{server.url}/openapi.json").json() == documented()
@@ -87,6 +88,7 @@ def test_the_fuzzed_document_is_the_one_the_server_serves(fuzzed: tuple[Server, 
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+@pytest.mark.process
 def test_every_answer_is_documented_and_none_is_a_server_error(
     case: schemathesis.Case[Any], fuzzed: tuple[Server, str]
 ) -> None:

@@ -277,6 +277,7 @@ def crossing_rows(report: str) -> list[tuple[str, str, str]]:
     return row.findall(report)
 
 
+@pytest.mark.process
 async def test_a_seeded_run_passes_its_ledger_check_and_its_repeat_is_all_duplicates(
     keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
@@ -318,6 +319,7 @@ async def test_a_seeded_run_passes_its_ledger_check_and_its_repeat_is_all_duplic
     assert launch.json()["launched_at"] == format_rfc3339(start)
 
 
+@pytest.mark.process
 async def test_a_run_slowed_by_429s_sends_the_same_events_again_and_passes(
     keys: Keys, database_url: str, tmp_path: Path
 ) -> None:
@@ -346,6 +348,7 @@ async def test_a_run_slowed_by_429s_sends_the_same_events_again_and_passes(
     assert "ledger check passed" in done.stdout
 
 
+@pytest.mark.process
 async def test_a_run_the_server_disagrees_with_fails_its_ledger_check_with_status_1(
     keys: Keys, database_url: str, tmp_path: Path
 ) -> None:

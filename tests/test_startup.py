@@ -75,6 +75,7 @@ async def database_encoded_in(server_url: str, encoding: str) -> AsyncIterator[s
 
 @pytest.mark.parametrize("encoding", ["SQL_ASCII", "LATIN1"])
 @pytest.mark.parametrize("command", [COMMANDS[0], COMMANDS[1]])
+@pytest.mark.process
 async def test_a_database_that_is_not_utf8_is_refused_before_anything_is_migrated(
     server_url: str, encoding: str, command: tuple[str, ...]
 ) -> None:
@@ -90,6 +91,7 @@ async def test_a_database_that_is_not_utf8_is_refused_before_anything_is_migrate
 
 
 @pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.process
 def test_an_unreachable_database_stops_the_command_with_one_line(command: tuple[str, ...]) -> None:
     port = free_port()
     url = f"postgresql://tokenpulse:s3cret-password@127.0.0.1:{port}/tokenpulse"
@@ -102,6 +104,7 @@ def test_an_unreachable_database_stops_the_command_with_one_line(command: tuple[
 
 
 @pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.process
 async def test_a_database_with_no_connection_to_spare_stops_the_command_with_one_line(
     server_url: str, command: tuple[str, ...]
 ) -> None:
@@ -125,6 +128,7 @@ async def test_a_database_with_no_connection_to_spare_stops_the_command_with_one
 
 
 @pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.process
 async def test_a_database_migrated_by_a_newer_version_stops_the_command_with_one_line(
     server_url: str, command: tuple[str, ...]
 ) -> None:
