@@ -116,15 +116,15 @@ class _Inflater:
             raise BadRequest("the gzip body is truncated")
 
 
-def decode_events(body: bytes, body_format: Format, *, max_events: int) -> list[object]:
-    """The decoded events of a body, in order; NDJSON lines that are not JSON as `Undecodable`."""
+def decode_events(body: bytes, lines: list[bytes] | None, *, max_events: int) -> list[object]:
+    """The decoded events of a body, in order; NDJSON lines that are not JSON as `Undecodable`.
+
+    `lines` are an NDJSON body's, from `ndjson_lines`; None for a JSON body, which has passed
+    `check_json_size`: either way the body was counted before, and is not counted again.
+    """
     if not body.strip():
         raise BadRequest("the body is empty")
-    if body_format is Format.JSON:
-        check_json_size(body, max_events)
-        events = _decode_json(body)
-    else:
-        events = _decode_ndjson(ndjson_lines(body, max_events))
+    events = _decode_json(body) if lines is None else _decode_ndjson(lines)
     if not events:
         raise BadRequest("the body holds no events")
     if len(events) > max_events:

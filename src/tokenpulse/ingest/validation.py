@@ -49,15 +49,16 @@ def validate_body(
     """The body's events checked against every rule. Raises `BadRequest` for a body that is not
     JSON / NDJSON events, `PayloadTooLarge` for one with more than `max_events` or an event with
     more values than any, before decoding any."""
-    if body_format is Format.NDJSON:
-        clean = _clean_lines(body, ndjson_lines(body, max_events), checking)
-    else:
+    lines = ndjson_lines(body, max_events) if body_format is Format.NDJSON else None
+    if lines is None:
         check_json_size(body, max_events)
         clean = _clean_json(body, checking)
+    else:
+        clean = _clean_lines(body, lines, checking)
     if clean and len(clean) <= max_events:
         return Validated([event.stored(checking.key_tenant) for event in clean])
     validated = Validated()
-    for index, raw in enumerate(decode_events(body, body_format, max_events=max_events)):
+    for index, raw in enumerate(decode_events(body, lines, max_events=max_events)):
         checked = _checked(raw, checking)
         if isinstance(checked, Event):
             validated.events.append(checked)
