@@ -2,20 +2,39 @@
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from tests.conftest import scratch_database
 from tokenpulse.app import create_app
 from tokenpulse.database import async_url
-from tokenpulse.migrations import alembic_config, current_revision, head_revision, upgrade_to_head
+from tokenpulse.migrations import (
+    SCRIPTS,
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade_to_head,
+)
 from tokenpulse.settings import Settings
 from tokenpulse.tables import metadata
+
+ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
+
+
+def test_the_alembic_ini_of_a_checkout_writes_where_the_package_reads_its_migrations() -> None:
+    scripts = ScriptDirectory.from_config(Config(ALEMBIC_INI))
+
+    assert Path(scripts.dir) == SCRIPTS
+    assert Path(scripts.versions) == SCRIPTS / "versions"
+    assert scripts.get_current_head() == head_revision()
 
 
 @asynccontextmanager

