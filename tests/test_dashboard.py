@@ -2,68 +2,38 @@
 that it shows what the API answers, follows new events and keeps a tenant's key to its tenant."""
 
 import asyncio
-import os
 import re
 import shutil
 import struct
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import (
-    Browser,
-    ConsoleMessage,
-    Error,
-    Page,
-    Request,
-    ViewportSize,
-    async_playwright,
-)
+from playwright.async_api import Browser, ViewportSize
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.browsers import LAPTOP, WAIT_MS, Tab, chromium, open_tab
 from tests.conftest import ClientFactory, Keys, bearer
 from tests.factories import event
 from tests.servers import Server, running_server
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.simulator.launchday import LaunchDay, occurred_at
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-LAPTOP = ViewportSize(width=1440, height=900)
 PHONE = ViewportSize(width=390, height=844)
-# Bounds that fail only on a hang: the page polls every few seconds on a busy machine.
-WAIT_MS = 60_000
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
-WRITE_SCREENSHOT = "TOKENPULSE_WRITE_SCREENSHOT"
 SEND_BATCH = 5000
 SEND_IN_FLIGHT = 2
 
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.is_file():  # noqa: ASYNC240 (one stat, before any browser runs)
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
+    async with chromium() as launched:
         yield launched
-        await launched.close()
 
 
 @contextmanager
@@ -75,22 +45,7 @@ def tokenpulse(database_url: str, log_dir: Path, *args: str) -> Iterator[Server]
         yield server
 
 
-@dataclass
-class Dashboard:
-    page: Page
-    errors: list[str] = field(default_factory=list)
-    requests: list[Request] = field(default_factory=list)
-
-    def note_console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
-
-    def note_error(self, error: Error) -> None:
-        self.errors.append(str(error))
-
-    def note_request(self, request: Request) -> None:
-        self.requests.append(request)
-
+class Dashboard(Tab):
     async def wait_for_title(self, selector: str, title: str) -> None:
         await self.page.wait_for_function(
             "([selector, title]) => document.querySelector(selector)?.title === title",
@@ -120,19 +75,12 @@ class Dashboard:
 @asynccontextmanager
 async def dashboard(browser: Browser, server: Server, key: str) -> AsyncIterator[Dashboard]:
     """The page opened on `server`, `key` pasted into its prompt, noting errors and requests."""
-    context = await browser.new_context(viewport=LAPTOP, timezone_id="UTC", locale="en-GB")
-    page = await context.new_page()
-    opened = Dashboard(page)
-    page.on("console", opened.note_console)
-    page.on("pageerror", opened.note_error)
-    page.on("request", opened.note_request)
-    try:
-        await page.goto(server.url + "/")
-        await page.fill("#key", key)
-        await page.click("#key-form button[type=submit]")
+    async with open_tab(
+        browser, server.url + "/", Dashboard, timezone_id="UTC", locale="en-GB"
+    ) as opened:
+        await opened.page.fill("#key", key)
+        await opened.page.click("#key-form button[type=submit]")
         yield opened
-    finally:
-        await context.close()
 
 
 def tokens(total: int) -> str:
@@ -378,7 +326,12 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.mark.process
 async def test_a_simulated_launch_reads_well_on_a_laptop_and_a_phone(
-    db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path, browser: Browser
+    db: AsyncEngine,
+    keys: Keys,
+    database_url: str,
+    tmp_path: Path,
+    browser: Browser,
+    pytestconfig: pytest.Config,
 ) -> None:
     start = minute_floor(datetime.now(UTC)) - timedelta(hours=2)
     day = launch_day(start)
@@ -413,5 +366,5 @@ async def test_a_simulated_launch_reads_well_on_a_laptop_and_a_phone(
     assert overflow <= 0
     assert len({(box["x"], box["width"]) for box in panels if box}) == 1, "one column on a phone"
     assert page.errors == []
-    if os.environ.get(WRITE_SCREENSHOT):
+    if pytestconfig.getoption("--update-screenshot"):
         shutil.copyfile(laptop, SCREENSHOT)

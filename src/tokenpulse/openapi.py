@@ -1,110 +1,34 @@
-"""What `/openapi.json` says about the bodies tokenpulse reads and writes by hand.
+"""What `/openapi.json` says beyond what FastAPI infers: the bodies read and answers built by
+hand, the one error shape, and the bearer keys operations need.
 
 Ingest, keys and launches read their bodies themselves (for gzip and NDJSON, and for errors
 that name each field), and the answers are built as plain dicts, so FastAPI cannot infer their
-shapes. The event models are the ones that validate events; the answers' models here describe
-what the handlers build.
+shapes: each domain describes its own with the `Shape`s here, and its routes refer to them with
+`answers`, `json_body` and `needs_key`.
 """
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from tokenpulse.ingest.events import EventBatch, UsageEvent
-from tokenpulse.ingest.ingestion import MAX_LISTED_REJECTIONS
-from tokenpulse.keys.scopes import Scope
-from tokenpulse.settings import Settings
-
 _COMPONENT = "#/components/schemas/{model}"
-# The limits a deployment may change are described at their defaults.
-_DEFAULT = {name: field.default for name, field in Settings.model_fields.items()}
 Count = Annotated[int, Field(ge=0)]
 
 
-class _Shape(BaseModel):
+class Shape(BaseModel):
+    """A wire object as documented: no field beyond those named."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-# requests
-
-
-# answers
-
-
-class Measures(_Shape):
-    requests: Count
-    input_tokens: Count
-    cached_input_tokens: Count
-    output_tokens: Count
-    reasoning_tokens: Count
-    total_tokens: Count
-
-
-class GroupMeasures(Measures):
-    """The six measures of one group; only the group keys asked for are present."""
-
-    tenant: str | None = None
-    project: str | None = None
-    model: str | None = None
-    api_key_id: str | None = None
-
-
-class TotalsAnswer(_Shape):
-    start: datetime
-    end: datetime
-    results: list[GroupMeasures]
-
-
-class UsageBucket(_Shape):
-    start: datetime
-    end: datetime
-    results: list[GroupMeasures]
-
-
-class UsageAnswer(_Shape):
-    bucket: str
-    start: datetime
-    end: datetime
-    data: list[UsageBucket]
-
-
-class EventProblem(_Shape):
+class EventProblem(Shape):
     field: str | None
     message: str
 
 
-class EventRejection(_Shape):
-    index: Annotated[int, Field(ge=0)]
-    event_id: str | None
-    errors: list[EventProblem]
-
-
-class IngestAnswer(_Shape):
-    """What became of each event: accepted, a duplicate, or rejected (and why)."""
-
-    accepted: Count
-    duplicates: Count
-    rejected: Count
-    errors: Annotated[
-        list[EventRejection],
-        Field(
-            description=f"The first {MAX_LISTED_REJECTIONS} rejected events, in order, each "
-            "with its reasons."
-        ),
-    ]
-    errors_omitted: Annotated[
-        int | None,
-        Field(
-            ge=1,
-            description="How many rejected events are not listed; absent when all are.",
-        ),
-    ] = None
-
-
-class ErrorDetail(_Shape):
+class ErrorDetail(Shape):
     code: str
     message: str
     errors: Annotated[
@@ -112,71 +36,15 @@ class ErrorDetail(_Shape):
     ] = []
 
 
-class ErrorAnswer(_Shape):
+class ErrorAnswer(Shape):
     error: ErrorDetail
 
 
-class KeyAnswer(_Shape):
-    id: str
-    name: str
-    scope: Scope
-    tenant: str | None
-    created_at: datetime
-    revoked_at: datetime | None
-
-
-class CreatedKeyAnswer(KeyAnswer):
-    key: Annotated[str, Field(description="The secret, shown this once.")]
-
-
-class KeysAnswer(_Shape):
-    keys: list[KeyAnswer]
-
-
-class LaunchAnswer(_Shape):
-    model: str
-    launched_at: datetime
-
-
-class LaunchesAnswer(_Shape):
-    launches: list[LaunchAnswer]
-
-
-class PeakMinute(_Shape):
-    start: datetime
-    total_tokens: Count
-
-
-class LaunchMilestone(_Shape):
-    threshold: int
-    crossed_at: datetime | None
-    seconds_after_launch: float | None
-    event_id: str | None
-
-
-class LaunchSummaryAnswer(LaunchAnswer):
-    since_launch: Measures
-    first_24h: Measures
-    peak_minute: PeakMinute | None
-    milestones: list[LaunchMilestone]
-
-
-class MilestoneAnswer(_Shape):
-    metric: str
-    threshold: int
-    since: datetime
-    reached: bool
-    crossed_at: datetime | None
-    event_id: str | None
-    seconds_after_since: float | None
-    current: int
-
-
-class HealthAnswer(_Shape):
+class HealthAnswer(Shape):
     status: str
 
 
-class ReadinessAnswer(_Shape):
+class ReadinessAnswer(Shape):
     status: str
     checks: dict[str, str]
 
@@ -204,6 +72,46 @@ def with_body_schemas(
         [(model, "validation") for model in models], ref_template=_COMPONENT
     )
     document.setdefault("components", {}).setdefault("schemas", {}).update(schemas["$defs"])
+    return document
+
+
+BEARER = "bearer"
+"""The name of the security scheme every key-taking operation refers to."""
+_BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key, `tp_…`, sent as `Authorization: Bearer <key>`. Its scope is "
+    "`ingest` (send events), `read` (aggregates, launches, milestones) or `admin` "
+    "(everything the others may, and keys); a key bound to a tenant reads and writes that "
+    "tenant only.",
+}
+_REQUIRED_SCOPE = "x-required-scope"
+
+
+def needs_key(scope: str, *, optional: bool = False) -> dict[str, Any]:
+    """`openapi_extra` for an operation that takes a bearer key whose scope covers `scope`; an
+    `optional` one also answers without a key, as a deployment may choose."""
+    # OpenAPI 3.1 lets a non-OAuth requirement list roles: the scope goes there for tools, and
+    # in the extension for people, as Swagger UI shows extensions but not a bearer's roles.
+    required = {BEARER: [scope]}
+    return {"security": [{}, required] if optional else [required], _REQUIRED_SCOPE: scope}
+
+
+def with_bearer_auth(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with the scheme `needs_key` refers to, and each operation that always needs a
+    key saying which scope in its description."""
+    document.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER] = dict(
+        _BEARER_SCHEME
+    )
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            scope = operation.get(_REQUIRED_SCOPE)
+            if scope is None or {} in operation["security"]:
+                continue
+            needed = f"Needs a key with the `{scope}` scope."
+            operation["description"] = "\n\n".join(
+                part for part in (operation.get("description"), needed) if part
+            )
     return document
 
 
@@ -255,35 +163,3 @@ def answers(
 ) -> dict[int | str, dict[str, Any]]:
     """`responses=` for an endpoint that answers `model` on success and `errors` otherwise."""
     return {status: {"model": model}, **error_responses(*errors)}
-
-
-def ingest_body() -> dict[str, Any]:
-    """`openapi_extra` for `POST /v1/events`: one event, a batch, or NDJSON, maybe gzipped."""
-    return {
-        "parameters": [
-            {
-                "name": "Content-Encoding",
-                "in": "header",
-                "required": False,
-                "description": "gzip: every limit applies to the decompressed bytes.",
-                "schema": {"type": "string", "enum": ["gzip", "identity"]},
-            }
-        ],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"oneOf": [reference(UsageEvent), reference(EventBatch)]}
-                },
-                "application/x-ndjson": {
-                    "schema": {
-                        "type": "array",
-                        "items": reference(UsageEvent),
-                        "minItems": 1,
-                        "maxItems": _DEFAULT["max_events_per_request"],
-                        "description": "One event object per line; blank lines are ignored.",
-                    }
-                },
-            },
-        },
-    }

@@ -1,0 +1,45 @@
+"""What `/v1/launches` and `/v1/milestones` answer, as `/openapi.json` describes it."""
+
+from datetime import datetime
+
+from tokenpulse.openapi import Count, Shape
+from tokenpulse.usage.answers import Measures
+
+
+class LaunchAnswer(Shape):
+    model: str
+    launched_at: datetime
+
+
+class LaunchesAnswer(Shape):
+    launches: list[LaunchAnswer]
+
+
+class PeakMinute(Shape):
+    start: datetime
+    total_tokens: Count
+
+
+class LaunchMilestone(Shape):
+    threshold: int
+    crossed_at: datetime | None
+    seconds_after_launch: float | None
+    event_id: str | None
+
+
+class LaunchSummaryAnswer(LaunchAnswer):
+    since_launch: Measures
+    first_24h: Measures
+    peak_minute: PeakMinute | None
+    milestones: list[LaunchMilestone]
+
+
+class MilestoneAnswer(Shape):
+    metric: str
+    threshold: int
+    since: datetime
+    reached: bool
+    crossed_at: datetime | None
+    event_id: str | None
+    seconds_after_since: float | None
+    current: int
