@@ -1,61 +1,34 @@
 """The embedded PostgreSQL under several `serve` processes: it runs while any of them is left,
-and comes back by itself when it dies under one."""
+and comes back by itself when it dies under one; its write-ahead log sized for a laptop; and
+its default data folder, looked for only when it is used."""
 
 import os
+import pwd
 import re
 import signal
-import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import UNLIMITED_ENV, bearer
-from tests.servers import Server, start_server, stop_server
+from tests.data_folders import postmaster_pid, scratch_folder, wait_until
+from tests.servers import Server, running_server, start_server, stop_server
 from tokenpulse.instants import format_rfc3339
+from tokenpulse.settings import Settings
 
 KEY = re.compile(r"tp_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
-RECOVERY_TIMEOUT_SECONDS = 60.0
 
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    """A data folder outside pytest's own temporary folders, whose root every pytest run makes
-    private again (which would lock the database's system user out of its data); whatever
-    server is left running in it is stopped afterwards."""
-    with tempfile.TemporaryDirectory(prefix="tokenpulse-embedded-") as folder:
-        data = Path(folder) / "data"
-        try:
-            yield data
-        finally:
-            if (pid := postmaster_pid(data)) is not None:
-                os.kill(pid, signal.SIGINT)  # a fast shutdown
-                wait_until(lambda: postmaster_pid(data) is None, "the left-over server to stop")
-
-
-def postmaster_pid(data_dir: Path) -> int | None:
-    """The pid of the PostgreSQL server running in `data_dir`, if one runs."""
-    try:
-        pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-        return None
-    return pid
-
-
-def wait_until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + RECOVERY_TIMEOUT_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    """A data folder of its own, removed afterwards with any server left running in it."""
+    with scratch_folder() as folder:
+        yield folder / "data"
 
 
 def usage_event(event_id: str) -> dict[str, Any]:
@@ -160,3 +133,79 @@ def test_serve_starts_the_embedded_postgresql_again_when_it_dies(
     assert totals.json()["results"][0]["requests"] == 2
     assert "has stopped; starting it again" in server.log()
     assert postmaster_pid(data_dir) is None
+
+
+WAL_SETTINGS = [
+    "max_wal_size",
+    "min_wal_size",
+    "wal_keep_size",
+    "checkpoint_timeout",
+    "wal_compression",
+]
+
+
+async def wal_settings(data_dir: Path, *, change_to: str | None = None) -> dict[str, str]:
+    """The running server's WAL settings, after changing `max_wal_size` for good if asked."""
+    pid_lines = (data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()
+    port, socket_dir = pid_lines[3], pid_lines[4]
+    connection = await asyncpg.connect(
+        f"postgresql://postgres@/postgres?host={socket_dir}&port={port}"
+    )
+    try:
+        if change_to is not None:
+            await connection.execute(f"ALTER SYSTEM SET max_wal_size = '{change_to}'")
+            await connection.execute("SELECT pg_reload_conf()")
+        return {name: await connection.fetchval(f"SHOW {name}") for name in WAL_SETTINGS}
+    finally:
+        await connection.close()
+
+
+@pytest.mark.process
+async def test_the_embedded_postgresql_keeps_a_small_write_ahead_log_even_in_an_older_data_folder(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    env = {"TOKENPULSE_DATA_DIR": str(data_dir)}
+    with running_server(tmp_path, env=env) as server:
+        first = await wal_settings(data_dir)
+        # What a data folder made at PostgreSQL's defaults holds.
+        changed = await wal_settings(data_dir, change_to="1GB")
+        assert server.stop() == 0
+    with running_server(tmp_path, env=env):
+        again = await wal_settings(data_dir)
+
+    small = {
+        "max_wal_size": "256MB",
+        "min_wal_size": "32MB",
+        "wal_keep_size": "0",
+        "checkpoint_timeout": "5min",
+        # `on` is PostgreSQL's name for its own compression method.
+        "wal_compression": "pglz",
+    }
+    assert first == small
+    assert changed["max_wal_size"] == "1GB"
+    assert again == small
+
+
+@pytest.fixture
+def no_home_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a container run as an arbitrary user id has: no HOME, and no account for the id."""
+
+    def no_account(uid: int) -> pwd.struct_passwd:
+        raise KeyError(uid)
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_account)
+
+
+@pytest.mark.usefixtures("no_home_folder")
+def test_settings_with_a_database_url_need_no_home_folder() -> None:
+    settings = Settings(database_url="postgresql://tokenpulse@db/tokenpulse")
+
+    assert settings.data_dir is None
+
+
+@pytest.mark.usefixtures("no_home_folder")
+def test_the_embedded_postgresql_without_a_home_folder_asks_for_a_data_folder() -> None:
+    with pytest.raises(ValueError, match="set TOKENPULSE_DATA_DIR"):
+        Settings().embedded_data_dir()

