@@ -330,9 +330,10 @@ async def test_the_totals_and_every_milestone_match_a_walk_over_the_events_since
 async def test_a_summary_runs_as_many_statements_after_three_milestones_as_after_one(
     make_client: ClientFactory,
 ) -> None:
-    # Only the summary's own statements are counted: the key stays cached however slow the
-    # machine, and the materialiser, whose statements run on their own engine, waits meanwhile.
-    async with make_client(key_cache_seconds=3600, materialise_interval=3600) as client:
+    # Only the summary's own statements are counted: the key stays cached, since the test's
+    # monotonic clock does not move, and the materialiser, whose statements run on their own
+    # engine, waits meanwhile.
+    async with make_client(materialise_interval=3600) as client:
         model = "m-large"
         await client.put(f"/v1/launches/{model}", json={"launched_at": "2026-11-25T09:00:00Z"})
         statements: list[str] = []
@@ -471,3 +472,95 @@ def test_a_real_server_routes_a_model_name_with_a_slash_sent_literal_or_as_2f(
         assert answer.status_code == 200
         assert answer.json()["model"] == SLASHED
         assert answer.json()["since_launch"] == measures(sent)
+
+
+# Deleting a launch: only the launch goes, never its model's events.
+
+
+async def test_deleting_a_launch_removes_it_and_its_summary_but_not_its_events(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.put("/v1/launches/m-large", json={"launched_at": "2026-11-25T09:00:00Z"})
+    await client.put("/v1/launches/m-small", json={"launched_at": "2026-11-25T10:00:00Z"})
+    sent = event(at=LAUNCH + timedelta(hours=1), input_tokens=10**9)
+    await post(client, sent)
+    before = (await client.get("/v1/launches/m-large")).json()
+
+    deleted = await client.delete("/v1/launches/m-large")
+    summary = await client.get("/v1/launches/m-large")
+    listed = await client.get("/v1/launches")
+    milestone = await client.get("/v1/milestones?model=m-large&threshold=1")
+    counted = await client.get(
+        "/v1/milestones?model=m-large&threshold=1&since=2026-11-25T09:00:00Z"
+    )
+    again = await client.delete("/v1/launches/m-large")
+    restored = await client.put(
+        "/v1/launches/m-large", json={"launched_at": "2026-11-25T09:00:00Z"}
+    )
+
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    assert summary.status_code == 404
+    assert listed.json() == {
+        "launches": [{"model": "m-small", "launched_at": "2026-11-25T10:00:00Z"}]
+    }
+    assert milestone.status_code == 422
+    assert milestone.json()["error"]["errors"][0]["field"] == "since"
+    assert counted.json()["current"] == measures(sent)["total_tokens"]
+    assert again.status_code == 404
+    assert restored.status_code == 201
+    assert (await client.get("/v1/launches/m-large")).json() == before
+
+
+async def test_deleting_a_launch_that_is_not_set_is_not_found_in_the_one_error_shape(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.delete("/v1/launches/m-large")
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"code": "not_found", "message": "no launch is set for this model"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("caller", "status"),
+    [("no key", 401), ("ingest", 403), ("read", 403), ("tenant admin", 403)],
+)
+async def test_only_a_platform_admin_key_may_delete_a_launch(
+    make_client: ClientFactory, keys: Keys, caller: str, status: int
+) -> None:
+    tokens = {
+        "no key": None,
+        "ingest": await keys.create("ingest"),
+        "read": await keys.create("read"),
+        "tenant admin": await keys.create("admin", tenant="acme"),
+    }
+    async with make_client() as admin:
+        await admin.put("/v1/launches/m-large", json={"launched_at": "2026-11-25T09:00:00Z"})
+        async with make_client(token=tokens[caller]) as client:
+            response = await client.delete("/v1/launches/m-large")
+        listed = (await admin.get("/v1/launches")).json()
+
+    assert response.status_code == status
+    assert listed == {"launches": [{"model": "m-large", "launched_at": "2026-11-25T09:00:00Z"}]}
+
+
+async def test_a_launch_with_a_slash_in_its_model_name_is_deleted_literal_or_escaped(
+    client: httpx.AsyncClient,
+) -> None:
+    for name in (SLASHED, "meta-llama", "Llama-3-70b"):
+        await client.put(
+            f"/v1/launches/{quote(name, safe='')}", json={"launched_at": "2026-11-27T09:00:00Z"}
+        )
+
+    literal = await client.delete("/v1/launches/meta-llama/Llama-3-70b")
+    await client.put(
+        "/v1/launches/meta-llama/Llama-3-70b", json={"launched_at": "2026-11-27T09:00:00Z"}
+    )
+    escaped = await client.delete("/v1/launches/meta-llama%2FLlama-3-70b")
+    summary = await client.get("/v1/launches/meta-llama/Llama-3-70b")
+    listed = (await client.get("/v1/launches")).json()["launches"]
+
+    assert (literal.status_code, escaped.status_code) == (204, 204)
+    assert summary.status_code == 404
+    assert [launch["model"] for launch in listed] == ["Llama-3-70b", "meta-llama"]

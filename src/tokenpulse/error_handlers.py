@@ -46,11 +46,13 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        runtime = getattr(request.app.state, "runtime", None)
-        if runtime is not None and is_database_error(exc):
-            runtime.metrics.failed(unavailable=is_unavailable(exc))
+        # Set by the lifespan; absent only in an application that was never started.
+        metrics = getattr(request.app.state, "metrics", None)
+        settings = getattr(request.app.state, "settings", None)
+        if metrics is not None and is_database_error(exc):
+            metrics.failed(unavailable=is_unavailable(exc))
         if is_unavailable(exc):
-            retry_after = runtime.settings.retry_after_seconds if runtime is not None else 1
+            retry_after = settings.retry_after_seconds if settings is not None else 1
             return await service_error(
                 request, Unavailable("the database is unavailable", retry_after=retry_after)
             )

@@ -5,6 +5,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tokenpulse.text import echo
+from tokenpulse.validation_messages import house_message
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -84,13 +87,13 @@ class InvalidParameters(ServiceError):
     def from_validation(
         cls, errors: Sequence[Mapping[str, Any]], *, skip: int = 0
     ) -> "InvalidParameters":
-        """From pydantic's errors; `skip` drops leading parts of each location ("query")."""
+        """From pydantic's errors, in the words events are refused with; `skip` drops leading
+        parts of each location ("query")."""
         return cls.listing(
             [
                 Problem(
-                    ".".join(str(part) for part in error["loc"][skip:]) or None,
-                    # A rule of ours reads as ingest's do, without pydantic's prefix.
-                    error["msg"].removeprefix("Value error, "),
+                    echo(".".join(str(part) for part in error["loc"][skip:])) or None,
+                    house_message(error["type"], error.get("input"), error.get("ctx") or {}),
                 )
                 for error in errors
             ]
@@ -98,7 +101,21 @@ class InvalidParameters(ServiceError):
 
     @classmethod
     def listing(cls, problems: Sequence[Problem]) -> "InvalidParameters":
-        return cls("; ".join(_named(p) for p in problems), problems=problems)
+        listed = capped(problems)
+        return cls("; ".join(_named(p) for p in listed), problems=listed)
+
+
+MAX_LISTED_PROBLEMS = 20
+
+
+def capped(problems: Sequence[Problem]) -> list[Problem]:
+    """The first MAX_LISTED_PROBLEMS of `problems`, then a count of the rest."""
+    if len(problems) <= MAX_LISTED_PROBLEMS:
+        return list(problems)
+    # Thousands of short names fit in a request head or a small body: the answer must not grow
+    # far past what asked for it.
+    unlisted = len(problems) - MAX_LISTED_PROBLEMS
+    return [*problems[:MAX_LISTED_PROBLEMS], Problem(None, f"and {unlisted:,} more errors")]
 
 
 def _named(problem: Problem) -> str:

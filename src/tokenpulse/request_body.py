@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from tokenpulse.arrival import BodyTimeouts, arriving
 from tokenpulse.errors import InvalidParameters, PayloadTooLarge, Problem, UnsupportedMediaType
 from tokenpulse.text import echo
+from tokenpulse.validation_messages import json_type
 
 SMALL_BODY_BYTES = 64 * 1024
 
@@ -18,7 +19,7 @@ Model = TypeVar("Model", bound=BaseModel)
 
 async def read_model(request: Request, model: type[Model], timeouts: BodyTimeouts) -> Model:
     """The body as `model`: 413 past SMALL_BODY_BYTES, 415 unless it says it is JSON, 408 past
-    the timeouts, 422 naming each field at fault."""
+    the timeouts, 422 naming each field at fault in the words events are refused with."""
     too_large = PayloadTooLarge(f"the body is larger than the limit of {SMALL_BODY_BYTES:,} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > SMALL_BODY_BYTES:
@@ -34,6 +35,9 @@ async def read_model(request: Request, model: type[Model], timeouts: BodyTimeout
         if len(body) > SMALL_BODY_BYTES:
             raise too_large
     document = _decoded(bytes(body))
+    if not isinstance(document, dict):
+        problem = Problem(None, f"the body must be a JSON object, got {json_type(document)}")
+        raise InvalidParameters.listing([problem])
     try:
         return model.model_validate(document)
     except ValidationError as exc:

@@ -5,6 +5,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from tokenpulse.validation_messages import json_type
+
 
 class DuplicateKeys(dict[str, Any]):
     """A decoded JSON object in which some key appeared more than once (the last value kept)."""
@@ -41,16 +43,4 @@ def integer_from_text(text: str) -> int | LongInteger:
 
 def describe(value: object) -> str:
     """The JSON type of a decoded value, as an error message names it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | LongInteger):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number with a decimal point or exponent"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+    return "an integer" if isinstance(value, LongInteger) else json_type(value)

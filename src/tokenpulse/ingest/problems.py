@@ -5,14 +5,11 @@ from typing import cast
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from tokenpulse.errors import Problem
-from tokenpulse.ingest.decoded import DuplicateKeys, LongInteger, describe
+from tokenpulse.errors import Problem, capped
+from tokenpulse.ingest.decoded import DuplicateKeys, LongInteger
 from tokenpulse.ingest.events import ATTRIBUTE_KEY_MAX, RULE, UsageEvent, abbreviate
 from tokenpulse.text import echo, text_problem
-
-MAX_ERRORS_PER_EVENT = 20
-
-UNKNOWN = "is not a known field"
+from tokenpulse.validation_messages import UNKNOWN, house_message
 
 _KEY = "[key]"
 """The last part of an error's location when a dict's key, not its value, is wrong."""
@@ -22,7 +19,7 @@ def event_problems(
     raw: dict[str, object], error: ValidationError | None, max_tokens: int
 ) -> list[Problem]:
     """Everything wrong with the decoded event `raw`: its repeated keys, then what validating it
-    raised; at most MAX_ERRORS_PER_EVENT and a count of the rest."""
+    raised: the first MAX_LISTED_PROBLEMS, then a count of the rest."""
     problems: list[Problem] = []
     if isinstance(raw, DuplicateKeys):
         problems.extend(Problem(echo(key), "appears more than once") for key in raw.duplicated)
@@ -41,11 +38,7 @@ def event_problems(
         # Unknown fields first, as the event's own keys come before what is wrong inside them.
         unknown = [problem for problem in found if problem.message == UNKNOWN]
         problems += unknown + [problem for problem in found if problem.message != UNKNOWN]
-    if len(problems) > MAX_ERRORS_PER_EVENT:
-        unlisted = len(problems) - MAX_ERRORS_PER_EVENT
-        # An answer must not grow far beyond the body that asked for it.
-        return [*problems[:MAX_ERRORS_PER_EVENT], Problem(None, f"and {unlisted:,} more errors")]
-    return problems
+    return capped(problems)
 
 
 def _problems(details: ErrorDetails, raw: dict[str, object], max_tokens: int) -> list[Problem]:
@@ -88,33 +81,18 @@ def _message(
     if key:
         return f"keys must be 1 to {ATTRIBUTE_KEY_MAX} characters"
     # null stands for a top-level field left out, which a required one may not be.
-    if kind == "missing" or (top and value is None and kind in ("string_type", "int_type")):
+    if top and value is None and kind in ("string_type", "int_type"):
         return "is required"
-    if kind == "extra_forbidden":
-        return UNKNOWN
-    if isinstance(value, LongInteger):
+    if isinstance(value, LongInteger) and kind not in ("missing", "extra_forbidden"):
         bound = "at least 0" if value.negative else f"at most {max_tokens:,}"
         return f"must be {bound}, got an integer of {value.digits} digits"
-    if kind == "string_type":
-        return f"must be a string, got {describe(value)}"
-    if kind == "int_type":
-        return f"must be an integer, got {describe(value)}"
-    if kind == "dict_type":
-        return f"must be an object, got {describe(value)}"
-    if kind == "string_too_short":
-        return "must not be empty"
-    if kind == "string_too_long":
-        return f"must be at most {context['max_length']} characters, got {len(str(value))}"
     if (problem := _unstorable(kind, value)) is not None:
         return problem
     if kind == "string_pattern_mismatch":
         return "must be printable ASCII characters without spaces"
     if kind == "greater_than_equal":
         return f"must be at least 0, got {abbreviate(cast(int, value))}"
-    if kind == "too_long":
-        keys = len(cast(dict[str, object], value))
-        return f"must have at most {context['max_length']} keys, got {keys}"
-    return f"is not valid ({kind})"
+    return house_message(kind, value, context)
 
 
 def _unstorable(kind: str, value: object) -> str | None:

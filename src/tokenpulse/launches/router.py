@@ -2,38 +2,40 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.convertors import Convertor, register_url_convertor
 
-from tokenpulse.arrival import BodyTimeouts
-from tokenpulse.auth import Caller, recheck, require
+from tokenpulse.auth import Authentication, Caller, require
+from tokenpulse.clock import Clock
 from tokenpulse.errors import Forbidden, InvalidParameters, NotFound
+from tokenpulse.instant_input import instant
 from tokenpulse.instants import ceil_to, format_rfc3339
-from tokenpulse.keys.scopes import Scope
-from tokenpulse.launches.milestones import find_crossings
-from tokenpulse.launches.store import find_launch, list_launches, put_launch
-from tokenpulse.launches.summary import launch_summary
-from tokenpulse.openapi import (
-    AUTHENTICATED,
+from tokenpulse.launches.answers import (
     LaunchAnswer,
     LaunchesAnswer,
     LaunchSummaryAnswer,
     MilestoneAnswer,
-    answers,
-    json_body,
 )
+from tokenpulse.launches.milestones import find_crossings
+from tokenpulse.launches.rules import launched_at_problem, model_problem
+from tokenpulse.launches.store import delete_launch, find_launch, list_launches, put_launch
+from tokenpulse.launches.summary import launch_summary
+from tokenpulse.openapi import AUTHENTICATED, answers, error_responses, json_body, needs_key
+from tokenpulse.query_string import CheckedQuery, instant_query
 from tokenpulse.request_body import read_model
 from tokenpulse.rollups.grains import MINUTE
 from tokenpulse.rollups.selection import Selection
-from tokenpulse.runtime import Runtime, get_runtime
-from tokenpulse.text import STRING_MAX, text_problem
-from tokenpulse.usage.params import filters, instant, instant_query
+from tokenpulse.runtime import AppSettings, RequestEngine, Timeouts, WallClock
+from tokenpulse.scopes import Scope
+from tokenpulse.settings import Settings
+from tokenpulse.text import STRING_MAX
+from tokenpulse.usage.params import ReaderFilters
 
 
 class ModelName(Convertor[str]):
@@ -58,12 +60,9 @@ class ModelName(Convertor[str]):
 # again replaces it with its equal.
 register_url_convertor("model_name", ModelName())
 
-router = APIRouter(tags=["launches"])
-
-LAUNCH_LEAD = timedelta(days=366)
+router = APIRouter(tags=["launches"], route_class=CheckedQuery)
 
 Model = Annotated[str, Path(min_length=1, max_length=STRING_MAX)]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 Measure = Literal[
     "requests",
     "input_tokens",
@@ -81,83 +80,153 @@ class LaunchRequest(BaseModel):
 
 
 @asynccontextmanager
-async def snapshot(runtime: Runtime) -> AsyncIterator[AsyncConnection]:
+async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection whose reads all see one moment, though events keep arriving meanwhile."""
-    async with runtime.engine.connect() as connection:
+    async with engine.connect() as connection:
         await connection.execution_options(isolation_level="REPEATABLE READ")
         yield connection
 
 
-def stored_until(runtime: Runtime) -> datetime:
+def stored_until(clock: Clock, settings: Settings) -> datetime:
     """An instant past every stored event: none may lie further ahead than the accepted lead."""
-    ahead = runtime.clock() + runtime.settings.max_event_lead
+    ahead = clock() + settings.max_event_lead
     return ceil_to(ahead, MINUTE.length) + MINUTE.length
 
 
 def checked_model(model: str) -> str:
-    if (problem := text_problem(model)) is not None:
+    if (problem := model_problem(model)) is not None:
         raise InvalidParameters.of("model", problem)
     return model
 
 
+def platform_admin(caller: Caller) -> None:
+    if caller.tenant is not None:
+        raise Forbidden("launches concern every tenant: only a platform admin key may change them")
+
+
 @router.put(
     "/v1/launches/{model:model_name}",
+    operation_id="setLaunch",
+    summary="Set a model's launch",
+    description="Creates (201) or moves (200) the launch of `model`, from which its milestones "
+    "are counted. Launches concern every tenant: only a platform key, bound to no tenant, may "
+    "set them.",
     responses={
         **answers(LaunchAnswer, *AUTHENTICATED, 408, 413, 415, 422),
         201: {"model": LaunchAnswer, "description": "The launch was created."},
     },
-    openapi_extra=json_body(LaunchRequest),
+    openapi_extra=json_body(LaunchRequest) | needs_key(Scope.ADMIN),
 )
 async def put_model_launch(
     model: Model,
     http_request: Request,
     caller: Annotated[Caller, Depends(require(Scope.ADMIN))],
-    runtime: RuntimeDep,
+    authentication: Authentication,
+    timeouts: Timeouts,
+    clock: WallClock,
+    engine: RequestEngine,
 ) -> JSONResponse:
-    if caller.tenant is not None:
-        raise Forbidden("launches concern every tenant: only a platform admin key may set them")
-    request = await read_model(http_request, LaunchRequest, BodyTimeouts.of(runtime.settings))
+    platform_admin(caller)
+    request = await read_model(http_request, LaunchRequest, timeouts)
     # A key revoked while the body was arriving changes nothing.
-    await recheck(runtime, caller)
+    await authentication.recheck(caller)
     launched_at = instant("launched_at", request.launched_at)
     assert launched_at is not None
-    if launched_at > runtime.clock() + LAUNCH_LEAD:
-        raise InvalidParameters.of("launched_at", "must not lie more than a year ahead")
-    async with runtime.engine.begin() as connection:
+    if (problem := launched_at_problem(launched_at, clock())) is not None:
+        raise InvalidParameters.of("launched_at", problem)
+    async with engine.begin() as connection:
         launch, created = await put_launch(connection, checked_model(model), launched_at)
     return JSONResponse(launch.as_json(), status_code=201 if created else 200)
 
 
-@router.get("/v1/launches", responses=answers(LaunchesAnswer, *AUTHENTICATED))
+@router.delete(
+    "/v1/launches/{model:model_name}",
+    operation_id="deleteLaunch",
+    summary="Delete a model's launch",
+    description="Deletes the launch of `model`: it is no longer listed and its summary answers "
+    "404. Its events stay and are counted as before; its milestones, always counted from them, "
+    "are back as they were should the launch be set again. Only a platform key, bound to no "
+    "tenant, may delete one.",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "The launch was deleted."},
+        **error_responses(*AUTHENTICATED, 404, 422),
+    },
+    openapi_extra=needs_key(Scope.ADMIN),
+)
+async def delete_model_launch(
+    model: Model,
+    caller: Annotated[Caller, Depends(require(Scope.ADMIN))],
+    engine: RequestEngine,
+) -> Response:
+    platform_admin(caller)
+    async with engine.begin() as connection:
+        deleted = await delete_launch(connection, checked_model(model))
+    if deleted is None:
+        raise NotFound("no launch is set for this model")
+    return Response(status_code=204)
+
+
+@router.get(
+    "/v1/launches",
+    operation_id="listLaunches",
+    summary="List launches",
+    description="Every launch: its model and the instant it went live.",
+    responses=answers(LaunchesAnswer, *AUTHENTICATED),
+    openapi_extra=needs_key(Scope.READ),
+)
 async def get_launches(
-    caller: Annotated[Caller, Depends(require(Scope.READ))], runtime: RuntimeDep
+    caller: Annotated[Caller, Depends(require(Scope.READ))], engine: RequestEngine
 ) -> dict[str, Any]:
-    async with runtime.engine.connect() as connection:
+    async with engine.connect() as connection:
         launches = await list_launches(connection)
     return {"launches": [launch.as_json() for launch in launches]}
 
 
 @router.get(
     "/v1/launches/{model:model_name}",
+    operation_id="getLaunch",
+    summary="A launch's summary",
+    description="The model's six measures since its launch and over its first 24 hours, its "
+    "busiest minute, and when each default milestone (10^9 to 10^12 total tokens) was crossed, "
+    "by which event. A tenant's key sees its tenant's usage only.",
     responses=answers(LaunchSummaryAnswer, *AUTHENTICATED, 404, 422),
+    openapi_extra=needs_key(Scope.READ),
 )
 async def get_launch(
     model: Model,
     caller: Annotated[Caller, Depends(require(Scope.READ))],
-    runtime: RuntimeDep,
+    engine: RequestEngine,
+    clock: WallClock,
+    settings: AppSettings,
 ) -> dict[str, Any]:
     selection = Selection(filters={"model": (checked_model(model),)}).for_tenant(caller.tenant)
-    async with snapshot(runtime) as connection:
+    async with snapshot(engine) as connection:
         launch = await find_launch(connection, model)
         if launch is None:
             raise NotFound("no launch is set for this model; PUT /v1/launches/{model} sets one")
-        return await launch_summary(connection, launch, selection, until=stored_until(runtime))
+        return await launch_summary(
+            connection, launch, selection, until=stored_until(clock, settings)
+        )
 
 
-@router.get("/v1/milestones", responses=answers(MilestoneAnswer, *AUTHENTICATED, 422))
+@router.get(
+    "/v1/milestones",
+    operation_id="getMilestone",
+    summary="When a running sum reached a threshold",
+    description="Whether, when and by which event the running sum of `metric` over the "
+    "filtered events since `since` reached `threshold`, and the sum now. `since` may be left "
+    "out when the `model` filter names one launched model: it is then that launch. A tenant's "
+    "key sees its tenant's usage only.",
+    responses=answers(MilestoneAnswer, *AUTHENTICATED, 422),
+    openapi_extra=needs_key(Scope.READ),
+)
 async def get_milestones(
-    selection: Annotated[Selection, Depends(filters)],
-    runtime: RuntimeDep,
+    selection: ReaderFilters,
+    engine: RequestEngine,
+    clock: WallClock,
+    settings: AppSettings,
     threshold: Annotated[int, Query(ge=1, le=2**63 - 1, description="The sum to reach.")],
     since: Annotated[
         str | None,
@@ -165,7 +234,7 @@ async def get_milestones(
     ] = None,
     metric: Measure = "total_tokens",
 ) -> dict[str, Any]:
-    async with snapshot(runtime) as connection:
+    async with snapshot(engine) as connection:
         start = instant("since", since) or await _launch_of(connection, selection)
         progress = await find_crossings(
             connection,
@@ -173,7 +242,7 @@ async def get_milestones(
             measure=metric,
             thresholds=[threshold],
             since=start,
-            until=stored_until(runtime),
+            until=stored_until(clock, settings),
         )
     crossing = progress.crossings[0]
     crossed_at = crossing.crossed_at

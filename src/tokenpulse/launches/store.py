@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import delete, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,6 +37,21 @@ async def put_launch(
     )
     row = (await connection.execute(statement)).one()
     return Launch(row.model, row.launched_at), bool(row.created)
+
+
+async def delete_launch(connection: AsyncConnection, model: str) -> Launch | None:
+    """Delete the launch of `model`: the launch that was, or None if there was none.
+
+    Only the launch goes: its model's events stay, and its milestones, always counted from
+    them, are there again should it be set again.
+    """
+    statement = (
+        delete(launch)
+        .where(launch.c.model == model)
+        .returning(launch.c.model, launch.c.launched_at)
+    )
+    row = (await connection.execute(statement)).one_or_none()
+    return None if row is None else Launch(row.model, row.launched_at)
 
 
 async def list_launches(connection: AsyncConnection) -> list[Launch]:

@@ -44,7 +44,9 @@ def parse_selection(group_by: str | None, filters: Mapping[str, Sequence[str]]) 
             problems.append(
                 Problem("group_by", f"{name!r} is not one of {', '.join(ROLLUP_DIMENSIONS)}")
             )
-        elif name not in names:
+        elif name in names:
+            problems.append(Problem("group_by", f"{name!r} is named more than once"))
+        else:
             names.append(name)
     for dimension, values in filters.items():
         for value in values:
