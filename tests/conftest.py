@@ -19,12 +19,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tokenpulse.app import create_app
 from tokenpulse.database import async_url
 from tokenpulse.embedded import start_embedded_postgres
-from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key, revoke_key
 from tokenpulse.keys.tokens import parse_token
 from tokenpulse.migrations import upgrade_to_head
+from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
 from tokenpulse.tables import metadata
+
+TEST_DATABASE_VARIABLE = "TOKENPULSE_TEST_DATABASE_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Settings read TOKENPULSE_* variables: one a developer exported would change what every test
+    # sees. Removed before collection, since some test modules build settings as they load.
+    for name in [name for name in os.environ if name.startswith("TOKENPULSE_")]:
+        if name != TEST_DATABASE_VARIABLE:
+            del os.environ[name]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,6 +42,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--update-sql",
         action="store_true",
         help="write tests/sql/ anew from the statements the code generates",
+    )
+    parser.addoption(
+        "--update-screenshot",
+        action="store_true",
+        help="write docs/dashboard.png anew from the dashboard's browser test",
     )
 
 
@@ -51,10 +66,24 @@ class Clock:
         return self.now
 
 
+class Ticker:
+    """A monotonic clock that moves only when a test moves it: key caches never expire and rate
+    limits never refill behind a test's back, however slow the machine."""
+
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A PostgreSQL server: TOKENPULSE_TEST_DATABASE_URL, or an embedded one for this run."""
-    configured = os.environ.get("TOKENPULSE_TEST_DATABASE_URL")
+    configured = os.environ.get(TEST_DATABASE_VARIABLE)
     if configured:
         yield configured
         return
@@ -162,6 +191,11 @@ def clock() -> Clock:
     return Clock(NOW)
 
 
+@pytest.fixture
+def monotonic() -> Ticker:
+    return Ticker()
+
+
 # Rate limits are off unless a test turns them on: most tests send requests as fast as they can.
 UNLIMITED_ENV = {
     **{f"TOKENPULSE_RATE_LIMIT_{scope.upper()}": "0" for scope in Scope},
@@ -181,8 +215,9 @@ def settings(database_url: str, db: AsyncEngine) -> Settings:
 
 
 @pytest.fixture
-def make_client(settings: Settings, clock: Clock, keys: Keys) -> ClientFactory:
-    """Open a client on an app built with these settings, changed by keyword arguments.
+def make_client(settings: Settings, clock: Clock, monotonic: Ticker, keys: Keys) -> ClientFactory:
+    """Open a client on an app built with these settings, changed by keyword arguments, and
+    the `clock` and `monotonic` fixtures' time.
 
     The client sends the platform admin key unless given another `token` (None: no key).
     """
@@ -191,7 +226,9 @@ def make_client(settings: Settings, clock: Clock, keys: Keys) -> ClientFactory:
     async def open_client(
         token: str | None = keys.admin, **changes: Any
     ) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(Settings(**{**settings.model_dump(), **changes}), clock=clock)
+        app = create_app(
+            Settings(**{**settings.model_dump(), **changes}), clock=clock, monotonic=monotonic
+        )
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(

@@ -34,9 +34,9 @@ from tests.gateways import (
 from tests.servers import Server, start_server, stop_server
 from tokenpulse.database import async_url
 from tokenpulse.embedded import start_embedded_postgres
-from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key
 from tokenpulse.migrations import upgrade_to_head
+from tokenpulse.scopes import Scope
 from tokenpulse.simulator.launchday import LaunchDay
 
 GRACE_SECONDS = 30

@@ -16,6 +16,13 @@ import httpx
 STARTUP_TIMEOUT_SECONDS = 60.0
 
 
+def child_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The test run's environment without any TOKENPULSE_* variable, and then `env`: a child
+    process sees the settings its test gives it, and none of the run's own."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPULSE_")}
+    return {**inherited, **(env or {})}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -71,12 +78,10 @@ def start_server(
     port = port or free_port()
     log_path = log_dir / f"server-{port}.log"
     output_path = log_dir / f"server-{port}.out"
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPULSE_")}
-    environment = {**inherited, **(env or {})}
     with log_path.open("ab") as log, output_path.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "tokenpulse", "serve", "--port", str(port), *args],
-            env=environment,
+            env=child_environment(env),
             stdout=output,
             stderr=log,
         )

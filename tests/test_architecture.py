@@ -1,4 +1,5 @@
-"""The dependency rule: only the HTTP layer knows about the web framework."""
+"""The dependency rules: only the HTTP layer knows about the web framework, the shared plumbing
+knows no domain, and a domain reads another only where it is listed as allowed to."""
 
 import ast
 from pathlib import Path
@@ -10,6 +11,7 @@ WEB = ("fastapi", "starlette", "uvicorn")
 # The modules that speak HTTP; everything else is use cases, tables and plumbing below them.
 HTTP_LAYER = {
     "tokenpulse.access",
+    "tokenpulse.apidocs.router",
     "tokenpulse.app",
     "tokenpulse.auth",
     "tokenpulse.cli",
@@ -19,9 +21,13 @@ HTTP_LAYER = {
     "tokenpulse.http_protocol",
     "tokenpulse.request_body",
     "tokenpulse.runtime",
+    "tokenpulse.static_files",
+    "tokenpulse.ingest.dependencies",
     "tokenpulse.ingest.router",
+    "tokenpulse.keys.authentication",
     "tokenpulse.keys.router",
     "tokenpulse.launches.router",
+    "tokenpulse.query_string",
     "tokenpulse.usage.params",
     "tokenpulse.usage.router",
 }
@@ -64,3 +70,87 @@ def test_use_cases_and_what_they_use_do_not_depend_on_the_web_framework(module: 
 def test_the_rule_is_checked_against_real_modules() -> None:
     assert reaches_web("tokenpulse.ingest.router", set()) is not None
     assert {"tokenpulse.ingest.ingestion", "tokenpulse.usage.series"} <= set(MODULES)
+
+
+# One package per domain; every other module of tokenpulse is plumbing they share (settings,
+# database, errors, auth, metrics, ...), which must never need one of them.
+DOMAINS = {
+    "apidocs",
+    "dashboard",
+    "ingest",
+    "keys",
+    "launches",
+    "rollups",
+    "simulator",
+    "usage",
+}
+COMPOSITION = {"tokenpulse.app", "tokenpulse.cli", "tokenpulse.__main__"}
+"""Where the parts are put together, the only modules that may import any of them."""
+MAY_READ = {
+    "usage": {"tokenpulse.rollups"},
+    "launches": {"tokenpulse.rollups", "tokenpulse.usage.answers", "tokenpulse.usage.params"},
+}
+"""What each domain may import of another: the aggregates read the rollups, a launch's summary
+answers in the measures of usage, and milestones are filtered as the aggregates are."""
+
+
+def domain_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "tokenpulse" and len(parts) > 1 and parts[1] in DOMAINS else None
+
+
+def forbidden_imports(module: str, imports: set[str]) -> list[str]:
+    """The imports of `module` that the rules above do not allow."""
+    if module in COMPOSITION:
+        return []
+    own = domain_of(module)
+    allowed = MAY_READ.get(own or "", set())
+    return sorted(
+        name
+        for name in imports
+        if (other := domain_of(name)) is not None
+        and other != own
+        and not any(name == a or name.startswith(f"{a}.") for a in allowed)
+    )
+
+
+PLUMBING = sorted(name for name in MODULES if domain_of(name) is None and name not in COMPOSITION)
+
+
+@pytest.mark.parametrize("module", PLUMBING)
+def test_the_shared_plumbing_imports_no_domain(module: str) -> None:
+    assert forbidden_imports(module, MODULES[module]) == []
+
+
+@pytest.mark.parametrize("module", sorted(name for name in MODULES if domain_of(name)))
+def test_a_domain_imports_another_only_where_it_may_read_it(module: str) -> None:
+    assert forbidden_imports(module, MODULES[module]) == []
+
+
+def test_only_the_command_line_starts_the_simulator_and_only_main_the_command_line() -> None:
+    importers = {
+        imported: sorted(
+            name
+            for name, imports in MODULES.items()
+            if name != imported
+            and not name.startswith(f"{imported}.")
+            and any(i == imported or i.startswith(f"{imported}.") for i in imports)
+        )
+        for imported in ("tokenpulse.simulator", "tokenpulse.cli")
+    }
+
+    assert importers == {
+        "tokenpulse.simulator": ["tokenpulse.cli"],
+        "tokenpulse.cli": ["tokenpulse.__main__"],
+    }
+
+
+def test_the_domain_rules_see_a_forbidden_import() -> None:
+    assert forbidden_imports("tokenpulse.metrics", {"tokenpulse.ingest.batcher"}) == [
+        "tokenpulse.ingest.batcher"
+    ]
+    assert forbidden_imports("tokenpulse.ingest.router", {"tokenpulse.keys.registry"}) == [
+        "tokenpulse.keys.registry"
+    ]
+    assert forbidden_imports("tokenpulse.usage.totals", {"tokenpulse.rollups.sums"}) == []
+    assert set(PLUMBING) >= {"tokenpulse.auth", "tokenpulse.metrics", "tokenpulse.runtime"}

@@ -1,13 +1,12 @@
 """Who may call what: every endpoint against every kind of caller, and the keys API itself."""
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from tests.conftest import ClientFactory, Keys, bearer
+from tests.conftest import ClientFactory, Keys, Ticker, bearer
 from tests.factories import event
 
 Client = httpx.AsyncClient
@@ -344,7 +343,7 @@ async def test_key_names_and_tenants_with_control_characters_are_refused_naming_
 
 
 async def test_no_key_is_created_by_an_admin_key_revoked_while_the_request_body_arrived(
-    make_client: ClientFactory, keys: Keys
+    make_client: ClientFactory, keys: Keys, monotonic: Ticker
 ) -> None:
     admin = await keys.create("admin")
 
@@ -352,7 +351,7 @@ async def test_no_key_is_created_by_an_admin_key_revoked_while_the_request_body_
         # The first part is asked for once the key has been admitted.
         yield b'{"name": "late", '
         await keys.revoke(admin)  # in the database, as from another worker or the command line
-        await asyncio.sleep(0.3)  # past the key cache
+        monotonic.advance(0.3)  # past the key cache
         yield b'"scope": "admin"}'
 
     async with make_client(token=admin, key_cache_seconds=0.2) as client:

@@ -1,6 +1,7 @@
 """Every acknowledged event is stored exactly once, whatever happens to the service or the
 database meanwhile: each fault injected while gateways keep sending, then the ledger check."""
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from tokenpulse.app import create_app
 from tokenpulse.ingest.batcher import Batcher, Store
 from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.writer import EventKey, store_events
-from tokenpulse.runtime import Runtime
 from tokenpulse.settings import Settings
 
 
@@ -69,9 +69,8 @@ async def test_the_ledger_check_fails_when_events_are_acked_before_their_commit(
 ) -> None:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        runtime: Runtime = app.state.runtime
         # The deliberately broken write path replaces the worker's batcher, only in this test.
-        runtime.batcher = Batcher(
+        broken = Batcher(
             acking_before_commit(engine),
             max_batch_events=settings.batch_max_events,
             max_wait=settings.batch_max_wait.total_seconds(),
@@ -79,14 +78,16 @@ async def test_the_ledger_check_fails_when_events_are_acked_before_their_commit(
             max_queued_events=settings.queue_max_events,
             max_account_events=settings.queue_max_events,
             answer_timeout=settings.ingest_timeout.total_seconds(),
+            clock=time.monotonic,
         )
-        runtime.batcher.start()
+        app.state.batcher = broken
+        broken.start()
         transport = WatchedTransport(httpx.ASGITransport(app=app))
         async with gateway_client("http://tokenpulse.test", keys.admin, transport) as client:
             async with gateways(client, Load(events=2_000, seed=64), transport) as sent:
                 pass  # no fault to inject: the write path itself loses what it acknowledges
             problems = await ledger_problems(client, database_url, sent.day, sent.ledger)
-        await runtime.batcher.close()
+        await broken.close()
 
     assert sent.ledger.accepted == 2_000
     totals_disagree = [problem for problem in problems if "the ledger counts" in problem]

@@ -5,7 +5,6 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -14,14 +13,14 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tests.conftest import UNLIMITED_ENV, ClientFactory, Clock, bearer, scratch_database
+from tests.conftest import UNLIMITED_ENV, ClientFactory, Ticker, bearer, scratch_database
 from tests.factories import event
 from tests.servers import running_server
 from tokenpulse.app import create_app
 from tokenpulse.database import async_url
-from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key
 from tokenpulse.migrations import upgrade_to_head
+from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
 
 # Every table a commit of ingest or of readiness writes to.
@@ -76,16 +75,16 @@ async def disk_full(
 
 
 async def test_readiness_fails_naming_a_full_disk_while_ingest_cannot_commit(
-    make_client: ClientFactory, database_url: str, clock: Clock
+    make_client: ClientFactory, database_url: str, monotonic: Ticker
 ) -> None:
     async with make_client() as client:
         assert (await client.get("/readyz")).status_code == 200
         async with disk_full(database_url):
-            clock.now += timedelta(seconds=2)
+            monotonic.advance(2)
             ingest = await client.post("/v1/events", json=event())
             ready = await client.get("/readyz")
             alive = await client.get("/healthz")
-        clock.now += timedelta(seconds=2)
+        monotonic.advance(2)
         stored = await client.post("/v1/events", json=event())
         recovered = await client.get("/readyz")
 
@@ -102,12 +101,12 @@ async def test_readiness_fails_naming_a_full_disk_while_ingest_cannot_commit(
 
 
 async def test_readiness_fails_while_ingest_cannot_commit_though_the_probe_can(
-    make_client: ClientFactory, database_url: str, clock: Clock
+    make_client: ClientFactory, database_url: str, monotonic: Ticker
 ) -> None:
     async with make_client() as client:
         # Only the events' pages are refused: the probe's one row still fits in its page.
         async with disk_full(database_url, tables=("usage_event",)):
-            clock.now += timedelta(seconds=2)
+            monotonic.advance(2)
             ingest = await client.post("/v1/events", json=event())
             ready = await client.get("/readyz")
         stored = await client.post("/v1/events", json=event())
@@ -150,7 +149,7 @@ async def test_readiness_and_ingest_answer_503_on_a_read_only_database(server_ur
 
 
 async def test_a_flood_of_readiness_checks_commits_the_probe_row_once_per_interval(
-    make_client: ClientFactory, db: AsyncEngine, clock: Clock
+    make_client: ClientFactory, db: AsyncEngine, monotonic: Ticker
 ) -> None:
     async def probe_row_version() -> str:
         async with db.connect() as connection:
@@ -162,7 +161,7 @@ async def test_a_flood_of_readiness_checks_commits_the_probe_row_once_per_interv
         first = await probe_row_version()
         flood = await asyncio.gather(*(client.get("/readyz") for _ in range(50)))
         after_flood = await probe_row_version()
-        clock.now += timedelta(seconds=2)
+        monotonic.advance(2)
         assert (await client.get("/readyz")).status_code == 200
         later = await probe_row_version()
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import UNLIMITED_ENV, ClientFactory, Keys, bearer
+from tests.conftest import UNLIMITED_ENV, ClientFactory, Keys, Ticker, bearer
 from tests.factories import event
 from tests.servers import Server, running_server
 
@@ -17,12 +17,11 @@ MiB = 1024 * 1024
 
 
 async def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_go_on(
-    make_client: ClientFactory, keys: Keys
+    make_client: ClientFactory, keys: Keys, monotonic: Ticker
 ) -> None:
     eager = await keys.create("read")
     patient = await keys.create("read")
-    # A burst of five, refilled at one request every 20 s: the six requests would have to take
-    # 20 s for a refill to let the sixth through.
+    # A burst of five, refilled at one request every 20 s.
     async with make_client(rate_limit_read=0.05, rate_limit_burst_seconds=100) as client:
         answers = [
             (await client.get("/v1/totals?window=1h", headers=bearer(eager))).status_code
@@ -30,12 +29,21 @@ async def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_go_o
         ]
         limited = await client.get("/v1/totals?window=1h", headers=bearer(eager))
         other = await client.get("/v1/totals?window=1h", headers=bearer(patient))
+        monotonic.advance(19)
+        still_limited = await client.get("/v1/totals?window=1h", headers=bearer(eager))
+        monotonic.advance(2)
+        refilled = [
+            (await client.get("/v1/totals?window=1h", headers=bearer(eager))).status_code
+            for _ in range(2)
+        ]
 
     assert answers == [200] * 5 + [429]
     assert limited.status_code == 429
-    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["retry-after"] == "20"
     assert limited.json()["error"]["code"] == "rate_limited"
     assert other.status_code == 200
+    assert still_limited.status_code == 429
+    assert refilled == [200, 429], "21 s on, one request's worth has come back, and no more"
 
 
 async def test_cors_answers_only_configured_origins_and_never_allows_credentials(

@@ -16,8 +16,8 @@ from tests.conftest import UNLIMITED_ENV, bearer, scratch_database
 from tests.servers import Server, running_server
 from tokenpulse.app import create_app
 from tokenpulse.database import async_url
-from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import create_key
+from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
 
 # Events of any instant the generator makes up, from the first centuries to the last, are

@@ -1,16 +1,18 @@
 """The simulator: a seeded launch day that is valid and shaped like one, a ledger that predicts
-crossings by the contract's rule, and runs against a live server that pass their ledger check."""
+crossings by the contract's rule, and runs against a live server that pass their ledger check,
+one of them going on in real time until it is stopped."""
 
+import asyncio
 import gzip
 import json
-import os
 import random
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from itertools import chain
+from itertools import chain, count, islice
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import UNLIMITED_ENV, Keys, bearer
-from tests.servers import free_port, running_server
+from tests.servers import child_environment, free_port, running_server
 from tokenpulse.cli import main
 from tokenpulse.ingest.events import Event as StoredEvent
 from tokenpulse.ingest.events import EventRules
@@ -151,6 +153,21 @@ def test_batches_cut_the_day_in_order() -> None:
     assert list(chain.from_iterable(batches)) == list(day)
 
 
+def test_a_launch_going_on_is_its_day_and_then_the_minutes_after_it_at_the_days_rate() -> None:
+    day = launch_day(events=3000, duration=timedelta(hours=1), models=("pulse-1",))
+    events = list(islice(day.going_on(), 6000))
+    keys = [(occurred_at(event), event["event_id"]) for event in events]
+    per_minute = Counter((instant - day.start) // timedelta(minutes=1) for instant, _ in keys)
+    last_of_day = sum(per_minute[minute] for minute in range(50, 60))
+    first_after = sum(per_minute[minute] for minute in range(60, 70))
+
+    assert events[:3000] == list(day)
+    assert all(instant >= day.end for instant, _ in keys[3000:])
+    assert keys == sorted(keys)
+    assert len({event["event_id"] for event in events}) == 6000
+    assert 0.8 < first_after / last_of_day < 1.2, "no step at the day's end"
+
+
 def test_a_crossing_is_the_event_at_which_the_running_sum_reaches_the_threshold() -> None:
     events = [
         usage("early", "2026-11-27T08:59:59.999999Z", 5000),
@@ -243,6 +260,58 @@ async def test_due_events_go_in_full_batches_and_a_batch_waits_only_so_long_for_
     assert batches == [["e0", "e1"], ["e2", "e3"], ["e4"], ["later"]]
 
 
+async def test_once_told_to_stop_an_endless_stream_ends_with_the_batch_being_cut() -> None:
+    now = datetime.now(UTC)
+    past = [
+        usage(f"e{number}", format_rfc3339(now - timedelta(seconds=9 - number)), 1)
+        for number in range(5)
+    ]
+    ahead = (
+        usage(f"f{hours}", format_rfc3339(now + timedelta(hours=hours)), 1) for hours in count(1)
+    )
+    stop = asyncio.Event()
+    caught_up: list[int] = []
+    batches: list[list[str]] = []
+
+    async for batch in due_batches(
+        chain(past, ahead),
+        clock=SimulatedClock(now - timedelta(minutes=1), 0),
+        size=3,
+        rate=RateCap(0),
+        max_wait=0.01,
+        stop=stop,
+        on_caught_up=lambda: caught_up.append(len(batches)),
+    ):
+        batches.append([event["event_id"] for event in batch])
+        if len(batches) == 2:
+            stop.set()
+
+    assert batches == [["e0", "e1", "e2"], ["e3", "e4"]]
+    assert caught_up == [1], "once, when the next event lay past now"
+
+
+async def test_told_to_stop_while_catching_up_no_further_batch_is_cut() -> None:
+    now = datetime.now(UTC)
+    past = [
+        usage(f"e{number}", format_rfc3339(now - timedelta(seconds=9 - number)), 1)
+        for number in range(9)
+    ]
+    stop = asyncio.Event()
+    batches: list[list[str]] = []
+
+    async for batch in due_batches(
+        past,
+        clock=SimulatedClock(now - timedelta(minutes=1), 0),
+        size=2,
+        rate=RateCap(0),
+        stop=stop,
+    ):
+        batches.append([event["event_id"] for event in batch])
+        stop.set()
+
+    assert batches == [["e0", "e1"]]
+
+
 def test_gzipped_ndjson_and_json_bodies_hold_the_events() -> None:
     events = next(launch_day(events=50).batches(50))
 
@@ -260,10 +329,9 @@ def test_gzipped_ndjson_and_json_bodies_hold_the_events() -> None:
 
 
 def simulate(url: str, *args: str, key: str) -> subprocess.CompletedProcess[str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPULSE_")}
     return subprocess.run(
         [sys.executable, "-m", "tokenpulse", "simulate", "--url", url, *args],
-        env={**inherited, "TOKENPULSE_KEY": key},
+        env=child_environment({"TOKENPULSE_KEY": key}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -367,6 +435,54 @@ async def test_a_run_the_server_disagrees_with_fails_its_ledger_check_with_statu
     assert second.returncode == 1, second.stdout + second.stderr
     assert "ledger check FAILED" in second.stdout
     assert re.search(r"^  pulse-1\s+requests\s+3,000\s+[\d,]+\s+✗$", second.stdout, re.M)
+
+
+async def line_saying(stream: asyncio.StreamReader, text: str) -> str:
+    """The first line of `stream` that holds `text`."""
+    while line := (await stream.readline()).decode():
+        if text in line:
+            return line
+    raise AssertionError(f"the simulator ended without saying {text!r}")
+
+
+@pytest.mark.process
+async def test_a_live_run_stopped_by_sigint_once_caught_up_checks_its_ledger_and_exits_0(
+    keys: Keys, database_url: str, tmp_path: Path
+) -> None:
+    run = [
+        *("--live", "--seed", "44", "--events", "6000", "--hours", "1", "--launch"),
+        *("--tenants", "100", "--api-keys", "1000", "--batch", "500"),
+    ]
+    env = {"TOKENPULSE_DATABASE_URL": database_url, **UNLIMITED_ENV}
+
+    with running_server(tmp_path, env=env) as server:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "tokenpulse", "simulate", "--url", server.url, *run),
+            env=child_environment({"TOKENPULSE_KEY": keys.admin}),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert process.stderr is not None
+            await asyncio.wait_for(line_saying(process.stderr, "caught up with now"), 120)
+            process.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(process.communicate(), 120)
+            async with httpx.AsyncClient(base_url=server.url, headers=bearer(keys.admin)) as http:
+                totals = await http.get("/v1/totals", params={"window": "24h", "project": "sim-44"})
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    report, log = out.decode(), err.decode()
+    assert process.returncode == 0, report + log
+    assert "SIGINT: sending no more" in log
+    assert "ledger check passed" in report
+    accepted = re.search(r"^  ([\d,]+) accepted, 0 duplicates, 0 rejected$", report, re.M)
+    assert accepted is not None, report
+    # Caught up, the run has sent at least every event of its first hour, all due by then.
+    stored = totals.json()["results"][0]["requests"]
+    assert stored == int(accepted.group(1).replace(",", "")) >= 6000
 
 
 def test_a_server_that_cannot_be_reached_ends_the_run_with_status_2(

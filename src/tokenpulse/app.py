@@ -2,6 +2,7 @@
 
 import gc
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,34 +11,38 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from tokenpulse import health
+from tokenpulse import health, runtime
 from tokenpulse.access import AccessLayer
-from tokenpulse.clock import Clock, system_clock
+from tokenpulse.apidocs import router as apidocs_router
+from tokenpulse.arrival import BodyTimeouts
+from tokenpulse.auth import AUTHENTICATOR, RATE_LIMITS
+from tokenpulse.clock import Clock, Monotonic, system_clock
 from tokenpulse.dashboard import router as dashboard_router
 from tokenpulse.database import create_engine
 from tokenpulse.error_handlers import install_error_handlers
 from tokenpulse.http_protocol import BoundedHeadHttpProtocol
+from tokenpulse.ingest import dependencies as ingest
 from tokenpulse.ingest import router as ingest_router
 from tokenpulse.ingest.admission import BodyBudget
 from tokenpulse.ingest.batcher import Batcher
 from tokenpulse.ingest.events import EventBatch, EventRules, UsageEvent
 from tokenpulse.ingest.writer import EventWriter
 from tokenpulse.keys import router as keys_router
+from tokenpulse.keys.authentication import KEY_REGISTRY, KeyAuthenticator
 from tokenpulse.keys.registry import KeyRegistry
 from tokenpulse.keys.router import KeyRequest
-from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.store import StoredKey, find_key
 from tokenpulse.launches import router as launches_router
 from tokenpulse.launches.router import LaunchRequest
 from tokenpulse.logs import configure_logging
 from tokenpulse.metrics import Metrics
 from tokenpulse.migrations import head_revision
-from tokenpulse.openapi import with_body_schemas
+from tokenpulse.openapi import with_bearer_auth, with_body_schemas
 from tokenpulse.orphans import end_with_parent
 from tokenpulse.ratelimit import RateLimits, TokenBuckets
 from tokenpulse.readiness import CommitProbe
-from tokenpulse.rollups.materialiser import Materialiser
-from tokenpulse.runtime import Runtime
+from tokenpulse.rollups.materialiser import Materialiser, pending
+from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
 from tokenpulse.usage import router as usage_router
 
@@ -54,7 +59,10 @@ class _Service(FastAPI):
         return AccessLayer(super().build_middleware_stack(), self._metrics)
 
 
-def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
+def create_app(
+    settings: Settings, *, clock: Clock = system_clock, monotonic: Monotonic = time.monotonic
+) -> FastAPI:
+    """The application; `clock` and `monotonic` are where every part of it reads the time."""
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url; `tokenpulse serve` provides one")
     database_url = settings.database_url.get_secret_value()
@@ -82,6 +90,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             materialiser_engine,
             interval=settings.materialise_interval.total_seconds(),
             observer=metrics,
+            monotonic=monotonic,
         )
 
         async def find(key_id: str) -> StoredKey | None:
@@ -99,42 +108,59 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
                 int(settings.queue_max_events * settings.tenant_share),
             ),
             answer_timeout=settings.ingest_timeout.total_seconds(),
+            clock=monotonic,
             observer=metrics,
         )
-        runtime = Runtime(
-            settings=settings,
-            engine=engine,
-            batcher=batcher,
-            materialiser=materialiser,
-            body_budget=BodyBudget(
-                settings.ingest_max_held_bytes,
-                account_limit=int(settings.ingest_max_held_bytes * settings.tenant_share),
-                retry_after=settings.retry_after_seconds,
-            ),
-            event_rules=EventRules.of(settings),
-            keys=KeyRegistry(find, ttl=settings.key_cache_seconds.total_seconds()),
-            rate_limits=RateLimits(
+        registry = KeyRegistry(
+            find, ttl=settings.key_cache_seconds.total_seconds(), clock=monotonic
+        )
+        readiness = health.Readiness(
+            engine, CommitProbe(monotonic), head_revision(), ingest=batcher
+        )
+        # What requests share: each piece is read by the typed dependency that names it, so
+        # that a route gets what its signature declares and nothing else.
+        runtime.SETTINGS.provide(app, settings)
+        runtime.ENGINE.provide(app, engine)
+        runtime.CLOCK.provide(app, clock)
+        runtime.METRICS.provide(app, metrics)
+        runtime.BODY_TIMEOUTS.provide(app, BodyTimeouts.of(settings, monotonic))
+        RATE_LIMITS.provide(
+            app,
+            RateLimits(
                 {
                     Scope.INGEST: settings.rate_limit_ingest,
                     Scope.READ: settings.rate_limit_read,
                     Scope.ADMIN: settings.rate_limit_admin,
                 },
                 burst_seconds=settings.rate_limit_burst_seconds,
+                clock=monotonic,
             ),
-            event_rate=_event_rate(settings),
-            metrics=metrics,
-            clock=clock,
-            commit_probe=CommitProbe(clock),
-            head_revision=head_revision(),
         )
-        app.state.runtime = runtime
+        KEY_REGISTRY.provide(app, registry)
+        AUTHENTICATOR.provide(
+            app,
+            KeyAuthenticator(registry, observer=metrics, retry_after=settings.retry_after_seconds),
+        )
+        health.READINESS.provide(app, readiness)
+        health.READ_BACKLOG.provide(app, pending)
+        ingest.BATCHER.provide(app, batcher)
+        ingest.BODY_BUDGET.provide(
+            app,
+            BodyBudget(
+                settings.ingest_max_held_bytes,
+                account_limit=int(settings.ingest_max_held_bytes * settings.tenant_share),
+                retry_after=settings.retry_after_seconds,
+            ),
+        )
+        ingest.EVENT_RULES.provide(app, EventRules.of(settings))
+        ingest.EVENT_RATE.provide(app, _event_rate(settings, monotonic))
         batcher.start()
         materialiser.start()
         try:
-            with health.unready_on_stop_signal(runtime):
+            with health.unready_on_stop_signal(readiness, settings.shutdown_drain.total_seconds()):
                 yield
         finally:
-            runtime.shutting_down = True
+            readiness.shutting_down = True
             await batcher.close()
             await materialiser.close()
             await materialiser_engine.dispose()
@@ -145,8 +171,14 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         metrics=metrics,
         title="tokenpulse",
         summary="Token-usage telemetry: durable, exactly-once usage events and exact aggregates.",
+        description="Every operation but the health checks takes an API key, sent as "
+        "`Authorization: Bearer <key>`; each says which scope it needs. `tokenpulse keys create` "
+        "or `POST /v1/keys` makes one.",
         version="1",
         lifespan=lifespan,
+        # Served from the package by the apidocs router instead of from public CDNs.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(health.router)
@@ -155,6 +187,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     app.include_router(launches_router.router)
     app.include_router(keys_router.router)
     app.include_router(dashboard_router.router)
+    app.include_router(apidocs_router.router)
     if settings.cors_origins:
         # Keys travel in the Authorization header, never in cookies: no credentials to allow.
         app.add_middleware(
@@ -169,10 +202,13 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        # The bodies read by hand are not parameters FastAPI knows: their schemas are added.
+        # The bodies read by hand are not parameters FastAPI knows: their schemas are added;
+        # keys are checked by the routes' own dependencies: the scheme they share is added.
         if app.openapi_schema is None:
-            app.openapi_schema = with_body_schemas(
-                generate_openapi(), (UsageEvent, EventBatch, KeyRequest, LaunchRequest)
+            app.openapi_schema = with_bearer_auth(
+                with_body_schemas(
+                    generate_openapi(), (UsageEvent, EventBatch, KeyRequest, LaunchRequest)
+                )
             )
         return app.openapi_schema
 
@@ -180,13 +216,13 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     return app
 
 
-def _event_rate(settings: Settings) -> TokenBuckets | None:
+def _event_rate(settings: Settings, clock: Monotonic) -> TokenBuckets | None:
     rate = settings.rate_limit_ingest_events
     if not rate:
         return None
     # A burst holds at least one request of the most events, which is then never refused.
     burst = max(rate * settings.rate_limit_burst_seconds, settings.max_events_per_request)
-    return TokenBuckets(rate, burst)
+    return TokenBuckets(rate, burst, clock=clock)
 
 
 THREAD_SWITCH_SECONDS = 0.0005

@@ -4,6 +4,7 @@ import os
 import re
 from contextlib import suppress
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -14,9 +15,6 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from tokenpulse.ingest.batcher import FlushStats
-from tokenpulse.rollups.fold import Folded
-
 # With several workers, `tokenpulse serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder;
 # each worker writes its figures there, and any worker's `/metrics` adds them all up. Counters
 # and histograms of a worker that has exited still count (totals never go back); its gauges,
@@ -25,6 +23,26 @@ from tokenpulse.rollups.fold import Folded
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
+
+
+class Flush(Protocol):
+    """One group commit, as the batcher reports it."""
+
+    @property
+    def events(self) -> int: ...
+
+    @property
+    def seconds(self) -> float: ...
+
+
+class Fold(Protocol):
+    """One fold of pending deltas, as the materialiser reports it."""
+
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def lag(self) -> float: ...
 
 
 class Metrics:
@@ -125,7 +143,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def flushed(self, stats: FlushStats) -> None:
+    def flushed(self, stats: Flush) -> None:
         self.batch_events.observe(stats.events)
         self.flush_seconds.observe(stats.seconds)
 
@@ -138,7 +156,7 @@ class Metrics:
     def leading(self, leads: bool) -> None:
         self.leader.set(1 if leads else 0)
 
-    def folded(self, folded: Folded, seconds: float) -> None:
+    def folded(self, folded: Fold, seconds: float) -> None:
         self.fold_seconds.observe(seconds)
         self.folded_rows.inc(folded.rows)
         if folded.rows:

@@ -1,11 +1,11 @@
 """Rate limits: token buckets, one per key, that refill at `rate` a second and hold up to
 `burst`."""
 
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-from tokenpulse.keys.scopes import Scope
+from tokenpulse.clock import Monotonic
+from tokenpulse.scopes import Scope
 
 
 class TokenBuckets:
@@ -17,8 +17,8 @@ class TokenBuckets:
         rate: float,
         burst: float,
         *,
+        clock: Monotonic,
         max_keys: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rate = rate
         self._burst = burst
@@ -66,9 +66,11 @@ class TokenBuckets:
 class RateLimits:
     """One bucket per key, filled at the rate configured for the key's scope (0: unlimited)."""
 
-    def __init__(self, rates: Mapping[Scope, float], *, burst_seconds: float) -> None:
+    def __init__(
+        self, rates: Mapping[Scope, float], *, burst_seconds: float, clock: Monotonic
+    ) -> None:
         self._buckets = {
-            scope: TokenBuckets(rate, max(1.0, rate * burst_seconds))
+            scope: TokenBuckets(rate, max(1.0, rate * burst_seconds), clock=clock)
             for scope, rate in rates.items()
             if rate > 0
         }

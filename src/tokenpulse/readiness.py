@@ -2,14 +2,13 @@
 a time, its verdict reused for a moment however often it is asked."""
 
 import asyncio
-from datetime import datetime, timedelta
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenpulse.clock import Clock
+from tokenpulse.clock import Monotonic
 from tokenpulse.database import causes, refusal_to_commit, sqlstate_of
 from tokenpulse.tables import readiness_probe
 
@@ -23,11 +22,11 @@ class CommitProbe:
     """Whether a commit succeeds now: the readiness row written and committed, one probe at a
     time, its verdict reused for `COMMIT_PROBE_REUSE_SECONDS`."""
 
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
+    def __init__(self, monotonic: Monotonic) -> None:
+        self._monotonic = monotonic
         self._lock = asyncio.Lock()
         self._verdict = "ok"
-        self._at: datetime | None = None
+        self._at: float | None = None
 
     async def verdict(self, engine: AsyncEngine) -> str:
         """The verdict: "ok", or why a commit fails now."""
@@ -36,15 +35,11 @@ class CommitProbe:
         async with self._lock:
             if not self._fresh():
                 self._verdict = await _probe_commit(engine)
-                self._at = self._clock()
+                self._at = self._monotonic()
         return self._verdict
 
     def _fresh(self) -> bool:
-        if self._at is None:
-            return False
-        # A wall clock set back must not make an old verdict last longer.
-        age = self._clock() - self._at
-        return timedelta(0) <= age < timedelta(seconds=COMMIT_PROBE_REUSE_SECONDS)
+        return self._at is not None and self._monotonic() - self._at < COMMIT_PROBE_REUSE_SECONDS
 
 
 _PROBE_WRITE = (

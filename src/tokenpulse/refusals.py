@@ -3,6 +3,7 @@
 
 import ipaddress
 
+from tokenpulse.clock import Monotonic
 from tokenpulse.ratelimit import TokenBuckets
 
 FAILURES_PER_SECOND = 1.0
@@ -27,6 +28,6 @@ def client_address(host: str | None) -> str:
     return str(address)
 
 
-def failed_authentications() -> TokenBuckets:
+def failed_authentications(clock: Monotonic) -> TokenBuckets:
     """A bucket per address: each failed authentication spends one token."""
-    return TokenBuckets(FAILURES_PER_SECOND, FAILURE_BURST, max_keys=MAX_ADDRESSES)
+    return TokenBuckets(FAILURES_PER_SECOND, FAILURE_BURST, clock=clock, max_keys=MAX_ADDRESSES)

@@ -1,42 +1,46 @@
-"""The objects one worker process shares between requests, created and closed by the lifespan."""
+"""What a request may ask of the worker it runs in: each shared object the lifespan creates,
+set and read through one typed `Shared` slot, and the dependencies routes declare for them."""
 
-from dataclasses import dataclass
+from typing import Annotated, Generic, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenpulse.arrival import BodyTimeouts
 from tokenpulse.clock import Clock
-from tokenpulse.ingest.admission import BodyBudget
-from tokenpulse.ingest.batcher import Batcher
-from tokenpulse.ingest.events import EventRules
-from tokenpulse.keys.registry import KeyRegistry
 from tokenpulse.metrics import Metrics
-from tokenpulse.ratelimit import RateLimits, TokenBuckets
-from tokenpulse.readiness import CommitProbe
-from tokenpulse.rollups.materialiser import Materialiser
 from tokenpulse.settings import Settings
 
-
-@dataclass
-class Runtime:
-    settings: Settings
-    engine: AsyncEngine
-    batcher: Batcher
-    materialiser: Materialiser
-    body_budget: BodyBudget
-    event_rules: EventRules
-    keys: KeyRegistry
-    rate_limits: RateLimits
-    event_rate: TokenBuckets | None
-    """Events a second per account (see `ingest.router.account_of`); None: unlimited."""
-    metrics: Metrics
-    clock: Clock
-    commit_probe: CommitProbe
-    head_revision: str | None
-    shutting_down: bool = False
+T = TypeVar("T")
 
 
-async def get_runtime(request: Request) -> Runtime:
-    # async: FastAPI runs a plain def dependency in a thread pool, a costly hop for a lookup.
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+class Shared(Generic[T]):
+    """One object of the worker's, shared by its requests: the lifespan `provide`s it, and a
+    route gets it by declaring `Depends(slot.read)`, typed as the slot is."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def provide(self, app: FastAPI, value: T) -> None:
+        setattr(app.state, self.name, value)
+
+    async def read(self, request: Request) -> T:
+        # async: FastAPI runs a plain def dependency in a thread pool, a costly hop for a
+        # lookup.
+        value: T = getattr(request.app.state, self.name)
+        return value
+
+
+SETTINGS = Shared[Settings]("settings")
+ENGINE = Shared[AsyncEngine]("engine")
+CLOCK = Shared[Clock]("clock")
+BODY_TIMEOUTS = Shared[BodyTimeouts]("body_timeouts")
+METRICS = Shared[Metrics]("metrics")
+
+AppSettings = Annotated[Settings, Depends(SETTINGS.read)]
+RequestEngine = Annotated[AsyncEngine, Depends(ENGINE.read)]
+"""The pool of requests' own statements, reads and small writes; ingest has its own."""
+WallClock = Annotated[Clock, Depends(CLOCK.read)]
+Timeouts = Annotated[BodyTimeouts, Depends(BODY_TIMEOUTS.read)]
+"""How long a request body may take to arrive."""
+WorkerMetrics = Annotated[Metrics, Depends(METRICS.read)]

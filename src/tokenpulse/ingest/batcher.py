@@ -2,12 +2,14 @@
 
 import asyncio
 import logging
+import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tokenpulse.clock import Monotonic
 from tokenpulse.database import is_unavailable, refusal_to_commit
 from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.writer import EventKey
@@ -90,9 +92,11 @@ class Batcher:
         max_queued_events: int,
         max_account_events: int,
         answer_timeout: float,
+        clock: Monotonic,
         observer: Observer | None = None,
     ) -> None:
         self._store = store
+        self._clock = clock
         self._max_batch_events = max_batch_events
         self._max_wait = max_wait
         self._max_queued_events = max_queued_events
@@ -109,7 +113,7 @@ class Batcher:
         self._held_events = 0
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
-        self._last_outage_log = -OUTAGE_LOG_INTERVAL_SECONDS
+        self._last_outage_log = -math.inf
         self._refused: tuple[float, str] | None = None
         """When the database last refused a flush's commit, and why; None once one has
         committed since."""
@@ -125,7 +129,7 @@ class Batcher:
     def refused_commit(self, within: float) -> str | None:
         """Why the database refused the last flush ("the disk is full"), if it did so less than
         `within` seconds ago; None if a flush committed since."""
-        if self._refused is None or time.monotonic() - self._refused[0] >= within:
+        if self._refused is None or self._clock() - self._refused[0] >= within:
             return None
         return self._refused[1]
 
@@ -146,7 +150,7 @@ class Batcher:
             raise AccountOverloaded
         if self._held_events and self._held_events + len(events) > self._max_queued_events:
             raise Overloaded
-        request = _Request(events, account, time.monotonic())
+        request = _Request(events, account, self._clock())
         self._waiting.setdefault(account, deque()).append(request)
         self._waiting_events += len(events)
         self._hold(request, len(events))
@@ -209,11 +213,15 @@ class Batcher:
     async def _gather_more(self) -> None:
         """Let more requests join until the oldest has waited long enough or the batch is full."""
         while not self._closing and self._waiting and self._waiting_events < self._max_batch_events:
-            oldest = min(queue[0].arrived for queue in self._waiting.values())
-            remaining = oldest + self._max_wait - time.monotonic()
+            oldest = min((queue[0] for queue in self._waiting.values()), key=lambda r: r.arrived)
+            remaining = oldest.arrived + self._max_wait - self._clock()
             if remaining <= 0:
                 return
             await asyncio.sleep(remaining)
+            # Slept by the event loop's clock, the oldest request is due, whatever the injected
+            # clock says; only if it was withdrawn meanwhile is a younger one waited for.
+            if oldest in self._waiting.get(oldest.account, ()):
+                return
 
     def _take_batch(self) -> list[_Request]:
         """Whole requests up to max_batch_events (a larger request goes alone): the oldest
@@ -260,7 +268,7 @@ class Batcher:
             unavailable = is_unavailable(exc)
             self._observer.failed(unavailable=unavailable)
             if refusal := refusal_to_commit(exc):
-                self._refused = (time.monotonic(), refusal)
+                self._refused = (self._clock(), refusal)
             if len(batch) > 1 and not unavailable:
                 # Not an outage: find the request at fault, so that the others are still stored.
                 log.warning("a batch of %d requests failed; storing them one by one", len(batch))
@@ -289,7 +297,7 @@ class Batcher:
             log.error("storing %d events failed", events, exc_info=exc)
             return
         # An outage fails every flush; one line every few seconds says so without a flood.
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_outage_log >= OUTAGE_LOG_INTERVAL_SECONDS:
             self._last_outage_log = now
             log.warning("the database is unavailable (%s); ingest answers 503", type(exc).__name__)

@@ -7,34 +7,54 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from tokenpulse.arrival import BodyTimeouts
-from tokenpulse.auth import Caller, recheck, require
+from tokenpulse.auth import Authentication, Caller, require
 from tokenpulse.errors import PayloadTooLarge, TooManyRequests, Unavailable
+from tokenpulse.ingest.answers import IngestAnswer, ingest_body
+from tokenpulse.ingest.batcher import Batcher
 from tokenpulse.ingest.body import Format, body_format, read_limited
+from tokenpulse.ingest.dependencies import Budget, EventRate, Rules, WorkerBatcher
 from tokenpulse.ingest.events import Checking
 from tokenpulse.ingest.ingestion import OVER_SHARE, ingest
 from tokenpulse.ingest.validation import Validated, validate_body
-from tokenpulse.keys.scopes import Scope
-from tokenpulse.openapi import AUTHENTICATED, IngestAnswer, answers, ingest_body
-from tokenpulse.runtime import Runtime, get_runtime
+from tokenpulse.openapi import AUTHENTICATED, answers, needs_key
+from tokenpulse.ratelimit import TokenBuckets
+from tokenpulse.runtime import AppSettings, Timeouts, WallClock, WorkerMetrics
+from tokenpulse.scopes import Scope
+from tokenpulse.settings import Settings
 
 router = APIRouter(tags=["ingest"])
 
 
 @router.post(
     "/v1/events",
+    operation_id="ingestEvents",
+    summary="Send usage events",
+    description='One event, a batch `{"events": [...]}` or NDJSON (an event a line), maybe '
+    "gzipped. Each event is validated on its own and stored exactly once per "
+    "`(tenant, event_id)`: the answer counts those accepted, the duplicates and those rejected, "
+    "and says why each was rejected. A 200 means every accepted or duplicate event is committed "
+    "and counted by every aggregate; 422, that every event was rejected. After a 429 or 503, "
+    "send the same events again once `Retry-After` has passed: a duplicate is never counted "
+    "twice.",
     responses={
         **answers(IngestAnswer, *AUTHENTICATED, 400, 408, 413, 415),
         422: {"model": IngestAnswer, "description": "Every event was rejected."},
     },
-    openapi_extra=ingest_body(),
+    openapi_extra=ingest_body() | needs_key(Scope.INGEST),
 )
 async def post_events(
     request: Request,
     caller: Annotated[Caller, Depends(require(Scope.INGEST))],
-    runtime: Annotated[Runtime, Depends(get_runtime)],
+    authentication: Authentication,
+    settings: AppSettings,
+    clock: WallClock,
+    timeouts: Timeouts,
+    batcher: WorkerBatcher,
+    budget: Budget,
+    rules: Rules,
+    event_rate: EventRate,
+    metrics: WorkerMetrics,
 ) -> JSONResponse:
-    settings = runtime.settings
     body_kind, gzipped = body_format(
         request.headers.get("content-type"), request.headers.get("content-encoding")
     )
@@ -44,28 +64,28 @@ async def post_events(
             f"the body is larger than the limit of {settings.max_body_bytes:,} bytes"
         )
     account = account_of(caller)
-    _admit(runtime, account)
-    with runtime.body_budget.holding(account) as reserve:
+    _admit(batcher, event_rate, account, settings)
+    with budget.holding(account) as reserve:
         body = await read_limited(
             request.stream(),
             limit=settings.max_body_bytes,
             gzipped=gzipped,
-            timeouts=BodyTimeouts.of(settings),
+            timeouts=timeouts,
             reserve=reserve,
         )
-        checking = Checking(runtime.event_rules, runtime.clock(), caller.tenant)
+        checking = Checking(rules, clock(), caller.tenant)
         validated = await _validated(body, body_kind, checking, settings.max_events_per_request)
         del body  # the validated events are what is kept from here on
         # A key revoked while the body was arriving stores nothing.
-        await recheck(runtime, caller)
-        _charge(runtime, account, len(validated.events) + len(validated.rejections))
+        await authentication.recheck(caller)
+        _charge(event_rate, account, len(validated.events) + len(validated.rejections), settings)
         result = await ingest(
             validated,
             account=account,
-            batcher=runtime.batcher,
+            batcher=batcher,
             retry_after=settings.retry_after_seconds,
         )
-    events = runtime.metrics.events
+    events = metrics.events
     events.labels("accepted").inc(result.accepted)
     events.labels("duplicate").inc(result.duplicates)
     events.labels("rejected").inc(len(result.rejections))
@@ -77,25 +97,27 @@ def account_of(caller: Caller) -> str:
     return f"tenant:{caller.tenant}" if caller.tenant is not None else f"key:{caller.key_id}"
 
 
-def _admit(runtime: Runtime, account: str) -> None:
+def _admit(
+    batcher: Batcher, event_rate: TokenBuckets | None, account: str, settings: Settings
+) -> None:
     """Refuse, before its body is read, a request that could not be taken now."""
-    retry_after = runtime.settings.retry_after_seconds
-    if not runtime.batcher.has_room():
+    retry_after = settings.retry_after_seconds
+    if not batcher.has_room():
         raise Unavailable("ingest is overloaded; retry later", retry_after=retry_after)
-    if not runtime.batcher.has_room_for(account):
+    if not batcher.has_room_for(account):
         raise TooManyRequests(OVER_SHARE, retry_after=retry_after)
-    if runtime.event_rate is not None and (wait := runtime.event_rate.wait(account)):
-        raise _too_fast(runtime, wait)
+    if event_rate is not None and (wait := event_rate.wait(account)):
+        raise _too_fast(settings, wait)
 
 
-def _charge(runtime: Runtime, account: str, events: int) -> None:
+def _charge(event_rate: TokenBuckets | None, account: str, events: int, settings: Settings) -> None:
     """Spend the request's events from its account's rate: every event costs, stored or not."""
-    if runtime.event_rate is not None and (wait := runtime.event_rate.take(account, events)):
-        raise _too_fast(runtime, wait)
+    if event_rate is not None and (wait := event_rate.take(account, events)):
+        raise _too_fast(settings, wait)
 
 
-def _too_fast(runtime: Runtime, wait: float) -> TooManyRequests:
-    rate = runtime.settings.rate_limit_ingest_events
+def _too_fast(settings: Settings, wait: float) -> TooManyRequests:
+    rate = settings.rate_limit_ingest_events
     return TooManyRequests(
         f"this tenant sends more than its limit of {rate:,g} events a second",
         retry_after=max(1, math.ceil(wait)),

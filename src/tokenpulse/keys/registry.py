@@ -3,11 +3,11 @@ never asked of the database on behalf of an address that keeps failing to authen
 
 import asyncio
 import math
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from tokenpulse.clock import Monotonic
 from tokenpulse.keys.store import StoredKey
 from tokenpulse.ratelimit import TokenBuckets
 from tokenpulse.refusals import failed_authentications
@@ -34,6 +34,7 @@ class KeyRegistry:
         find: Find,
         *,
         ttl: float,
+        clock: Monotonic,
         max_entries: int = 10_000,
         unknown_ttl: float = UNKNOWN_KEY_SECONDS,
         max_unknown: int = MAX_UNKNOWN_KEYS,
@@ -41,6 +42,7 @@ class KeyRegistry:
     ) -> None:
         self._find = find
         self._ttl = ttl
+        self._clock = clock
         self._max_entries = max_entries
         self._unknown_ttl = unknown_ttl
         self._max_unknown = max_unknown
@@ -49,11 +51,11 @@ class KeyRegistry:
         self._known: OrderedDict[str, tuple[float, StoredKey]] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self._pending: dict[str, asyncio.Future[StoredKey | None]] = {}
-        self.failures = failures or failed_authentications()
+        self.failures = failures or failed_authentications(clock)
 
     async def lookup(self, key_id: str) -> StoredKey | None:
         """The key with this id, revoked or not; None when there is none."""
-        now = time.monotonic()
+        now = self._clock()
         known = self._known.get(key_id)
         if known is not None and now - known[0] < self._ttl:
             return known[1]
@@ -80,7 +82,7 @@ class KeyRegistry:
     def is_new(self, key_id: str) -> bool:
         """Whether looking `key_id` up would ask the database about an id that this worker has
         never seen a key of: the lookups an address that fails too often is refused."""
-        return key_id not in self._known and not self._unknown_since(key_id, time.monotonic())
+        return key_id not in self._known and not self._unknown_since(key_id, self._clock())
 
     def forget(self, key_id: str) -> None:
         """Read the key afresh before trusting it again (after a revocation)."""

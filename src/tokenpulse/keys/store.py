@@ -8,8 +8,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.instants import format_rfc3339
-from tokenpulse.keys.scopes import Scope
 from tokenpulse.keys.tokens import new_secret
+from tokenpulse.scopes import Scope
 from tokenpulse.tables import api_key
 
 

@@ -1,6 +1,7 @@
 """A seeded launch day: when requests come, from which tenants and keys, to which models, and with
 how many tokens. The same parameters give the same events, in occurred_at order."""
 
+import itertools
 import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -131,24 +132,46 @@ class LaunchDay:
     @cached_property
     def minute_counts(self) -> list[int]:
         """How many events each minute of the day holds; they add up to `events` exactly."""
-        rng = random.Random(f"{self.seed}:minutes")
-        weights = [
-            _intensity(self.start + (minute + 0.5) * MINUTE, (minute + 0.5) / 60.0)
-            * rng.lognormvariate(0.0, MINUTE_NOISE)
-            for minute in range(self.duration // MINUTE)
-        ]
-        return apportion(self.events, weights)
+        return apportion(self.events, list(islice(self._weights(), self.duration // MINUTE)))
 
-    def minutes(self) -> Iterator[list[Event]]:
-        """The events minute by minute, each minute's list in occurred_at order."""
+    def _weights(self) -> Iterator[float]:
+        """Each minute's share of the traffic, from the launch on, without end."""
+        rng = random.Random(f"{self.seed}:minutes")
+        for minute in itertools.count():
+            yield _intensity(
+                self.start + (minute + 0.5) * MINUTE, (minute + 0.5) / 60.0
+            ) * rng.lognormvariate(0.0, MINUTE_NOISE)
+
+    def _counts_going_on(self) -> Iterator[int]:
+        """`minute_counts`, then the minutes past the end, each with as many events for its
+        share of the traffic as the day had: the same curve, carried on without end."""
+        yield from self.minute_counts
+        weights = self._weights()
+        per_weight = self.events / sum(islice(weights, self.duration // MINUTE))
+        running, placed = 0.0, 0
+        for weight in weights:
+            running += weight
+            bound = round(per_weight * running)
+            yield bound - placed
+            placed = bound
+
+    def minutes(self, *, going_on: bool = False) -> Iterator[list[Event]]:
+        """The events minute by minute, each minute's list in occurred_at order; `going_on`,
+        the day's and then those of the minutes after it, without end."""
         rng = random.Random(f"{self.seed}:events")
         index = 0
-        for minute, count in enumerate(self.minute_counts):
-            yield self._tables.minute(rng, self.start + minute * MINUTE, index, count)
-            index += count
+        counts = self._counts_going_on() if going_on else self.minute_counts
+        for minute, events in enumerate(counts):
+            yield self._tables.minute(rng, self.start + minute * MINUTE, index, events)
+            index += events
 
     def __iter__(self) -> Iterator[Event]:
         for events in self.minutes():
+            yield from events
+
+    def going_on(self) -> Iterator[Event]:
+        """The day's events, then those of a launch that goes on past `end`, without end."""
+        for events in self.minutes(going_on=True):
             yield from events
 
     def batches(self, size: int) -> Iterator[list[Event]]:

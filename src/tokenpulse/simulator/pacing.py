@@ -1,9 +1,11 @@
 """When events go: a simulated clock running `speedup` times real time but never past now, an
-optional cap on events per second, and batches cut from the events that are due."""
+optional cap on events per second, and batches cut from the events that are due until told to
+stop."""
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import suppress
 from datetime import datetime, timedelta
 
 from tokenpulse.clock import Clock, system_clock
@@ -50,6 +52,13 @@ class SimulatedClock:
         to_simulated = (instant - self.start).total_seconds() / self.speedup - elapsed
         return max(to_wall, to_simulated)
 
+    def caught_up(self) -> bool:
+        """Whether the clock has reached the wall clock, and so keeps its pace from now on."""
+        if self.speedup == 0:
+            return True
+        elapsed = self._monotonic() - self._began
+        return self.start + timedelta(seconds=elapsed * self.speedup) >= self._wall()
+
 
 class RateCap:
     """At most `per_second` events per second on average; 0 means no cap."""
@@ -77,11 +86,15 @@ async def due_batches(
     size: int,
     rate: RateCap,
     max_wait: float = MAX_BATCH_WAIT_SECONDS,
+    stop: asyncio.Event | None = None,
+    on_caught_up: Callable[[], None] | None = None,
 ) -> AsyncIterator[list[Event]]:
     """`events`, in occurred_at order, in batches of at most `size`, each sent once it is due.
 
     A batch goes when it is full, or when its first event has waited `max_wait` seconds for the
-    next one to fall due.
+    next one to fall due. Once `stop` is set, the batch being cut goes and no other, so that
+    `events` may go on without end. `on_caught_up` is called once, when the next event lies
+    past now.
     """
     batch: list[Event] = []
     first_due = 0.0
@@ -90,15 +103,20 @@ async def due_batches(
     for event in events:
         instant = occurred_at(event)
         if instant > horizon:
-            while (wait := clock.seconds_until(instant)) > 0:
+            while (wait := clock.seconds_until(instant)) > 0 and not _set(stop):
+                if on_caught_up is not None and clock.caught_up():
+                    on_caught_up()
+                    on_caught_up = None
                 flush_at = first_due + max_wait
                 if batch and time.monotonic() + wait >= flush_at:
-                    await asyncio.sleep(max(flush_at - time.monotonic(), 0))
+                    await _pause(flush_at - time.monotonic(), stop)
                     await rate.take(len(batch))
                     yield batch
                     batch = []
                 else:
-                    await asyncio.sleep(min(wait, LONGEST_SLEEP_SECONDS))
+                    await _pause(min(wait, LONGEST_SLEEP_SECONDS), stop)
+            if _set(stop):
+                break
             horizon = clock.now()
         if not batch:
             first_due = time.monotonic()
@@ -109,6 +127,22 @@ async def due_batches(
             batch = []
             # Making events never awaits: let the senders run between batches.
             await asyncio.sleep(0)
+            if _set(stop):
+                break
     if batch:
         await rate.take(len(batch))
         yield batch
+
+
+def _set(stop: asyncio.Event | None) -> bool:
+    return stop is not None and stop.is_set()
+
+
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep `seconds`, or less should `stop` be set meanwhile."""
+    if stop is None:
+        await asyncio.sleep(max(seconds, 0))
+        return
+    with suppress(TimeoutError):
+        async with asyncio.timeout(max(seconds, 0)):
+            await stop.wait()

@@ -23,7 +23,7 @@ class ProgressLine:
         *,
         ledger: Ledger,
         traffic: Traffic,
-        events: int,
+        events: int | None,
         start: datetime,
         stream: TextIO = sys.stderr,
     ) -> None:
@@ -43,6 +43,14 @@ class ProgressLine:
             await asyncio.sleep(interval)
             self._write(self.line())
 
+    def note(self, message: str) -> None:
+        """A line of its own, above the progress line where that is redrawn."""
+        if self.redraws:
+            self.stream.write(f"\r{message}\x1b[K\n")
+        else:
+            self.stream.write(f"{message}\n")
+        self.stream.flush()
+
     def finish(self) -> None:
         self._write(self.line())
         if self.redraws:
@@ -57,7 +65,6 @@ class ProgressLine:
             self._recent.popleft()
         then, acked_then = self._recent[0]
         rate = (acked - acked_then) / (now - then) if now > then else 0.0
-        share = acked / self.events if self.events else 1.0
         reached = self.ledger.latest
         clock = (
             f"day +{_hours_minutes_seconds((reached - self.start).total_seconds())}"
@@ -65,8 +72,13 @@ class ProgressLine:
             if reached is not None
             else "day not begun"
         )
+        if self.events is None:
+            sent = f"{acked:,} events"
+        else:
+            share = acked / self.events if self.events else 1.0
+            sent = f"{acked:,} of {self.events:,} events ({share:.0%})"
         parts = [
-            f"{acked:,} of {self.events:,} events ({share:.0%})",
+            sent,
             f"{rate:,.0f} events/s",
             clock,
             f"{short_count(self.ledger.total_tokens)} tokens",

@@ -14,12 +14,27 @@ MAX_REJECTIONS_SHOWN = 5
 
 
 def render_report(
-    day: LaunchDay, ledger: Ledger, traffic: Traffic, seconds: float, checks: Checks
+    day: LaunchDay,
+    ledger: Ledger,
+    traffic: Traffic,
+    seconds: float,
+    checks: Checks,
+    *,
+    end: datetime | None = None,
+    live: bool = False,
 ) -> str:
+    """The report of a run whose events lie in [day.start, end), by default the day's end."""
+    end = end or day.end
+    if live:
+        sent = ledger.acked + ledger.rejected
+        latest = format_rfc3339(ledger.latest) if ledger.latest else "none answered"
+        events = f"{sent:,} events from {format_rfc3339(day.start)}, the latest {latest}"
+    else:
+        events = f"{day.events:,} events from {format_rfc3339(day.start)} to {format_rfc3339(end)}"
     lines = [
-        f"launch day: seed {day.seed}, project {day.project}, models {', '.join(day.models)}",
-        f"  {day.events:,} events from {format_rfc3339(day.start)} to {format_rfc3339(day.end)}"
-        f", {day.tenants:,} tenants, {day.api_keys:,} api keys",
+        f"{'live launch' if live else 'launch day'}: seed {day.seed}, project {day.project}, "
+        f"models {', '.join(day.models)}",
+        f"  {events}, {day.tenants:,} tenants, {day.api_keys:,} api keys",
         f"sent in {seconds:.1f} s: {traffic.requests:,} requests ({traffic.retries:,} retried), "
         f"{traffic.bytes_sent / 1e6:,.1f} MB, {ledger.acked / seconds if seconds > 0 else 0:,.0f}"
         " events/s",
@@ -29,7 +44,7 @@ def render_report(
     for rejection in ledger.rejections[:MAX_REJECTIONS_SHOWN]:
         reasons = "; ".join(f"{e['field']}: {e['message']}" for e in rejection["errors"])
         lines.append(f"    rejected {rejection['event_id']}: {reasons}")
-    lines += ["", *_totals(day.start, day.end, checks), "", *_milestones(day.start, checks), ""]
+    lines += ["", *_totals(day.start, end, checks), "", *_milestones(day.start, checks), ""]
     if checks.passed and not ledger.rejected:
         lines.append("ledger check passed: the server's totals and crossings equal the ledger's")
     elif checks.passed:

@@ -1,10 +1,12 @@
 """`tokenpulse simulate`: send a seeded launch day to a tokenpulse server, then check that the
-server's totals and milestone crossings equal the ledger of what it acknowledged."""
+server's totals and milestone crossings equal the ledger of what it acknowledged. With `--live`,
+the launch goes on in real time past now until the run is stopped, and is checked then."""
 
 import argparse
 import asyncio
 import math
 import os
+import signal
 import sys
 import time
 from contextlib import suppress
@@ -49,6 +51,7 @@ class Plan:
     timeout: float
     launch: bool
     quiet: bool
+    live: bool
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,13 +74,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--models", default="pulse-1", help="comma-separated model names (default: %(default)s)"
     )
     parser.add_argument(
-        "--events", type=int, default=200_000, help="events in the whole day (default: 200,000)"
+        "--events",
+        type=int,
+        default=200_000,
+        help="events in the whole day, or with --live in its first --hours (default: 200,000)",
     )
     parser.add_argument(
         "--hours", type=float, default=24.0, help="the simulated day's length (default: 24)"
     )
     parser.add_argument(
         "--start", help="the launch instant, a whole minute (default: --hours before now)"
+    )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="go on past the day in real time, at the rate its curve gives, until Ctrl-C or "
+        "SIGTERM; then check the ledger of everything sent",
     )
     parser.add_argument("--tenants", type=int, default=2000, help="tenants (default: 2000)")
     parser.add_argument(
@@ -86,9 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--speedup",
         type=float,
-        default=3600.0,
-        help="simulated seconds per real second, 0 for as fast as the server takes them "
-        "(default: 3600)",
+        help="simulated seconds per real second until now is reached, 0 for as fast as the "
+        "server takes them (default: 3600, with --live 0)",
     )
     parser.add_argument(
         "--rate", type=float, default=0.0, help="events per second at most (default: 0, no cap)"
@@ -129,7 +140,7 @@ def simulate(args: argparse.Namespace) -> int:
     except Unusable as exc:
         print(f"tokenpulse simulate: {exc}", file=sys.stderr)
         return UNUSABLE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ntokenpulse simulate: interrupted", file=sys.stderr)
         return INTERRUPTED
 
@@ -138,6 +149,8 @@ def _plan(args: argparse.Namespace, *, now: datetime) -> Plan:
     """What to run, from the command's options."""
     if not args.key:
         raise Unusable("give a key with --key or TOKENPULSE_KEY")
+    if args.speedup is None:
+        args.speedup = 0.0 if args.live else 3600.0
     for name in ("hours", "speedup", "rate", "timeout", "give_up"):
         if not math.isfinite(getattr(args, name)):
             raise Unusable(f"--{name.replace('_', '-')} must be a finite number")
@@ -197,6 +210,7 @@ def _plan(args: argparse.Namespace, *, now: datetime) -> Plan:
         timeout=args.timeout,
         launch=args.launch,
         quiet=args.quiet,
+        live=args.live,
     )
 
 
@@ -231,12 +245,13 @@ async def _run(plan: Plan) -> int:
         try:
             await _prepare(reader, plan)
             ledger, traffic, seconds = await _send(ingest, plan)
+            end = _sent_until(ledger, day) if plan.live else day.end
             checks = await check_server(
                 reader,
                 ledger,
                 project=day.project,
                 start=day.start,
-                end=day.end,
+                end=end,
                 thresholds=plan.thresholds,
                 give_up_seconds=plan.delivery.give_up_seconds,
             )
@@ -244,7 +259,7 @@ async def _run(plan: Plan) -> int:
             raise Unusable(str(exc)) from None
         except httpx.TransportError as exc:
             raise Unusable(f"cannot reach {plan.url}: {type(exc).__name__} {exc}") from None
-    print(render_report(day, ledger, traffic, seconds, checks))
+    print(render_report(day, ledger, traffic, seconds, checks, end=end, live=plan.live))
     return PASSED if checks.passed and not ledger.rejected else MISMATCH
 
 
@@ -252,16 +267,31 @@ async def _send(ingest: httpx.AsyncClient, plan: Plan) -> tuple[Ledger, Traffic,
     """Send the day as its events fall due; the ledger of the answers, and how long it took."""
     day = plan.day
     if not plan.quiet:
-        print(
-            f"sending {day.events:,} events of {', '.join(day.models)} in project {day.project}, "
-            f"{format_rfc3339(day.start)} to {format_rfc3339(day.end)}, to {plan.url}",
-            file=sys.stderr,
-        )
+        print(_sending(plan), file=sys.stderr)
     ledger = Ledger(since=day.start, thresholds=plan.thresholds)
     traffic = Traffic()
-    clock = SimulatedClock(day.start, plan.speedup)
-    batches = due_batches(day, clock=clock, size=plan.batch, rate=RateCap(plan.rate))
-    progress = ProgressLine(ledger=ledger, traffic=traffic, events=day.events, start=day.start)
+    progress = ProgressLine(
+        ledger=ledger,
+        traffic=traffic,
+        events=None if plan.live else day.events,
+        start=day.start,
+    )
+
+    def caught_up() -> None:
+        progress.note(
+            "caught up with now: every event due is on its way "
+            f"({ledger.acked + ledger.rejected:,} answered so far), and from here on each goes "
+            "as it falls due"
+        )
+
+    batches = due_batches(
+        day.going_on() if plan.live else day,
+        clock=SimulatedClock(day.start, plan.speedup),
+        size=plan.batch,
+        rate=RateCap(plan.rate),
+        stop=_stopped_by_signals(progress) if plan.live else None,
+        on_caught_up=caught_up if plan.live and not plan.quiet else None,
+    )
     began = time.monotonic()
     showing = None if plan.quiet else asyncio.create_task(progress.show())
     try:
@@ -273,6 +303,51 @@ async def _send(ingest: httpx.AsyncClient, plan: Plan) -> tuple[Ledger, Traffic,
                 await showing
             progress.finish()
     return ledger, traffic, time.monotonic() - began
+
+
+def _sending(plan: Plan) -> str:
+    day = plan.day
+    where = f"of {', '.join(day.models)} in project {day.project}"
+    if not plan.live:
+        return (
+            f"sending {day.events:,} events {where}, "
+            f"{format_rfc3339(day.start)} to {format_rfc3339(day.end)}, to {plan.url}"
+        )
+    return (
+        f"sending a launch {where} from {format_rfc3339(day.start)} to {plan.url}, "
+        f"{day.events:,} events in its first {day.duration // MINUTE:,} minutes, then on in "
+        "real time; Ctrl-C stops it and checks the ledger"
+    )
+
+
+def _stopped_by_signals(progress: ProgressLine) -> asyncio.Event:
+    """An event set by the first SIGINT or SIGTERM, so that the run ends with its ledger check;
+    a second one cancels the run outright."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    running = asyncio.current_task()
+
+    def stopping(sig: signal.Signals) -> None:
+        if stop.is_set():
+            if running is not None:
+                running.cancel()
+            return
+        stop.set()
+        progress.note(
+            f"{sig.name}: sending no more; the answers to what was sent, then the ledger check "
+            "(once more to give up)"
+        )
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping, sig)
+    return stop
+
+
+def _sent_until(ledger: Ledger, day: LaunchDay) -> datetime:
+    """The end of the minute of the newest event acknowledged: no later one was sent."""
+    if ledger.latest is None:
+        return day.start + MINUTE
+    return floor_to(ledger.latest, MINUTE) + MINUTE
 
 
 async def _prepare(reader: httpx.AsyncClient, plan: Plan) -> None:
