@@ -2,11 +2,13 @@
 and comes back by itself when it dies under one; its write-ahead log sized for a laptop; and
 its default data folder, looked for only when it is used."""
 
+import asyncio
 import os
 import pwd
 import re
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,16 @@ WAL_SETTINGS = [
 ]
 
 
+SMALL_WAL = {
+    "max_wal_size": "256MB",
+    "min_wal_size": "32MB",
+    "wal_keep_size": "0",
+    "checkpoint_timeout": "5min",
+    # `on` is PostgreSQL's name for its own compression method.
+    "wal_compression": "pglz",
+}
+
+
 async def wal_settings(data_dir: Path, *, change_to: str | None = None) -> dict[str, str]:
     """The running server's WAL settings, after changing `max_wal_size` for good if asked."""
     pid_lines = (data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()
@@ -166,24 +178,33 @@ async def test_the_embedded_postgresql_keeps_a_small_write_ahead_log_even_in_an_
 ) -> None:
     env = {"TOKENPULSE_DATA_DIR": str(data_dir)}
     with running_server(tmp_path, env=env) as server:
-        first = await wal_settings(data_dir)
+        first = await reloaded_wal_settings(data_dir)
         # What a data folder made at PostgreSQL's defaults holds.
-        changed = await wal_settings(data_dir, change_to="1GB")
+        await wal_settings(data_dir, change_to="1GB")
+        changed = await reloaded_wal_settings(data_dir, until=lambda found: found != first)
         assert server.stop() == 0
     with running_server(tmp_path, env=env):
-        again = await wal_settings(data_dir)
+        again = await reloaded_wal_settings(data_dir)
 
-    small = {
-        "max_wal_size": "256MB",
-        "min_wal_size": "32MB",
-        "wal_keep_size": "0",
-        "checkpoint_timeout": "5min",
-        # `on` is PostgreSQL's name for its own compression method.
-        "wal_compression": "pglz",
-    }
-    assert first == small
+    assert first == SMALL_WAL
     assert changed["max_wal_size"] == "1GB"
-    assert again == small
+    assert again == SMALL_WAL
+
+
+async def reloaded_wal_settings(
+    data_dir: Path, until: Callable[[dict[str, str]], bool] = SMALL_WAL.__eq__
+) -> dict[str, str]:
+    """The WAL settings once `until` holds, or when a reload has had long enough to take effect:
+    `pg_reload_conf()` only signals the server, and a connection made at once may predate it."""
+    deadline = time.monotonic() + RELOAD_SECONDS
+    found = await wal_settings(data_dir)
+    while not until(found) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        found = await wal_settings(data_dir)
+    return found
+
+
+RELOAD_SECONDS = 10.0
 
 
 @pytest.fixture
