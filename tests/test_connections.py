@@ -183,6 +183,8 @@ def test_a_body_trickled_after_its_refusal_does_not_keep_the_connection_open(
         closed = trickle_until_closed(sock, b" ")
 
     assert answer.startswith(b"HTTP/1.1 401 "), answer
+    # Said, so that a client does not send its next request down a connection being closed.
+    assert headers_of(answer.split(b"\r\n\r\n", 1)[0]).get("connection") == "close", answer
     assert closed, f"the body went on trickling in for {HANG:g} s after its answer"
 
 

@@ -7,7 +7,12 @@ import sys
 from typing import ClassVar
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn._types import ASGI3Application, ASGISendEvent
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from tokenpulse.errors import BadRequest, error_body
 
@@ -79,6 +84,20 @@ class BoundedHeadHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._in_message = False
         super().on_message_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        send = cycle.send
+
+        async def send_saying_whether_to_reuse(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.start" and cycle.more_body:
+                # Answered before its body has all arrived: the connection closes after this
+                # answer, and the answer says so, or a client would send its next request down
+                # a connection that is being closed and see it reset.
+                cycle.keep_alive = False
+            await send(message)
+
+        cycle.send = send_saying_whether_to_reuse  # type: ignore[method-assign]
+        super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
