@@ -23,6 +23,7 @@ HTTP_LAYER = {
     "tokenpulse.runtime",
     "tokenpulse.static_files",
     "tokenpulse.ingest.dependencies",
+    "tokenpulse.ingest.intake",
     "tokenpulse.ingest.router",
     "tokenpulse.keys.authentication",
     "tokenpulse.keys.router",

@@ -1,4 +1,4 @@
-"""What `POST /v1/events` needs of its worker, one typed dependency each."""
+"""What ingest needs of its worker, one typed dependency each."""
 
 from typing import Annotated
 
@@ -20,4 +20,4 @@ Budget = Annotated[BodyBudget, Depends(BODY_BUDGET.read)]
 """The bytes of bodies being read that the worker may hold, by account."""
 Rules = Annotated[EventRules, Depends(EVENT_RULES.read)]
 EventRate = Annotated[TokenBuckets | None, Depends(EVENT_RATE.read)]
-"""Events a second per account (see `router.account_of`); None: unlimited."""
+"""Events a second per account (see `intake.account_of`); None: unlimited."""
