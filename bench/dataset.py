@@ -43,6 +43,7 @@ def as_event(raw: dict[str, Any]) -> Event:
         occurred_at=datetime.fromisoformat(raw["occurred_at"]),
         input_tokens=raw["input_tokens"],
         cached_input_tokens=raw["cached_input_tokens"],
+        cache_write_input_tokens=raw["cache_write_input_tokens"],
         output_tokens=raw["output_tokens"],
         reasoning_tokens=raw["reasoning_tokens"],
         attributes=None,

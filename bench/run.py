@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tokenpulse.database import async_url
 from tokenpulse.embedded import start_embedded_postgres
+from tokenpulse.ingest.writer import event_row
 from tokenpulse.keys.store import create_key
 from tokenpulse.migrations import upgrade_to_head
 from tokenpulse.rollups.materialiser import Pending, pending
@@ -59,7 +60,7 @@ from tokenpulse.simulator.launchday import INDEX_DIGITS, LaunchDay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules
 from breakdown import COPY_COLUMNS, flush_breakdown
-from dataset import MODELS, fold_all, load, settle, thirty_days
+from dataset import MODELS, as_event, fold_all, load, settle, thirty_days
 from loadgen import (
     DROPPED,
     Connection,
@@ -279,19 +280,8 @@ def renumbered(requests: Sequence[bytes], prefix: str) -> Iterator[bytes]:
 
 
 def copy_record(event: dict[str, Any]) -> tuple[object, ...]:
-    return (
-        event["tenant"],
-        event["event_id"],
-        event["project"],
-        event["model"],
-        event["api_key_id"],
-        datetime.fromisoformat(event["occurred_at"]),
-        event["input_tokens"],
-        event["cached_input_tokens"],
-        event["output_tokens"],
-        event["reasoning_tokens"],
-        None,  # attributes
-    )
+    """The row the write path stores for `event`, every column of it, in COPY_COLUMNS order."""
+    return event_row(as_event(event))
 
 
 async def parallel_copy(connections: list[Any], batches: list[list[dict[str, Any]]]) -> float:

@@ -31,7 +31,13 @@ def measures(*events: dict[str, Any]) -> dict[str, int]:
     """The sums that aggregates answer for `events`."""
     sums = {
         name: sum(e.get(name, 0) for e in events)
-        for name in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+        for name in (
+            "input_tokens",
+            "cached_input_tokens",
+            "cache_write_input_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+        )
     }
     return {
         "requests": len(events),

@@ -33,7 +33,13 @@ VALUES: dict[str, list[str | None]] = {
     "model": [*MODELS],
     "api_key_id": API_KEY_IDS,
 }
-MEASURES = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+MEASURES = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
 # Events gather around a day that ends daylight saving in Berlin (01:00Z on 25 October), one
 # that ends it in New York (06:00Z on 1 November), and the last days before NOW.
 CENTERS = [
@@ -57,7 +63,15 @@ class Sent:
     model: str
     api_key_id: str | None
     occurred_at: datetime
-    counts: tuple[int, int, int, int]
+    counts: tuple[int, int, int, int, int]
+    """In MEASURES order."""
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.counts[MEASURES.index("input_tokens")]
+            + self.counts[MEASURES.index("output_tokens")]
+        )
 
     def as_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -86,14 +100,15 @@ def instants(center: datetime) -> st.SearchStrategy[datetime]:
 
 
 @st.composite
-def counts(draw: st.DrawFn) -> tuple[int, int, int, int]:
+def counts(draw: st.DrawFn) -> tuple[int, int, int, int, int]:
     big = st.integers(0, 10**9)
     small = st.integers(0, 5000)
     input_tokens = draw(big | small)
     output_tokens = draw(big | small)
     cached = draw(st.integers(0, input_tokens))
+    cache_write = draw(st.integers(0, input_tokens - cached))
     reasoning = draw(st.integers(0, output_tokens))
-    return input_tokens, cached, output_tokens, reasoning
+    return input_tokens, cached, cache_write, output_tokens, reasoning
 
 
 @st.composite
@@ -177,11 +192,11 @@ def expected_results(events: list[Sent], params: dict[str, Any]) -> list[dict[st
             groups[tuple(getattr(sent, name) for name in group_by)].append(sent)
     rows = []
     for key in sorted(groups, key=lambda key: tuple(value or "" for value in key)):
-        sums = [sum(sent.counts[i] for sent in groups[key]) for i in range(4)]
+        sums = [sum(sent.counts[i] for sent in groups[key]) for i in range(len(MEASURES))]
         row: dict[str, Any] = dict(zip(group_by, key, strict=True))
         row["requests"] = len(groups[key])
         row.update(zip(MEASURES, sums, strict=True))
-        row["total_tokens"] = sums[0] + sums[2]
+        row["total_tokens"] = sum(sent.total_tokens for sent in groups[key])
         rows.append(row)
     return rows
 

@@ -31,6 +31,7 @@ def usage_event(number: int, occurred_at: datetime) -> dict[str, Any]:
         "api_key_id": f"key-{number % 11}",
         "input_tokens": number,
         "cached_input_tokens": number // 2,
+        "cache_write_input_tokens": number // 4,
         "output_tokens": 2 * number,
         "reasoning_tokens": number // 3,
     }
@@ -79,6 +80,7 @@ async def test_two_workers_store_overlapping_batches_exactly_once(
             "requests": len(sent),
             "input_tokens": sum(sent),
             "cached_input_tokens": sum(n // 2 for n in sent),
+            "cache_write_input_tokens": sum(n // 4 for n in sent),
             "output_tokens": sum(2 * n for n in sent),
             "reasoning_tokens": sum(n // 3 for n in sent),
             "total_tokens": sum(3 * n for n in sent),

@@ -18,7 +18,13 @@ from tokenpulse.tables import usage_event
 JSON = {"content-type": "application/json"}
 # Wide enough to hold every event the default window accepts, [NOW - 35 days, NOW + 5 minutes].
 EVERYTHING = {"start": "2026-10-01T00:00:00Z", "end": "2026-11-28T00:00:00Z"}
-COUNT_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+COUNT_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_tokens",
+)
 STRING_FIELDS = ("event_id", "tenant", "project", "model", "api_key_id")
 
 
@@ -496,7 +502,9 @@ async def test_required_count_missing_or_null_is_rejected(
     assert await errors_of_rejected(client, event_with(field, None)) == only(field, "is required")
 
 
-@pytest.mark.parametrize("field", ["cached_input_tokens", "reasoning_tokens"])
+@pytest.mark.parametrize(
+    "field", ["cached_input_tokens", "cache_write_input_tokens", "reasoning_tokens"]
+)
 async def test_optional_count_missing_or_null_counts_as_zero(
     client: httpx.AsyncClient, field: str
 ) -> None:
@@ -516,12 +524,19 @@ async def test_counts_of_exactly_one_billion_are_accepted_and_summed_exactly(
         output_tokens=billion,
         reasoning_tokens=billion,
     )
-    await accept(client, biggest, {**biggest, "event_id": "evt-second"})
+    writing = {
+        **biggest,
+        "event_id": "evt-second",
+        "cached_input_tokens": 0,
+        "cache_write_input_tokens": billion,
+    }
+    await accept(client, biggest, writing)
     [result] = await stored_totals(client)
     assert result == {
         "requests": 2,
         "input_tokens": 2 * billion,
-        "cached_input_tokens": 2 * billion,
+        "cached_input_tokens": billion,
+        "cache_write_input_tokens": billion,
         "output_tokens": 2 * billion,
         "reasoning_tokens": 2 * billion,
         "total_tokens": 4 * billion,
@@ -548,6 +563,45 @@ async def test_cached_input_tokens_above_input_tokens_is_rejected(
     assert errors == only("cached_input_tokens", "must not exceed input_tokens (1,200), got 1,201")
 
 
+async def test_cache_write_input_tokens_above_input_tokens_is_rejected(
+    client: httpx.AsyncClient,
+) -> None:
+    errors = await errors_of_rejected(
+        client, event(input_tokens=1200, cache_write_input_tokens=1201)
+    )
+    assert errors == only(
+        "cache_write_input_tokens", "must not exceed input_tokens (1,200), got 1,201"
+    )
+
+
+async def test_cached_and_cache_write_input_tokens_above_input_tokens_together_are_rejected(
+    client: httpx.AsyncClient,
+) -> None:
+    errors = await errors_of_rejected(
+        client, event(input_tokens=1200, cached_input_tokens=700, cache_write_input_tokens=501)
+    )
+    assert errors == only(
+        "cache_write_input_tokens",
+        "plus cached_input_tokens (700) must not exceed input_tokens (1,200),"
+        " got 501 (1,201 in all)",
+    )
+
+
+async def test_cached_and_cache_write_input_tokens_each_above_input_tokens_are_both_named(
+    client: httpx.AsyncClient,
+) -> None:
+    errors = await errors_of_rejected(
+        client, event(input_tokens=10, cached_input_tokens=11, cache_write_input_tokens=12)
+    )
+    assert errors == [
+        {"field": "cached_input_tokens", "message": "must not exceed input_tokens (10), got 11"},
+        {
+            "field": "cache_write_input_tokens",
+            "message": "must not exceed input_tokens (10), got 12",
+        },
+    ]
+
+
 async def test_reasoning_tokens_above_output_tokens_is_rejected(
     client: httpx.AsyncClient,
 ) -> None:
@@ -559,15 +613,18 @@ async def test_parts_equal_to_their_wholes_are_accepted(client: httpx.AsyncClien
     await accept(
         client,
         event(input_tokens=1200, cached_input_tokens=1200, output_tokens=800, reasoning_tokens=800),
+        event(input_tokens=1200, cached_input_tokens=700, cache_write_input_tokens=500),
+        event(input_tokens=1200, cache_write_input_tokens=1200, cached_input_tokens=None),
     )
     [result] = await stored_totals(client)
     assert result == {
-        "requests": 1,
-        "input_tokens": 1200,
-        "cached_input_tokens": 1200,
-        "output_tokens": 800,
+        "requests": 3,
+        "input_tokens": 3600,
+        "cached_input_tokens": 1900,
+        "cache_write_input_tokens": 1700,
+        "output_tokens": 2400,
         "reasoning_tokens": 800,
-        "total_tokens": 2000,
+        "total_tokens": 6000,
     }
 
 
@@ -576,6 +633,68 @@ async def test_part_is_not_compared_with_a_whole_that_is_itself_invalid(
 ) -> None:
     errors = await errors_of_rejected(client, event(input_tokens="12", cached_input_tokens=5))
     assert errors == only("input_tokens", "must be an integer, got a string")
+    errors = await errors_of_rejected(
+        client, event(input_tokens="12", cached_input_tokens=5, cache_write_input_tokens=10)
+    )
+    assert errors == only("input_tokens", "must be an integer, got a string")
+
+
+async def test_parts_are_not_summed_when_one_is_past_the_largest_count(
+    client: httpx.AsyncClient,
+) -> None:
+    errors = await errors_of_rejected(
+        client, event(input_tokens=1200, cached_input_tokens=1000, cache_write_input_tokens=2**40)
+    )
+    assert errors == only(
+        "cache_write_input_tokens", "must be at most 1,000,000,000, got 1099511627776"
+    )
+
+
+async def test_a_batch_mixing_cache_writes_within_and_beyond_input_keeps_the_good_ones(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    batch = [
+        event(event_id="writes", input_tokens=5000, cache_write_input_tokens=4000),
+        event(event_id="reads", input_tokens=5000, cached_input_tokens=4000),
+        event(
+            event_id="too-much",
+            input_tokens=5000,
+            cached_input_tokens=4000,
+            cache_write_input_tokens=1001,
+        ),
+        event(
+            event_id="exactly",
+            input_tokens=5000,
+            cached_input_tokens=4000,
+            cache_write_input_tokens=1000,
+        ),
+        event(event_id="a-string", cache_write_input_tokens="10"),
+    ]
+    response = await client.post("/v1/events", json={"events": batch})
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["accepted"], result["duplicates"], result["rejected"]) == (3, 0, 2)
+    assert result["errors"] == [
+        {
+            "index": 2,
+            "event_id": "too-much",
+            "errors": only(
+                "cache_write_input_tokens",
+                "plus cached_input_tokens (4,000) must not exceed input_tokens (5,000),"
+                " got 1,001 (5,001 in all)",
+            ),
+        },
+        {
+            "index": 4,
+            "event_id": "a-string",
+            "errors": only("cache_write_input_tokens", "must be an integer, got a string"),
+        },
+    ]
+    assert await stored_column(db, "event_id") == ["exactly", "reads", "writes"]
+    assert await stored_column(db, "cache_write_input_tokens") == [1000, 0, 4000]
+    [totals] = await stored_totals(client)
+    assert (totals["cached_input_tokens"], totals["cache_write_input_tokens"]) == (8000, 5000)
 
 
 # attributes

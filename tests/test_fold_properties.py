@@ -95,7 +95,7 @@ def busiest_minute(events: list[Sent], model: str, since: datetime) -> dict[str,
     minutes: dict[datetime, int] = defaultdict(int)
     for sent in events:
         if sent.model == model and sent.occurred_at >= since:
-            minutes[floor_minute(sent.occurred_at)] += sent.counts[0] + sent.counts[2]
+            minutes[floor_minute(sent.occurred_at)] += sent.total_tokens
     if not minutes:
         return None
     start = min(minutes, key=lambda minute: (-minutes[minute], minute))
@@ -111,7 +111,7 @@ def crossing(
         (sent for sent in events if sent.model == model and sent.occurred_at >= since),
         key=lambda sent: (sent.occurred_at, sent.event_id.encode()),
     )
-    running = accumulate(sent.counts[0] + sent.counts[2] for sent in ordered)
+    running = accumulate(sent.total_tokens for sent in ordered)
     for sent, total in zip(ordered, running, strict=True):
         if total >= threshold:
             return sent.occurred_at, sent.event_id
@@ -119,7 +119,7 @@ def crossing(
 
 
 def measures(events: list[Sent]) -> dict[str, int]:
-    """The six measures of `events`, all 0 for none."""
+    """The seven measures of `events`, all 0 for none."""
     (row,) = expected_results(events, {"group_by": ""}) or [dict.fromkeys(MEASURES, 0)]
     return dict(row)
 

@@ -68,14 +68,32 @@ async def test_the_summary_counts_since_launch_the_first_24_hours_and_the_peak_m
 ) -> None:
     await client.put("/v1/launches/m-large", json={"launched_at": "2026-11-25T09:00:00Z"})
     before = event(at=LAUNCH - timedelta(microseconds=1), input_tokens=999)
-    first = event(at=LAUNCH, input_tokens=10, output_tokens=5, cached_input_tokens=4)
-    busy = [event(at=LAUNCH + timedelta(hours=3, seconds=s), input_tokens=100) for s in (1, 59)]
+    first = event(
+        at=LAUNCH,
+        input_tokens=10,
+        output_tokens=5,
+        cached_input_tokens=4,
+        cache_write_input_tokens=6,
+    )
+    busy = [
+        event(
+            at=LAUNCH + timedelta(hours=3, seconds=s), input_tokens=100, cache_write_input_tokens=s
+        )
+        for s in (1, 59)
+    ]
+    # Cache writes are part of input tokens: counted again, this minute would be the busiest.
+    writing = event(
+        at=LAUNCH + timedelta(hours=5),
+        input_tokens=1700,
+        cache_write_input_tokens=1700,
+        output_tokens=0,
+    )
     last_of_day = event(
         at=LAUNCH + timedelta(hours=24) - timedelta(microseconds=1), input_tokens=1, output_tokens=1
     )
     next_day = event(at=LAUNCH + timedelta(hours=24), input_tokens=7, reasoning_tokens=3)
     other_model = event(at=LAUNCH + timedelta(hours=1), model="m-small", input_tokens=10**6)
-    await post(client, before, first, *busy, last_of_day, next_day, other_model)
+    await post(client, before, first, *busy, writing, last_of_day, next_day, other_model)
 
     response = await client.get("/v1/launches/m-large")
 
@@ -83,8 +101,9 @@ async def test_the_summary_counts_since_launch_the_first_24_hours_and_the_peak_m
     summary = response.json()
     assert summary["model"] == "m-large"
     assert summary["launched_at"] == "2026-11-25T09:00:00Z"
-    assert summary["since_launch"] == measures(first, *busy, last_of_day, next_day)
-    assert summary["first_24h"] == measures(first, *busy, last_of_day)
+    assert summary["since_launch"] == measures(first, *busy, writing, last_of_day, next_day)
+    assert summary["first_24h"] == measures(first, *busy, writing, last_of_day)
+    assert summary["first_24h"]["cache_write_input_tokens"] == 6 + 1 + 59 + 1700
     assert summary["peak_minute"] == {"start": "2026-11-25T12:00:00Z", "total_tokens": 1800}
     assert summary["milestones"] == [
         {"threshold": 10**n, "crossed_at": None, "seconds_after_launch": None, "event_id": None}
@@ -132,8 +151,10 @@ async def test_a_launch_that_cuts_a_minute_counts_only_what_came_after_it(
 ) -> None:
     launched = LAUNCH + timedelta(seconds=30)
     await client.put("/v1/launches/m-large", json={"launched_at": "2026-11-25T09:00:30Z"})
-    early = event(at=launched - timedelta(seconds=10), input_tokens=5000)
-    late = event(at=launched + timedelta(seconds=10), input_tokens=50)
+    early = event(
+        at=launched - timedelta(seconds=10), input_tokens=5000, cache_write_input_tokens=9
+    )
+    late = event(at=launched + timedelta(seconds=10), input_tokens=50, cache_write_input_tokens=40)
 
     await post(client, early, late)
     summary = (await client.get("/v1/launches/m-large")).json()
@@ -216,6 +237,7 @@ async def test_the_peak_minute_equals_the_busiest_minute_of_the_events(
             at=base + timedelta(minutes=minute, seconds=second),
             model=model,
             input_tokens=tokens,
+            cache_write_input_tokens=tokens // 2,
             output_tokens=tokens % 7,
         )
         for index, (minute, second, tokens) in enumerate(data)
@@ -294,6 +316,8 @@ async def test_the_totals_and_every_milestone_match_a_walk_over_the_events_since
             at=base + timedelta(seconds=offset),
             model=model,
             input_tokens=tokens,
+            cached_input_tokens=tokens // 4,
+            cache_write_input_tokens=tokens // 3,
             output_tokens=tokens,
         )
         for index, (offset, tokens) in enumerate(data)

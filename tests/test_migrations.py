@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -10,12 +11,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Table, TextClause, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from tests.conftest import scratch_database
+from tests.conftest import bearer, scratch_database
 from tokenpulse.app import create_app
 from tokenpulse.database import async_url
+from tokenpulse.instants import floor_to, format_rfc3339
+from tokenpulse.keys.store import create_key
 from tokenpulse.migrations import (
     SCRIPTS,
     alembic_config,
@@ -23,6 +27,9 @@ from tokenpulse.migrations import (
     head_revision,
     upgrade_to_head,
 )
+from tokenpulse.rollups.fold import fold
+from tokenpulse.rollups.grains import GRAINS, MINUTE, Grain
+from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
 from tokenpulse.tables import metadata
 
@@ -218,3 +225,142 @@ async def test_hours_and_days_by_model_start_out_knowing_their_busiest_minute(
         ],
         "day": [("27 00:00", "m1", "27 10:07", 40), ("27 00:00", "m2", "27 10:03", 7)],
     }
+
+
+def rollup_row_before_cache_writes(grain: Grain, table: Table, minute: datetime) -> TextClause:
+    """An INSERT of one event's row into `table` as a fold of the previous version wrote it:
+    1,000 input tokens (400 cached) and 10 output tokens, in the bucket that holds `minute`."""
+    values: dict[str, object] = {
+        "bucket_start": floor_to(minute, grain.length),
+        "tenant": "acme",
+        "project": "default",
+        "model": "m1",
+        "api_key_id": "",
+        "requests": 1,
+        "input_tokens": 1000,
+        "cached_input_tokens": 400,
+        "output_tokens": 10,
+        "reasoning_tokens": 0,
+        "peak_minute": minute,
+        "peak_minute_tokens": 1010,
+    }
+    columns = [name for name in values if name in table.c]
+    statement = text(
+        f"INSERT INTO {table.name} ({', '.join(columns)})"
+        f" VALUES ({', '.join(f':{name}' for name in columns)})"
+    )
+    return statement.bindparams(**{name: values[name] for name in columns})
+
+
+async def test_events_and_deltas_stored_before_cache_writes_were_counted_count_none(
+    server_url: str,
+) -> None:
+    old = floor_to(datetime.now(UTC) - timedelta(minutes=10), MINUTE.length)
+    previous_writer_event = text(
+        "INSERT INTO usage_event (tenant, event_id, project, model, occurred_at, input_tokens,"
+        " cached_input_tokens, output_tokens, reasoning_tokens)"
+        " VALUES ('acme', :event_id, 'default', 'm1', :at, :input_tokens, 0, 20, 5)"
+    )
+    previous_writer_delta = text(
+        "INSERT INTO rollup_pending (bucket_start, tenant, project, model, api_key_id, requests,"
+        " input_tokens, cached_input_tokens, output_tokens, reasoning_tokens)"
+        " VALUES (:at, 'acme', 'default', 'm1', '', 1, :input_tokens, 0, 20, 5)"
+    )
+    async with scratch_database(server_url) as url:
+        engine = create_async_engine(async_url(url))
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_to("0009"))
+            # As the previous version stored them: one event folded into every rollup, one
+            # whose delta is still pending.
+            await connection.execute(
+                text(
+                    "INSERT INTO usage_event (tenant, event_id, project, model, occurred_at,"
+                    " input_tokens, cached_input_tokens, output_tokens, reasoning_tokens)"
+                    " VALUES ('acme', 'old-1', 'default', 'm1', :at, 1000, 400, 10, 0)"
+                ),
+                {"at": old},
+            )
+            for grain in GRAINS:
+                for table in grain.tables:
+                    await connection.execute(rollup_row_before_cache_writes(grain, table, old))
+            old_2 = {"event_id": "old-2", "at": old, "input_tokens": 2000}
+            await connection.execute(previous_writer_event, old_2)
+            await connection.execute(previous_writer_delta, old_2)
+            await upgrade_to_head(connection)
+            # A writer of the previous version, still running, names only the columns it knows.
+            old_3 = {"event_id": "old-3", "at": old, "input_tokens": 3000}
+            await connection.execute(previous_writer_event, old_3)
+            await connection.execute(previous_writer_delta, old_3)
+            # This version's fold moves one of the deltas; the other stays pending.
+            await fold(connection, max_rows=1)
+            stored = await connection.execute(
+                text("SELECT cache_write_input_tokens FROM usage_event ORDER BY event_id")
+            )
+            assert [value for (value,) in stored] == [0, 0, 0]
+            admin = await create_key(connection, name="test", scope=Scope.ADMIN, tenant=None)
+        await engine.dispose()
+        async with app_client(url) as client:
+            client.headers.update(bearer(admin.token))
+            before = await client.get("/v1/totals", params={"window": "1h"})
+            by_tenant = await client.get(
+                "/v1/totals", params={"window": "1h", "group_by": "tenant,project,api_key_id"}
+            )
+            posted = await client.post(
+                "/v1/events",
+                json={
+                    "event_id": "new-1",
+                    "occurred_at": format_rfc3339(old + timedelta(seconds=30)),
+                    "tenant": "acme",
+                    "model": "m1",
+                    "input_tokens": 500,
+                    "cache_write_input_tokens": 300,
+                    "output_tokens": 5,
+                },
+            )
+            series = await client.get(
+                "/v1/usage",
+                params={
+                    "bucket": "1m",
+                    "start": format_rfc3339(old),
+                    "end": format_rfc3339(old + MINUTE.length),
+                    "group_by": "tenant",
+                },
+            )
+            crossing = await client.get(
+                "/v1/milestones",
+                params={
+                    "threshold": 300,
+                    "since": format_rfc3339(old),
+                    "model": "m1",
+                    "metric": "cache_write_input_tokens",
+                },
+            )
+
+    old_measures = {
+        "requests": 3,
+        "input_tokens": 6000,
+        "cached_input_tokens": 400,
+        "cache_write_input_tokens": 0,
+        "output_tokens": 50,
+        "reasoning_tokens": 10,
+        "total_tokens": 6050,
+    }
+    assert before.status_code == 200, before.text
+    assert before.json()["results"] == [old_measures]
+    assert by_tenant.json()["results"] == [
+        {"tenant": "acme", "project": "default", "api_key_id": None, **old_measures}
+    ]
+    assert posted.status_code == 200, posted.text
+    [[minute]] = [data["results"] for data in series.json()["data"]]
+    assert minute == {
+        "tenant": "acme",
+        "requests": 4,
+        "input_tokens": 6500,
+        "cached_input_tokens": 400,
+        "cache_write_input_tokens": 300,
+        "output_tokens": 55,
+        "reasoning_tokens": 10,
+        "total_tokens": 6555,
+    }
+    assert crossing.status_code == 200, crossing.text
+    assert (crossing.json()["event_id"], crossing.json()["current"]) == ("new-1", 300)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import NOW, ClientFactory, Keys, empty_all_but_keys
 from tests.factories import event
 from tokenpulse.instants import format_rfc3339
+from tokenpulse.rollups.fold import fold
 
 SINCE = "2026-11-27T00:00:00Z"
 T0 = datetime(2026, 11, 27, tzinfo=UTC)
@@ -126,18 +127,33 @@ async def test_events_before_since_do_not_count_and_since_may_cut_a_minute(
         ("requests", 2, "b"),
         ("input_tokens", 15, "b"),
         ("cached_input_tokens", 5, "c"),
+        ("cache_write_input_tokens", 5, "b"),
         ("output_tokens", 3, "a"),
         ("reasoning_tokens", 2, "c"),
         ("total_tokens", 16, "b"),
     ],
 )
-async def test_any_of_the_six_measures_can_be_the_metric(
+async def test_any_of_the_seven_measures_can_be_the_metric(
     client: httpx.AsyncClient, metric: str, threshold: int, expected: str
 ) -> None:
     await post(
         client,
-        event(event_id="a", at=at(10), input_tokens=10, output_tokens=3, reasoning_tokens=1),
-        event(event_id="b", at=at(20), input_tokens=5, cached_input_tokens=2, output_tokens=0),
+        event(
+            event_id="a",
+            at=at(10),
+            input_tokens=10,
+            cache_write_input_tokens=2,
+            output_tokens=3,
+            reasoning_tokens=1,
+        ),
+        event(
+            event_id="b",
+            at=at(20),
+            input_tokens=5,
+            cached_input_tokens=2,
+            cache_write_input_tokens=3,
+            output_tokens=0,
+        ),
         event(
             event_id="c",
             at=at(30),
@@ -230,6 +246,42 @@ async def test_a_crossing_is_found_through_day_hour_and_minute_rollups(
 
     assert found["event_id"] == "h076"
     assert found["current"] == 2000 * 96
+
+
+async def test_a_cache_write_crossing_is_found_through_folded_day_hour_and_minute_rollups(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    # Four days of hourly events, every third writing to the cache: the search descends from
+    # folded days to hours to one minute, and the writes alone decide where it ends.
+    events = [
+        event(
+            event_id=f"h{n:03}",
+            at=NOW - timedelta(days=4) + timedelta(hours=n, seconds=n),
+            input_tokens=1000,
+            cache_write_input_tokens=n if n % 3 == 0 else 0,
+        )
+        for n in range(96)
+    ]
+    await post(client, *events[:90])
+    async with db.begin() as connection:
+        await fold(connection)
+    await post(client, *events[90:])
+    since = format_rfc3339(NOW - timedelta(days=4, minutes=30))
+    written = sum(n for n in range(96) if n % 3 == 0)
+    # 0 + 3 + ... + 75 = 975: reached at h075, and one more token only at h078.
+    exactly = await milestone(client, threshold=975, since=since, metric="cache_write_input_tokens")
+    beyond = await milestone(client, threshold=976, since=since, metric="cache_write_input_tokens")
+    last = await milestone(
+        client, threshold=written, since=since, metric="cache_write_input_tokens"
+    )
+
+    assert (exactly["metric"], exactly["event_id"], exactly["current"]) == (
+        "cache_write_input_tokens",
+        "h075",
+        written,
+    )
+    assert beyond["event_id"] == "h078"
+    assert last["event_id"] == "h093"
 
 
 @settings(

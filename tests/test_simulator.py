@@ -91,10 +91,27 @@ def test_a_day_holds_exactly_its_events_in_crossing_order_with_parts_within_whol
     assert keys == sorted(keys)
     assert day.start <= keys[0][0]
     assert keys[-1][0] < day.end
-    assert all(e["cached_input_tokens"] <= e["input_tokens"] for e in events)
+    assert all(
+        e["cached_input_tokens"] + e["cache_write_input_tokens"] <= e["input_tokens"]
+        for e in events
+    )
     assert all(e["reasoning_tokens"] <= e["output_tokens"] for e in events)
     assert 0.1 < sum(e["cached_input_tokens"] > 0 for e in events) / len(events) < 0.9
     assert 0.1 < sum(e["reasoning_tokens"] > 0 for e in events) / len(events) < 0.9
+
+
+def test_prompts_that_miss_the_cache_are_often_written_to_it_some_thousand_tokens_each() -> None:
+    events = list(launch_day())
+    writes = [e for e in events if e["cache_write_input_tokens"]]
+
+    assert 0.03 < len(writes) / len(events) < 0.3
+    # A prompt read from the cache was written before: it writes nothing more.
+    assert not any(e["cached_input_tokens"] for e in writes)
+    # Only prompts long enough to cache are written, and most of each.
+    assert all(e["input_tokens"] >= 1024 for e in writes)
+    assert all(e["cache_write_input_tokens"] > e["input_tokens"] // 2 for e in writes)
+    written = sorted(e["cache_write_input_tokens"] for e in writes)
+    assert 1000 < written[len(written) // 2] < 10_000
 
 
 def test_the_launch_surge_makes_the_first_hours_the_busiest_and_builds_up_in_minutes() -> None:
@@ -375,6 +392,11 @@ async def test_a_seeded_run_passes_its_ledger_check_and_its_repeat_is_all_duplic
     assert first.returncode == 0, first.stdout + first.stderr
     assert "20,000 accepted, 0 duplicates, 0 rejected" in first.stdout
     assert "ledger check passed" in first.stdout
+    written = re.search(
+        r"^\s+cache_write_input_tokens\s+([\d,]+)\s+([\d,]+)\s+ok$", first.stdout, re.M
+    )
+    assert written is not None, first.stdout
+    assert written[1] == written[2] != "0"
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 accepted, 20,000 duplicates, 0 rejected" in again.stdout
     assert "ledger check passed" in again.stdout

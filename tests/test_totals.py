@@ -1,4 +1,4 @@
-"""`GET /v1/totals`: exact sums of the six measures over a range, per group, to the minute."""
+"""`GET /v1/totals`: exact sums of the seven measures over a range, per group, to the minute."""
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,6 +15,7 @@ MEASURES = (
     "requests",
     "input_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
     "output_tokens",
     "reasoning_tokens",
     "total_tokens",
@@ -47,6 +48,7 @@ def expected_totals(
         total["requests"] += 1
         total["input_tokens"] += body["input_tokens"]
         total["cached_input_tokens"] += body.get("cached_input_tokens", 0)
+        total["cache_write_input_tokens"] += body.get("cache_write_input_tokens", 0)
         total["output_tokens"] += body["output_tokens"]
         total["reasoning_tokens"] += body.get("reasoning_tokens", 0)
         total["total_tokens"] += body["input_tokens"] + body["output_tokens"]
@@ -54,16 +56,25 @@ def expected_totals(
     return [{**dict(zip(group_by, key, strict=True)), **total} for key, total in ordered]
 
 
-async def test_totals_hold_all_six_measures_as_exact_integers(client: httpx.AsyncClient) -> None:
+async def test_totals_hold_all_seven_measures_as_exact_integers(
+    client: httpx.AsyncClient,
+) -> None:
     await post(
         client,
-        event(input_tokens=1000, cached_input_tokens=400, output_tokens=300, reasoning_tokens=100),
+        event(
+            input_tokens=1000,
+            cached_input_tokens=400,
+            cache_write_input_tokens=250,
+            output_tokens=300,
+            reasoning_tokens=100,
+        ),
         event(
             input_tokens=999_999_999,
             cached_input_tokens=999_999_999,
             output_tokens=1_000_000_000,
             reasoning_tokens=7,
         ),
+        event(input_tokens=1_000_000_000, cache_write_input_tokens=1_000_000_000, output_tokens=0),
         event(input_tokens=0, output_tokens=0),
     )
 
@@ -76,12 +87,14 @@ async def test_totals_hold_all_six_measures_as_exact_integers(client: httpx.Asyn
         "end": "2026-11-27T12:01:00Z",
         "results": [
             {
-                "requests": 3,
-                "input_tokens": 1_000_000_999,
+                "requests": 4,
+                "input_tokens": 2_000_000_999,
                 "cached_input_tokens": 1_000_000_399,
+                "cache_write_input_tokens": 1_000_000_250,
                 "output_tokens": 1_000_000_300,
                 "reasoning_tokens": 107,
-                "total_tokens": 2_000_001_299,
+                # Cache writes are part of input tokens: never counted again.
+                "total_tokens": 3_000_001_299,
             }
         ],
     }
@@ -210,7 +223,13 @@ async def test_group_by_model_gives_one_sorted_total_per_model(client: httpx.Asy
         client,
         event(model="m-small", input_tokens=10, output_tokens=1),
         event(model="m-large", input_tokens=200, output_tokens=2, reasoning_tokens=2),
-        event(model="m-large", input_tokens=3000, cached_input_tokens=30, output_tokens=3),
+        event(
+            model="m-large",
+            input_tokens=3000,
+            cached_input_tokens=30,
+            cache_write_input_tokens=2000,
+            output_tokens=3,
+        ),
     )
 
     response = await client.get("/v1/totals", params={"window": "1h", "group_by": "model"})
@@ -222,6 +241,7 @@ async def test_group_by_model_gives_one_sorted_total_per_model(client: httpx.Asy
             "requests": 2,
             "input_tokens": 3200,
             "cached_input_tokens": 30,
+            "cache_write_input_tokens": 2000,
             "output_tokens": 5,
             "reasoning_tokens": 2,
             "total_tokens": 3205,
@@ -231,6 +251,7 @@ async def test_group_by_model_gives_one_sorted_total_per_model(client: httpx.Asy
             "requests": 1,
             "input_tokens": 10,
             "cached_input_tokens": 0,
+            "cache_write_input_tokens": 0,
             "output_tokens": 1,
             "reasoning_tokens": 0,
             "total_tokens": 11,
@@ -341,10 +362,23 @@ EDGE_EVENTS = [
     event(at=at(20, 9, 29, 59, 999_999), input_tokens=1, output_tokens=1),
     event(at=at(20, 9, 30), input_tokens=2, output_tokens=3, model="m-small"),
     event(at=at(20, 9, 59, 59, 999_999), input_tokens=4, cached_input_tokens=4, output_tokens=5),
-    event(at=at(20, 10), input_tokens=8, output_tokens=7, reasoning_tokens=7),
+    event(
+        at=at(20, 10),
+        input_tokens=8,
+        cache_write_input_tokens=8,
+        output_tokens=7,
+        reasoning_tokens=7,
+    ),
     event(at=at(20, 23, 59, 59, 999_999), input_tokens=16, output_tokens=11, model="m-small"),
     event(at=at(21), input_tokens=32, output_tokens=13, api_key_id="key-1"),
-    event(at=at(21, 0, 0, 0, 1), input_tokens=64, output_tokens=17, project="lab"),
+    event(
+        at=at(21, 0, 0, 0, 1),
+        input_tokens=64,
+        cached_input_tokens=16,
+        cache_write_input_tokens=48,
+        output_tokens=17,
+        project="lab",
+    ),
     event(at=at(22, 12, 34, 56, 789_000), input_tokens=128, output_tokens=19, model="m-small"),
     event(at=at(22, 12, 34, 56, 789_000), input_tokens=256, output_tokens=23),
     event(at=at(23, 23, 59, 59, 999_999), input_tokens=512, output_tokens=29),
@@ -352,7 +386,7 @@ EDGE_EVENTS = [
     event(at=at(24, 13, 59, 59, 999_999), input_tokens=2048, output_tokens=37, tenant="globex"),
     event(at=at(24, 14), input_tokens=4096, output_tokens=41, reasoning_tokens=40),
     event(at=at(24, 14, 44, 59, 999_999), input_tokens=8192, output_tokens=43, model="m-small"),
-    event(at=at(24, 14, 45), input_tokens=16384, output_tokens=47),
+    event(at=at(24, 14, 45), input_tokens=16384, cache_write_input_tokens=4000, output_tokens=47),
 ]
 
 

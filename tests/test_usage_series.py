@@ -1,13 +1,15 @@
-"""`GET /v1/usage`: the six measures per group in every minute, hour or (local) day bucket."""
+"""`GET /v1/usage`: the seven measures per group in every minute, hour or (local) day bucket."""
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import NOW, Clock
 from tests.factories import event
+from tokenpulse.rollups.fold import fold
 
 
 def utc(text: str) -> datetime:
@@ -21,7 +23,7 @@ async def post(client: httpx.AsyncClient, *events: dict[str, Any]) -> None:
 
 
 def summed(*events: dict[str, Any], **groups: str | None) -> dict[str, Any]:
-    """One result: `groups`, then the six measures added up from `events` by hand."""
+    """One result: `groups`, then the seven measures added up from `events` by hand."""
     input_tokens = sum(body["input_tokens"] for body in events)
     output_tokens = sum(body["output_tokens"] for body in events)
     return {
@@ -29,6 +31,7 @@ def summed(*events: dict[str, Any], **groups: str | None) -> dict[str, Any]:
         "requests": len(events),
         "input_tokens": input_tokens,
         "cached_input_tokens": sum(body.get("cached_input_tokens", 0) for body in events),
+        "cache_write_input_tokens": sum(body.get("cache_write_input_tokens", 0) for body in events),
         "output_tokens": output_tokens,
         "reasoning_tokens": sum(body.get("reasoning_tokens", 0) for body in events),
         "total_tokens": input_tokens + output_tokens,
@@ -42,9 +45,14 @@ def bucket(start: str, end: str, *results: dict[str, Any]) -> dict[str, Any]:
 async def test_every_hour_of_the_range_is_present_in_order_with_empty_ones(
     client: httpx.AsyncClient,
 ) -> None:
-    early = event(at=utc("2026-11-27T10:15:00Z"), input_tokens=100, cached_input_tokens=10)
+    early = event(
+        at=utc("2026-11-27T10:15:00Z"),
+        input_tokens=100,
+        cached_input_tokens=10,
+        cache_write_input_tokens=60,
+    )
     later = event(at=utc("2026-11-27T10:45:30Z"), output_tokens=50, reasoning_tokens=5)
-    last = event(at=utc("2026-11-27T11:59:59.999999Z"), input_tokens=7)
+    last = event(at=utc("2026-11-27T11:59:59.999999Z"), input_tokens=7, cache_write_input_tokens=7)
     await post(client, early, later, last)
 
     response = await client.get(
@@ -520,3 +528,65 @@ async def test_invalid_parameters_are_refused_naming_the_parameter(
     error = response.json()["error"]
     assert [problem["field"] for problem in error["errors"]] == [parameter]
     assert parameter in error["message"]
+
+
+# Cache writes across minute, hour and day edges (UTC and Kolkata's, at 18:30 UTC): the first
+# four are folded into the rollups before the rest are sent, which stay pending.
+CACHE_WRITES = [
+    event(at=utc("2026-11-25T18:29:59.999999Z"), input_tokens=4000, cache_write_input_tokens=4000),
+    event(
+        at=utc("2026-11-25T18:30:00Z"),
+        input_tokens=5000,
+        cached_input_tokens=1000,
+        cache_write_input_tokens=3500,
+    ),
+    event(at=utc("2026-11-25T23:59:30Z"), input_tokens=900, cached_input_tokens=900),
+    event(at=utc("2026-11-26T00:00:00Z"), input_tokens=3000, cache_write_input_tokens=2999),
+    event(at=utc("2026-11-26T00:00:10Z"), input_tokens=700, cache_write_input_tokens=300),
+    event(at=utc("2026-11-26T00:01:00Z"), input_tokens=200, cache_write_input_tokens=20),
+    event(at=utc("2026-11-26T18:30:00Z"), input_tokens=10, cache_write_input_tokens=1),
+]
+
+
+@pytest.mark.parametrize(
+    ("size", "tz", "start", "end"),
+    [
+        ("1m", "UTC", "2026-11-25T23:59:00Z", "2026-11-26T00:02:00Z"),
+        ("1m", "UTC", "2026-11-25T18:29:00Z", "2026-11-25T18:31:00Z"),
+        ("1h", "UTC", "2026-11-25T18:00:00Z", "2026-11-26T19:00:00Z"),
+        ("1d", "UTC", "2026-11-25T00:00:00Z", "2026-11-27T00:00:00Z"),
+        ("1d", "Asia/Kolkata", "2026-11-25T00:00:00+05:30", "2026-11-28T00:00:00+05:30"),
+    ],
+    ids=["minutes-at-midnight", "minutes-at-half-past-six", "hours", "utc-days", "kolkata-days"],
+)
+async def test_cache_writes_are_summed_in_every_bucket_folded_or_pending(
+    client: httpx.AsyncClient, db: AsyncEngine, size: str, tz: str, start: str, end: str
+) -> None:
+    await post(client, *CACHE_WRITES[:4])
+    async with db.begin() as connection:
+        await fold(connection)
+    await post(client, *CACHE_WRITES[4:])
+
+    response = await client.get(
+        "/v1/usage", params={"bucket": size, "tz": tz, "start": start, "end": end}
+    )
+
+    assert response.status_code == 200, response.text
+    expected = []
+    for data in response.json()["data"]:
+        inside = [
+            body
+            for body in CACHE_WRITES
+            if utc(data["start"]) <= utc(body["occurred_at"]) < utc(data["end"])
+        ]
+        expected.append(bucket(data["start"], data["end"], *([summed(*inside)] if inside else [])))
+    assert response.json()["data"] == expected
+    assert sum(
+        result["cache_write_input_tokens"]
+        for data in response.json()["data"]
+        for result in data["results"]
+    ) == sum(
+        body.get("cache_write_input_tokens", 0)
+        for body in CACHE_WRITES
+        if utc(start) <= utc(body["occurred_at"]) < utc(end)
+    )

@@ -51,6 +51,7 @@ def raw_events(draw: st.DrawFn) -> dict[str, Any]:
         ("project", texts | st.none()),
         ("api_key_id", texts | st.none()),
         ("cached_input_tokens", counts),
+        ("cache_write_input_tokens", counts),
         ("reasoning_tokens", counts),
         ("attributes", st.dictionaries(texts, texts | counts, max_size=3) | st.none()),
         ("unknown", texts),

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -38,6 +39,8 @@ usage_event = Table(
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("input_tokens", BigInteger, nullable=False),
     Column("cached_input_tokens", BigInteger, nullable=False),
+    # Events stored before cache writes were counted hold 0.
+    Column("cache_write_input_tokens", BigInteger, nullable=False, server_default=text("0")),
     Column("output_tokens", BigInteger, nullable=False),
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("attributes", JSONB, nullable=True),
@@ -59,9 +62,19 @@ ROLLUP_COUNTS = (
     "requests",
     "input_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
     "output_tokens",
     "reasoning_tokens",
 )
+ADDED_COUNTS = frozenset({"cache_write_input_tokens"})
+"""Counts added once rows were stored: those rows, and the rows of a previous version still
+running, hold 0."""
+
+TENANT_INDEX_COUNTS = tuple(count for count in ROLLUP_COUNTS if count not in ADDED_COUNTS)
+"""The counts the tenant index of the (tenant, model) rollups holds: those it was built with.
+Rebuilding it to hold an added count would keep every writer waiting for minutes on a large
+database (migrations run in one transaction, so not CONCURRENTLY): a tenant's reads visit the
+table for the added counts."""
 
 
 # Each grain is rolled up by every dimension, and again by fewer: a query reads the smallest
@@ -80,13 +93,23 @@ ROLLUP_FILLFACTOR = "70"
 PEAK_CUBE = "_model"
 
 
+def _count_columns() -> list[Column[int]]:
+    """A rollup's count columns; an added one defaults to 0, as the migration that added it."""
+    return [
+        Column(count, BigInteger, nullable=False)
+        if count not in ADDED_COUNTS
+        else Column(count, BigInteger, nullable=False, server_default=text("0"))
+        for count in ROLLUP_COUNTS
+    ]
+
+
 def _rollup(name: str, dimensions: tuple[str, ...], *, peaks: bool) -> Table:
     table = Table(
         name,
         metadata,
         Column("bucket_start", DateTime(timezone=True), nullable=False),
         *(Column(dimension, Text, nullable=False) for dimension in dimensions),
-        *(Column(count, BigInteger, nullable=False) for count in ROLLUP_COUNTS),
+        *_count_columns(),
         PrimaryKeyConstraint("bucket_start", *dimensions),
         # Folds add to rows again and again: room on each page lets PostgreSQL update a row in
         # place (a HOT update) rather than add index entries for every new version.
@@ -97,13 +120,13 @@ def _rollup(name: str, dimensions: tuple[str, ...], *, peaks: bool) -> Table:
         table.append_column(Column("peak_minute_tokens", BigInteger, nullable=False))
     if dimensions == ("tenant", "model"):
         # A tenant's dashboard reads its own rows over days without scanning every tenant's,
-        # and from this index alone: the rows it needs lie together here, not in the table,
-        # where each bucket's rows of every tenant are interleaved.
+        # and their counts (but the added ones) from this index: the rows it needs lie together
+        # here, not in the table, where each bucket's rows of every tenant are interleaved.
         Index(
             f"ix_{name}_tenant_bucket_start",
             table.c.tenant,
             table.c.bucket_start,
-            postgresql_include=["model", *ROLLUP_COUNTS],
+            postgresql_include=["model", *TENANT_INDEX_COUNTS],
         )
     return table
 
@@ -131,7 +154,7 @@ rollup_pending = Table(
     metadata,
     Column("bucket_start", DateTime(timezone=True), nullable=False),
     *(Column(dimension, Text, nullable=False) for dimension in ROLLUP_DIMENSIONS),
-    *(Column(count, BigInteger, nullable=False) for count in ROLLUP_COUNTS),
+    *_count_columns(),
     # When the flush committed, near enough: the age of the oldest row is the materialiser's lag.
     Column("appended_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # Reads keep to the minutes of their range: a range long past reads no pending row.

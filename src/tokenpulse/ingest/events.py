@@ -29,8 +29,11 @@ DEFAULT_PROJECT = "default"
 EVENT_ID_PATTERN = r"^[\x21-\x7e]+$"
 """Printable ASCII, no spaces."""
 
-PARTS = (("cached_input_tokens", "input_tokens"), ("reasoning_tokens", "output_tokens"))
-"""Counts that are part of another."""
+PARTS = (
+    (("cached_input_tokens", "cache_write_input_tokens"), "input_tokens"),
+    (("reasoning_tokens",), "output_tokens"),
+)
+"""Counts that are parts of another: each part, and the sum of them, at most the whole."""
 
 RULE = "tokenpulse"
 """The pydantic error type of every rule stated here: its context holds the house message."""
@@ -50,6 +53,7 @@ class Event:
     occurred_at: datetime
     input_tokens: int
     cached_input_tokens: int
+    cache_write_input_tokens: int
     output_tokens: int
     reasoning_tokens: int
     attributes: dict[str, str] | None
@@ -154,7 +158,20 @@ class UsageEvent(BaseModel):
     api_key_id: Name | None = None
     input_tokens: Count
     output_tokens: Count
-    cached_input_tokens: Annotated[Count | None, Field(description="At most input_tokens.")] = None
+    cached_input_tokens: Annotated[
+        Count | None,
+        Field(
+            description="Part of input_tokens served from a cache; with "
+            "cache_write_input_tokens at most input_tokens."
+        ),
+    ] = None
+    cache_write_input_tokens: Annotated[
+        Count | None,
+        Field(
+            description="Part of input_tokens written to a cache; with cached_input_tokens "
+            "at most input_tokens."
+        ),
+    ] = None
     reasoning_tokens: Annotated[Count | None, Field(description="At most output_tokens.")] = None
     attributes: Annotated[
         dict[
@@ -197,6 +214,7 @@ class UsageEvent(BaseModel):
             occurred_at=self.occurred_at,
             input_tokens=self.input_tokens,
             cached_input_tokens=self.cached_input_tokens or 0,
+            cache_write_input_tokens=self.cache_write_input_tokens or 0,
             output_tokens=self.output_tokens,
             reasoning_tokens=self.reasoning_tokens or 0,
             attributes=self.attributes,
@@ -219,19 +237,33 @@ def _count_problems(event: UsageEvent, maximum: int) -> list[tuple[str, str]]:
         "input_tokens": event.input_tokens,
         "output_tokens": event.output_tokens,
         "cached_input_tokens": event.cached_input_tokens,
+        "cache_write_input_tokens": event.cache_write_input_tokens,
         "reasoning_tokens": event.reasoning_tokens,
     }
     for name, value in counts.items():
         if value is not None and value > maximum:
             problems.append((name, f"must be at most {maximum:,}, got {abbreviate(value)}"))
-    for part, whole in PARTS:
-        part_value, whole_value = counts[part], counts[whole]
-        if part_value is None or max(part_value, whole_value) > maximum:
-            continue  # absent, or wrong already
-        if part_value > whole_value:
-            problems.append(
-                (part, f"must not exceed {whole} ({whole_value:,}), got {part_value:,}")
+    for parts, whole in PARTS:
+        whole_value = counts[whole]
+        present = [(part, counts[part]) for part in parts if counts[part] is not None]
+        if max((whole_value, *(value for _, value in present))) > maximum:
+            continue  # past the limit: wrong already
+        too_large = [(part, value) for part, value in present if value > whole_value]
+        for part, value in too_large:
+            problems.append((part, f"must not exceed {whole} ({whole_value:,}), got {value:,}"))
+        total = sum(value for _, value in present)
+        if too_large or total <= whole_value:
+            continue
+        # Each part fits on its own, their sum does not: the last part is the one that overflows.
+        *others, (part, value) = present
+        beside = " and ".join(f"{other} ({other_value:,})" for other, other_value in others)
+        problems.append(
+            (
+                part,
+                f"plus {beside} must not exceed {whole} ({whole_value:,}),"
+                f" got {value:,} ({total:,} in all)",
             )
+        )
     return problems
 
 

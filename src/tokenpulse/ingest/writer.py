@@ -20,6 +20,7 @@ EVENT_COLUMNS = (
     ("occurred_at", "timestamptz"),
     ("input_tokens", "int8"),
     ("cached_input_tokens", "int8"),
+    ("cache_write_input_tokens", "int8"),
     ("output_tokens", "int8"),
     ("reasoning_tokens", "int8"),
     ("attributes", "jsonb"),
@@ -31,6 +32,8 @@ def _store_statement() -> str:
     arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(EVENT_COLUMNS, start=1))
     dimensions = ", ".join(ROLLUP_DIMENSIONS)
     counts = ", ".join(ROLLUP_COUNTS)
+    tokens = [count for count in ROLLUP_COUNTS if count != "requests"]
+    sums = ",\n               ".join(f"sum({count})::int8" for count in tokens)
     # One statement, one round trip: the insert returns only the rows that are new (a conflict on
     # (tenant, event_id) means the event is stored already, or earlier in this same batch), and
     # exactly those are summed into the pending deltas. Nothing here updates a row that another
@@ -41,14 +44,14 @@ def _store_statement() -> str:
         SELECT * FROM unnest({arrays})
         ON CONFLICT (tenant, event_id) DO NOTHING
         RETURNING tenant, event_id, project, model, api_key_id, occurred_at,
-                  input_tokens, cached_input_tokens, output_tokens, reasoning_tokens
+                  {", ".join(tokens)}
     ),
     appended AS (
         INSERT INTO {rollup_pending.name} (bucket_start, {dimensions}, {counts})
         SELECT date_trunc('minute', occurred_at, 'UTC'), tenant, project, model,
                coalesce(api_key_id, '{NO_API_KEY}'),
-               count(*), sum(input_tokens)::int8, sum(cached_input_tokens)::int8,
-               sum(output_tokens)::int8, sum(reasoning_tokens)::int8
+               count(*),
+               {sums}
         FROM inserted
         GROUP BY 1, 2, 3, 4, 5
     )
@@ -113,6 +116,7 @@ def event_row(event: Event) -> tuple[object, ...]:
         event.occurred_at,
         event.input_tokens,
         event.cached_input_tokens,
+        event.cache_write_input_tokens,
         event.output_tokens,
         event.reasoning_tokens,
         None if event.attributes is None else json.dumps(event.attributes),

@@ -67,6 +67,7 @@ Measure = Literal[
     "requests",
     "input_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
     "output_tokens",
     "reasoning_tokens",
     "total_tokens",
@@ -188,7 +189,7 @@ async def get_launches(
     "/v1/launches/{model:model_name}",
     operation_id="getLaunch",
     summary="A launch's summary",
-    description="The model's six measures since its launch and over its first 24 hours, its "
+    description="The model's seven measures since its launch and over its first 24 hours, its "
     "busiest minute, and when each default milestone (10^9 to 10^12 total tokens) was crossed, "
     "by which event. A tenant's key sees its tenant's usage only.",
     responses=answers(LaunchSummaryAnswer, *AUTHENTICATED, 404, 422),

@@ -21,7 +21,7 @@ from tokenpulse.tables import ROLLUP_COUNTS
 async def exact_totals(
     connection: AsyncConnection, selection: Selection, ranges: Sequence[Span]
 ) -> list[dict[str, int]]:
-    """The six measures over each [start, end) of `ranges`, for any instants: rollups for the
+    """The seven measures over each [start, end) of `ranges`, for any instants: rollups for the
     whole minutes inside, raw events for the parts of a minute at either edge. One round trip."""
     assert not selection.group_by, "exact totals are not grouped"
     # Each part: the range it counts toward, and its grain (None: raw events).

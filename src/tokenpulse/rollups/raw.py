@@ -47,7 +47,7 @@ def _matching(dimensions: tuple[str, ...], part: int) -> list[ColumnElement[bool
 async def sum_events(
     connection: AsyncConnection, selection: Selection, start: datetime, end: datetime
 ) -> dict[str, int]:
-    """The six measures of the matching events in [start, end), which may be any instants."""
+    """The seven measures of the matching events in [start, end), which may be any instants."""
     if start >= end or selection.matches_nothing:
         return dict.fromkeys(MEASURES, 0)
     values = {**filter_values(selection.filters), **span_values([(start, end)])}

@@ -66,7 +66,7 @@ MEASURES = (*ROLLUP_COUNTS, "total_tokens")
 
 
 def measures_of(counts: Sequence[int]) -> dict[str, int]:
-    """The six measures from the five counts, in ROLLUP_COUNTS order."""
+    """The seven measures from the six counts, in ROLLUP_COUNTS order."""
     measures = dict(zip(ROLLUP_COUNTS, counts, strict=True))
     measures["total_tokens"] = measures["input_tokens"] + measures["output_tokens"]
     return measures

@@ -45,7 +45,7 @@ from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, rollup_pending
 
 GroupSums = tuple[int, dict[str, Any]]
 """One group's sums: the index of its bucket in the bounds passed to `sum_rollups` (0 without),
-then the group's value of each group_by dimension and the six measures, as the API answers. A
+then the group's value of each group_by dimension and the seven measures, as the API answers. A
 plain pair: a series builds hundreds, and a dataclass instance cost as much again as its dict."""
 
 
@@ -81,7 +81,7 @@ async def sum_rollups(
     *,
     most: int,
 ) -> list[GroupSums]:
-    """The six measures per group (and per bucket, when `bounds` are given), sorted by bucket,
+    """The seven measures per group (and per bucket, when `bounds` are given), sorted by bucket,
     then by key in code point order; TooManyGroups if there are more than `most` of them.
 
     No rollup row that `spans` read may cross a bucket bound: each then falls in one bucket.

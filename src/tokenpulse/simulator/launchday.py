@@ -47,6 +47,10 @@ OUTPUT_SIGMA = 1.1
 MAX_INPUT_TOKENS = 1_000_000
 MAX_OUTPUT_TOKENS = 128_000
 
+# Prompt caching: a request whose prompt is not in the cache (the first of a conversation) and is
+# long enough to cache writes most of it there, for the requests after it to read.
+CACHEABLE_INPUT_TOKENS = 1024
+
 
 def occurred_at(event: Mapping[str, Any]) -> datetime:
     """The instant an event names."""
@@ -70,12 +74,14 @@ def project_of(seed: int) -> str:
 
 @dataclass(frozen=True)
 class ModelHabits:
-    """How one model is used: token sizes, and how often prompts hit the cache or it reasons."""
+    """How one model is used: token sizes, how often prompts hit the cache, how often a prompt
+    that misses it is written to it, and how often the model reasons."""
 
     input_median: float
     output_median: float
     cache_rate: float
     reasoning_rate: float
+    cache_write_rate: float
 
     @classmethod
     def drawn(cls, seed: int, model: str) -> "ModelHabits":
@@ -85,6 +91,8 @@ class ModelHabits:
             output_median=rng.uniform(150.0, 500.0),
             cache_rate=rng.uniform(0.3, 0.7),
             reasoning_rate=rng.uniform(0.3, 0.9),
+            # Drawn last, so that the habits drawn before it stay what they were.
+            cache_write_rate=rng.uniform(0.15, 0.4),
         )
 
 
@@ -266,6 +274,7 @@ class _Tables:
         prefix = start.strftime("%Y-%m-%dT%H:%M:")
         id_prefix, project, models = self.id_prefix, self.project, self.models
         cache_rates = [habits.cache_rate for habits in self.habits]
+        write_rates = [habits.cache_write_rate for habits in self.habits]
         reasoning_rates = [habits.reasoning_rate for habits in self.habits]
         inputs, outputs = self.input_quantiles, self.output_quantiles
         events: list[Event] = []
@@ -280,6 +289,16 @@ class _Tables:
             hit = draw()
             rate = cache_rates[model]
             cached = int(input_tokens * (0.2 + 0.8 * hit / rate)) if hit < rate else 0
+            # A miss scaled to [0, 1) decides in the same way whether the prompt is written to
+            # the cache and how much of it: no draw of its own, so every other count of a seed
+            # stays what it was before cache writes were counted.
+            miss = (hit - rate) / (1.0 - rate)
+            rate = write_rates[model]
+            written = (
+                int(input_tokens * (0.6 + 0.4 * miss / rate))
+                if 0.0 <= miss < rate and input_tokens >= CACHEABLE_INPUT_TOKENS
+                else 0
+            )
             thought = draw()
             rate = reasoning_rates[model]
             reasoning = int(output_tokens * (0.3 + 0.65 * thought / rate)) if thought < rate else 0
@@ -295,6 +314,7 @@ class _Tables:
                     "api_key_id": api_key_id,
                     "input_tokens": input_tokens,
                     "cached_input_tokens": cached,
+                    "cache_write_input_tokens": written,
                     "output_tokens": output_tokens,
                     "reasoning_tokens": reasoning,
                 }

@@ -13,6 +13,7 @@ MEASURES = (
     "requests",
     "input_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
     "output_tokens",
     "reasoning_tokens",
     "total_tokens",
@@ -22,11 +23,12 @@ MAX_KEPT_REJECTIONS = 10
 
 @dataclass
 class Measures:
-    """The six measures of the events added so far."""
+    """The seven measures of the events added so far."""
 
     requests: int = 0
     input_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
 
@@ -38,6 +40,7 @@ class Measures:
         self.requests += 1
         self.input_tokens += event["input_tokens"]
         self.cached_input_tokens += event.get("cached_input_tokens") or 0
+        self.cache_write_input_tokens += event.get("cache_write_input_tokens") or 0
         self.output_tokens += event["output_tokens"]
         self.reasoning_tokens += event.get("reasoning_tokens") or 0
 

@@ -9,13 +9,14 @@ class Measures(Shape):
     requests: Count
     input_tokens: Count
     cached_input_tokens: Count
+    cache_write_input_tokens: Count
     output_tokens: Count
     reasoning_tokens: Count
     total_tokens: Count
 
 
 class GroupMeasures(Measures):
-    """The six measures of one group; only the group keys asked for are present."""
+    """The seven measures of one group; only the group keys asked for are present."""
 
     tenant: str | None = None
     project: str | None = None

@@ -21,7 +21,7 @@ router = APIRouter(tags=["aggregates"], route_class=CheckedQuery)
     "/v1/usage",
     operation_id="getUsage",
     summary="Usage over time",
-    description="The six measures of each bucket (`1m`, `1h`, or `1d` in `tz`) from `start` to "
+    description="The seven measures of each bucket (`1m`, `1h`, or `1d` in `tz`) from `start` to "
     "`end`, every bucket present and in order, grouped by `group_by` and narrowed by the "
     "filters. `start` and `end` lie on bucket boundaries. A tenant's key sees its tenant only.",
     responses=answers(UsageAnswer, *AUTHENTICATED, 422),
@@ -56,7 +56,7 @@ async def get_usage(
     "/v1/totals",
     operation_id="getTotals",
     summary="Totals",
-    description="The six measures of each group over `start` to `end` or the last `window`, "
+    description="The seven measures of each group over `start` to `end` or the last `window`, "
     "to the minute: the answer says which range was counted. A tenant's key sees its tenant "
     "only.",
     responses=answers(TotalsAnswer, *AUTHENTICATED, 422),

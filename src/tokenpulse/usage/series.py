@@ -1,4 +1,4 @@
-"""`/v1/usage`: the six measures per group in consecutive buckets of a minute, an hour or a day."""
+"""`/v1/usage`: the seven measures per group in consecutive buckets of a minute, an hour, a day."""
 
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any

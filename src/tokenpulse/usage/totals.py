@@ -1,4 +1,4 @@
-"""`/v1/totals`: the six measures per group over one range, to the minute."""
+"""`/v1/totals`: the seven measures per group over one range, to the minute."""
 
 from datetime import datetime, timedelta
 from typing import Any

@@ -231,12 +231,17 @@ function drawBreakdown(measures) {
   };
   const share = (some, whole) => `${whole ? Math.round((100 * some) / whole) : 0}%`;
   const { requests, input_tokens: input, output_tokens: output } = measures;
-  const { cached_input_tokens: cached, reasoning_tokens: reasoning } = measures;
+  const { cached_input_tokens: cached, cache_write_input_tokens: written } = measures;
+  const { reasoning_tokens: reasoning } = measures;
   $("breakdown").replaceChildren(
     part(`${short(requests)} requests`, exact(requests, "requests")),
     part(
-      `${short(input)} input, ${share(cached, input)} cached`,
-      `${exact(input, "input tokens")}, ${exact(cached, "of them cached")}`,
+      `${short(input)} input, ${share(cached, input)} cached, ${share(written, input)} cache writes`,
+      [
+        exact(input, "input tokens"),
+        exact(cached, "of them read from a cache"),
+        exact(written, "of them written to a cache"),
+      ].join(", "),
     ),
     part(
       `${short(output)} output, ${share(reasoning, output)} reasoning`,
