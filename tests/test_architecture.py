@@ -28,6 +28,8 @@ HTTP_LAYER = {
     "tokenpulse.keys.authentication",
     "tokenpulse.keys.router",
     "tokenpulse.launches.router",
+    "tokenpulse.otlp.router",
+    "tokenpulse.litellm.router",
     "tokenpulse.query_string",
     "tokenpulse.usage.params",
     "tokenpulse.usage.router",
@@ -77,10 +79,13 @@ def test_the_rule_is_checked_against_real_modules() -> None:
 # database, errors, auth, metrics, ...), which must never need one of them.
 DOMAINS = {
     "apidocs",
+    "client",
     "dashboard",
     "ingest",
     "keys",
     "launches",
+    "otlp",
+    "litellm",
     "rollups",
     "simulator",
     "usage",
@@ -90,6 +95,8 @@ COMPOSITION = {"tokenpulse.app", "tokenpulse.cli", "tokenpulse.__main__"}
 MAY_READ = {
     "usage": {"tokenpulse.rollups"},
     "launches": {"tokenpulse.rollups", "tokenpulse.usage.answers", "tokenpulse.usage.params"},
+    "otlp": {"tokenpulse.ingest"},
+    "litellm": {"tokenpulse.ingest"},
 }
 """What each domain may import of another: the aggregates read the rollups, a launch's summary
 answers in the measures of usage, and milestones are filtered as the aggregates are."""

@@ -45,6 +45,12 @@ def _json(ctx: schemathesis.SerializationContext, value: Any) -> bytes:
     return _encoded(ctx, value if isinstance(value, bytes) else json.dumps(value).encode())
 
 
+@schemathesis.serializer("application/x-protobuf")
+def _protobuf(ctx: schemathesis.SerializationContext, value: Any) -> bytes:
+    # What is generated for a binary body; anything else, as JSON text, which is no protobuf.
+    return _encoded(ctx, value if isinstance(value, bytes) else json.dumps(value).encode())
+
+
 @schemathesis.serializer("application/x-ndjson")
 def _ndjson(ctx: schemathesis.SerializationContext, value: Any) -> bytes:
     if isinstance(value, bytes):

@@ -34,11 +34,13 @@ from tokenpulse.keys.router import KeyRequest
 from tokenpulse.keys.store import StoredKey, find_key
 from tokenpulse.launches import router as launches_router
 from tokenpulse.launches.router import LaunchRequest
+from tokenpulse.litellm import router as litellm_router
 from tokenpulse.logs import configure_logging
 from tokenpulse.metrics import Metrics
 from tokenpulse.migrations import head_revision
 from tokenpulse.openapi import with_bearer_auth, with_body_schemas
 from tokenpulse.orphans import end_with_parent
+from tokenpulse.otlp import router as otlp_router
 from tokenpulse.ratelimit import RateLimits, TokenBuckets
 from tokenpulse.readiness import CommitProbe
 from tokenpulse.rollups.materialiser import Materialiser, pending
@@ -183,6 +185,8 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(ingest_router.router)
+    app.include_router(otlp_router.router)
+    app.include_router(litellm_router.router)
     app.include_router(usage_router.router)
     app.include_router(launches_router.router)
     app.include_router(keys_router.router)

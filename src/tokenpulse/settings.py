@@ -229,6 +229,114 @@ class Settings(BaseSettings):
         default="info", description="`debug`, `info`, `warning` or `error`: the least logged."
     )
 
+    # What POST /v1/traces reads of a usage span beside its counts and model: attribute names,
+    # looked up on the span and then on its resource, the first present winning.
+    otlp_tenant_attributes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["tenant.id"],
+        description="Comma-separated attributes that name a span's tenant when the key is bound "
+        "to none: the first present, on the span and then on its resource.",
+    )
+    otlp_project_attributes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["project.id"],
+        description="Comma-separated attributes that name a span's project, found the same way "
+        "(none present: the default project).",
+    )
+    otlp_api_key_id_attributes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["api_key.id"],
+        description="Comma-separated attributes that name a span's api_key_id, found the same "
+        "way (none present: none).",
+    )
+    otlp_rollup_spans: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "gen_ai.operation.name=invoke_agent",
+            "openinference.span.kind=AGENT",
+            "openinference.span.kind=CHAIN",
+        ],
+        description="Comma-separated `attribute=value` pairs that mark a span whose token counts "
+        "add up those of the calls it made, which have spans of their own: such a span is never "
+        "counted (empty: none is marked).",
+    )
+
+    @field_validator(
+        "otlp_tenant_attributes",
+        "otlp_project_attributes",
+        "otlp_api_key_id_attributes",
+        "otlp_rollup_spans",
+        mode="before",
+    )
+    @classmethod
+    def _comma_separated_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator(
+        "otlp_tenant_attributes", "otlp_project_attributes", "otlp_api_key_id_attributes"
+    )
+    @classmethod
+    def _not_span_content(cls, names: list[str]) -> list[str]:
+        # The call's content: no setting may make tokenpulse store a prompt as a name.
+        content = (
+            "gen_ai.input.messages",
+            "gen_ai.output.messages",
+            "gen_ai.system_instructions",
+            "gen_ai.prompt",
+            "gen_ai.completion",
+            "gen_ai.tool.call.arguments",
+            "gen_ai.tool.call.result",
+            "llm.input_messages",
+            "llm.output_messages",
+            "llm.prompts",
+            "input.value",
+            "output.value",
+        )
+        for name in names:
+            if name.startswith(content):
+                raise ValueError(f"must not name a span's prompt or completion ({name})")
+        return names
+
+    @field_validator("otlp_rollup_spans")
+    @classmethod
+    def _attribute_value_pairs(cls, pairs: list[str]) -> list[str]:
+        for pair in pairs:
+            name, equals, value = pair.partition("=")
+            if not (equals and name.strip() and value.strip()):
+                raise ValueError(
+                    "must be attribute=value pairs such as gen_ai.operation.name=invoke_agent, "
+                    f"got {pair}"
+                )
+        return pairs
+
+    # Where POST /v1/integrations/litellm finds who a LiteLLM payload's usage is: dotted paths
+    # into the payload.
+    litellm_tenant_field: str = Field(
+        default="metadata.user_api_key_team_id",
+        min_length=1,
+        description="The LiteLLM payload field that names an event's tenant, when the key is "
+        "bound to none.",
+    )
+    litellm_project_field: str = Field(
+        default="metadata.user_api_key_project_id",
+        description="The LiteLLM payload field that names an event's project (empty: none is "
+        "read; a payload without it is in the default project).",
+    )
+    litellm_api_key_id_field: str = Field(
+        default="metadata.user_api_key_hash",
+        description="The LiteLLM payload field that names an event's api_key_id (empty: none "
+        "is read).",
+    )
+
+    @field_validator("litellm_tenant_field", "litellm_project_field", "litellm_api_key_id_field")
+    @classmethod
+    def _a_payload_field(cls, value: str) -> str:
+        segments = value.split(".")
+        if value and any(not segment or segment.strip() != segment for segment in segments):
+            raise ValueError("must be a dotted path such as metadata.user_api_key_team_id")
+        # The call's content: no setting may make tokenpulse store a prompt as a name.
+        if segments[0] in ("messages", "response", "error_str", "error_information"):
+            raise ValueError(f"must not name the call's content ({segments[0]})")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _must_be_postgresql(cls, value: SecretStr | None) -> SecretStr | None:

@@ -39,20 +39,22 @@ class IngestAnswer(Shape):
     ] = None
 
 
+CONTENT_ENCODING: dict[str, Any] = {
+    "name": "Content-Encoding",
+    "in": "header",
+    "required": False,
+    "description": "gzip: every limit applies to the decompressed bytes.",
+    "schema": {"type": "string", "enum": ["gzip", "identity"]},
+}
+"""The header parameter of every ingest route, which all take gzip."""
+
+
 def ingest_body() -> dict[str, Any]:
     """`openapi_extra` for `POST /v1/events`: one event, a batch, or NDJSON, maybe gzipped."""
     # Described at its default: a deployment may change it.
     max_events = Settings.model_fields["max_events_per_request"].default
     return {
-        "parameters": [
-            {
-                "name": "Content-Encoding",
-                "in": "header",
-                "required": False,
-                "description": "gzip: every limit applies to the decompressed bytes.",
-                "schema": {"type": "string", "enum": ["gzip", "identity"]},
-            }
-        ],
+        "parameters": [CONTENT_ENCODING],
         "requestBody": {
             "required": True,
             "content": {
