@@ -2,6 +2,8 @@
 knows no domain, and a domain reads another only where it is listed as allowed to."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,49 @@ def test_the_domain_rules_see_a_forbidden_import() -> None:
     ]
     assert forbidden_imports("tokenpulse.usage.totals", {"tokenpulse.rollups.sums"}) == []
     assert set(PLUMBING) >= {"tokenpulse.auth", "tokenpulse.metrics", "tokenpulse.runtime"}
+
+
+# The client runs in gateways, which install tokenpulse for it and nothing of the service.
+CLIENT = "tokenpulse.client"
+CLIENT_MAY_IMPORT = frozenset({"httpx"})
+"""What the client may import beyond the standard library and itself."""
+SERVICE_ONLY = frozenset(
+    {"fastapi", "starlette", "uvicorn", "pydantic", "pydantic_settings", "sqlalchemy", "asyncpg"}
+    | {"alembic", "prometheus_client", "opentelemetry", "google"}
+)
+"""What the service depends on and the client must never load."""
+
+
+def client_imports_beyond_its_own(imports: set[str]) -> list[str]:
+    return sorted(
+        name
+        for name in imports
+        if not (name == CLIENT or name.startswith(f"{CLIENT}."))
+        and name.split(".")[0] not in sys.stdlib_module_names | CLIENT_MAY_IMPORT
+    )
+
+
+@pytest.mark.parametrize(
+    "module", sorted(name for name in MODULES if name == CLIENT or name.startswith(f"{CLIENT}."))
+)
+def test_the_client_imports_only_itself_the_standard_library_and_httpx(module: str) -> None:
+    assert client_imports_beyond_its_own(MODULES[module]) == []
+
+
+def test_the_client_rule_sees_a_forbidden_import() -> None:
+    assert client_imports_beyond_its_own(
+        {"json", "httpx", "tokenpulse.client.events", "tokenpulse.errors", "pydantic.fields"}
+    ) == ["pydantic.fields", "tokenpulse.errors"]
+
+
+@pytest.mark.process
+def test_importing_the_client_loads_nothing_of_the_service_nor_of_what_it_depends_on() -> None:
+    listing = "import sys, tokenpulse.client; print(*sorted(sys.modules), sep=chr(10))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", listing], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+    assert "httpx" in loaded
+    assert [name for name in loaded if name.split(".")[0] in SERVICE_ONLY] == []
+    ours = [name.split(".") for name in loaded if name.split(".")[0] == "tokenpulse"]
+    assert [".".join(parts) for parts in ours if parts[1:2] not in ([], ["client"])] == []
