@@ -3,6 +3,7 @@
 import asyncio
 
 import httpx
+from google.rpc.status_pb2 import Status
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import ClientFactory
@@ -28,16 +29,25 @@ async def test_every_endpoint_that_needs_the_database_answers_503_when_it_is_unr
             answers = [
                 await client.post("/v1/events", json=event()),
                 await client.get("/v1/totals", params={"window": "1h"}),
+                await client.post("/v1/integrations/litellm", json=[]),
                 await client.get("/readyz"),
             ]
+            traces = await client.post(
+                "/v1/traces", content=b"", headers={"Content-Type": "application/x-protobuf"}
+            )
             alive = await client.get("/healthz")
 
-    assert [answer.status_code for answer in answers] == [503, 503, 503]
-    assert [answer.headers.get("retry-after") for answer in answers[:2]] == ["3", "3"]
+    assert [answer.status_code for answer in answers] == [503, 503, 503, 503]
+    assert [answer.headers.get("retry-after") for answer in answers[:3]] == ["3", "3", "3"]
     assert answers[0].json()["error"] == {
         "code": "unavailable",
         "message": "the database is unavailable",
     }
+    # OTLP's own answer, which exporters read to retry: a Status, in the request's encoding.
+    assert (traces.status_code, traces.headers["retry-after"]) == (503, "3")
+    assert traces.headers["content-type"] == "application/x-protobuf"
+    status = Status.FromString(traces.content)
+    assert (status.code, status.message) == (14, "the database is unavailable")
     assert alive.status_code == 200
 
 

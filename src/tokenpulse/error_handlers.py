@@ -16,6 +16,20 @@ from tokenpulse.errors import BadRequest, InvalidParameters, ServiceError, Unava
 log = logging.getLogger(__name__)
 
 
+def database_outage(request: Request, exc: Exception) -> Unavailable | None:
+    """What a database failure answers when the database is unavailable (None for any other
+    failure); either is counted in the metrics."""
+    # Set by the lifespan; absent only in an application that was never started.
+    metrics = getattr(request.app.state, "metrics", None)
+    settings = getattr(request.app.state, "settings", None)
+    if metrics is not None and is_database_error(exc):
+        metrics.failed(unavailable=is_unavailable(exc))
+    if not is_unavailable(exc):
+        return None
+    retry_after = settings.retry_after_seconds if settings is not None else 1
+    return Unavailable("the database is unavailable", retry_after=retry_after)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
@@ -46,16 +60,8 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Set by the lifespan; absent only in an application that was never started.
-        metrics = getattr(request.app.state, "metrics", None)
-        settings = getattr(request.app.state, "settings", None)
-        if metrics is not None and is_database_error(exc):
-            metrics.failed(unavailable=is_unavailable(exc))
-        if is_unavailable(exc):
-            retry_after = settings.retry_after_seconds if settings is not None else 1
-            return await service_error(
-                request, Unavailable("the database is unavailable", retry_after=retry_after)
-            )
+        if (unavailable := database_outage(request, exc)) is not None:
+            return await service_error(request, unavailable)
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(
             error_body(ServiceError.code, "the service failed to handle this request"),

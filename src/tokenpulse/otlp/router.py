@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 
 from tokenpulse.auth import Caller, require
+from tokenpulse.error_handlers import database_outage
 from tokenpulse.errors import ServiceError
 from tokenpulse.ingest.events import Checking
 from tokenpulse.ingest.intake import WorkerIntake
@@ -36,15 +37,25 @@ class OtlpRoute(APIRoute):
             try:
                 return await handle(request)
             except ServiceError as error:
-                encoding = answer_encoding(request.headers.get("content-type"))
-                return Response(
-                    encoded(status_answer(error), encoding),
-                    status_code=error.status,
-                    headers=error.headers,
-                    media_type=encoding.value,
-                )
+                return _status_response(request, error)
+            except Exception as error:
+                # A database outage, met by a dependency (the key's lookup) as much as by the
+                # route, is a retryable 503 like any other; every other failure is a 500.
+                if (unavailable := database_outage(request, error)) is None:
+                    raise
+                return _status_response(request, unavailable)
 
         return otlp_handler
+
+
+def _status_response(request: Request, error: ServiceError) -> Response:
+    encoding = answer_encoding(request.headers.get("content-type"))
+    return Response(
+        encoded(status_answer(error), encoding),
+        status_code=error.status,
+        headers=error.headers,
+        media_type=encoding.value,
+    )
 
 
 class SignalNotKept(ServiceError):

@@ -67,7 +67,8 @@ MAX_SPANS = 100_000
 """Most spans one export may hold, the resource and scope groups that hold them counted too: a
 collector batches 8,192 by default."""
 MAX_SPAN_PARTS = 1_000_000
-"""Most attributes, events and links its spans may hold in all."""
+"""Most attributes, events and links it may hold in all: of its resources, scopes and spans, of
+its spans' events and links, and the values inside arrays and key-value lists of attributes."""
 MAX_JSON_VALUES = 1_000_000
 """Most values an OTLP JSON body may hold (its commas and brackets outside strings)."""
 
@@ -118,30 +119,104 @@ class _Held:
         self._parts += count
         if self._parts > MAX_SPAN_PARTS:
             raise PayloadTooLarge(
-                f"the spans of the body hold more than {MAX_SPAN_PARTS:,} attributes, events and "
-                "links; send smaller exports"
+                f"the body holds more than {MAX_SPAN_PARTS:,} attributes, events and links "
+                "(with the values inside attribute values); send smaller exports"
             )
 
 
-# Field numbers: ExportTraceServiceRequest.resource_spans, ResourceSpans.scope_spans,
-# ScopeSpans.spans; a Span's attributes, events and links.
-_RESOURCE_SPANS, _SCOPE_SPANS, _SPANS = 1, 2, 2
-_SPAN_PARTS = frozenset({9, 11, 13})
+# Field numbers: ExportTraceServiceRequest.resource_spans; ResourceSpans.resource and
+# .scope_spans; Resource.attributes; ScopeSpans.scope and .spans; InstrumentationScope.attributes;
+# a Span's attributes, events and links; Span.Event.attributes and Span.Link.attributes.
+_RESOURCE_SPANS, _RESOURCE, _SCOPE_SPANS, _RESOURCE_ATTRIBUTES = 1, 1, 2, 1
+_SCOPE, _SPANS, _SCOPE_ATTRIBUTES = 1, 2, 3
+_SPAN_ATTRIBUTES, _SPAN_EVENTS, _SPAN_LINKS = 9, 11, 13
+_EVENT_ATTRIBUTES, _LINK_ATTRIBUTES = 3, 4
+# KeyValue.value; AnyValue.array_value and .kvlist_value; ArrayValue.values and
+# KeyValueList.values.
+_VALUE, _ARRAY, _KVLIST, _VALUES = 2, 5, 6, 1
+_MAX_VALUE_DEPTH = 32
+"""Deepest nesting of arrays and key-value lists in an attribute's value."""
 
 
 def _count_protobuf(body: bytes) -> None:
     """Refuse a protobuf body past the bounds, on its bytes: its groups and spans are walked,
-    and of each span what it holds is counted and stepped over."""
+    and every attribute, event and link (of a resource, a scope, a span, a span's events and
+    links, and inside arrays and key-value lists) is counted and stepped over."""
     held = _Held()
     for resource_spans in _fields(body, 0, len(body), _RESOURCE_SPANS):
         held.spans(1)
-        for scope_spans in _fields(body, *resource_spans, _SCOPE_SPANS):
-            held.spans(1)
-            for span in _fields(body, *scope_spans, _SPANS):
+        for number, start, end in _length_delimited(body, *resource_spans):
+            if number == _RESOURCE:
+                _count_attributes(held, body, start, end, _RESOURCE_ATTRIBUTES)
+            elif number == _SCOPE_SPANS:
                 held.spans(1)
-                for number, _, _ in _length_delimited(body, *span):
-                    if number in _SPAN_PARTS:
-                        held.parts(1)
+                _count_scope_spans(held, body, start, end)
+
+
+def _count_scope_spans(held: "_Held", body: bytes, at: int, end: int) -> None:
+    for number, start, stop in _length_delimited(body, at, end):
+        if number == _SCOPE:
+            _count_attributes(held, body, start, stop, _SCOPE_ATTRIBUTES)
+        elif number == _SPANS:
+            held.spans(1)
+            for part, part_start, part_end in _length_delimited(body, start, stop):
+                if part == _SPAN_ATTRIBUTES:
+                    held.parts(1)
+                    _count_key_value(held, body, part_start, part_end, 0)
+                elif part == _SPAN_EVENTS:
+                    held.parts(1)
+                    _count_attributes(held, body, part_start, part_end, _EVENT_ATTRIBUTES)
+                elif part == _SPAN_LINKS:
+                    held.parts(1)
+                    _count_attributes(held, body, part_start, part_end, _LINK_ATTRIBUTES)
+
+
+def _count_attributes(held: "_Held", body: bytes, at: int, end: int, number: int) -> None:
+    for start, stop in _fields(body, at, end, number):
+        held.parts(1)
+        _count_key_value(held, body, start, stop, 0)
+
+
+def _count_key_value(held: "_Held", body: bytes, at: int, end: int, depth: int) -> None:
+    if _scalar(body, at, end):
+        return
+    for start, stop in _fields(body, at, end, _VALUE):
+        _count_any_value(held, body, start, stop, depth)
+
+
+# The first byte of a field's key: KeyValue.key and .value; AnyValue.array_value and
+# .kvlist_value (field number << 3 | 2, length-delimited).
+_KEY_TAG, _VALUE_TAG, _ARRAY_TAG, _KVLIST_TAG = 0x0A, 0x12, 0x2A, 0x32
+
+
+def _scalar(body: bytes, at: int, end: int) -> bool:
+    """Whether the KeyValue in `body[at:end]` is, as encoders write one, a key and then a value
+    that is neither an array nor a key-value list: nothing in it to count. Read without walking
+    its fields, since a span has many; any other layout is walked."""
+    if at >= end or body[at] != _KEY_TAG:
+        return at >= end
+    length, at = _varint(body, at + 1, end)
+    at += length
+    if at >= end:
+        return True
+    if body[at] != _VALUE_TAG:
+        return False
+    length, at = _varint(body, at + 1, end)
+    return at + length == end and (at == end or body[at] not in (_ARRAY_TAG, _KVLIST_TAG))
+
+
+def _count_any_value(held: "_Held", body: bytes, at: int, end: int, depth: int) -> None:
+    for number, start, stop in _length_delimited(body, at, end):
+        if number not in (_ARRAY, _KVLIST):
+            continue
+        if depth >= _MAX_VALUE_DEPTH:
+            raise _malformed(f"attribute values nest more than {_MAX_VALUE_DEPTH} deep")
+        for value_start, value_end in _fields(body, start, stop, _VALUES):
+            held.parts(1)
+            if number == _ARRAY:
+                _count_any_value(held, body, value_start, value_end, depth + 1)
+            else:
+                _count_key_value(held, body, value_start, value_end, depth + 1)
 
 
 def _fields(data: bytes, at: int, end: int, wanted: int) -> Iterator[tuple[int, int]]:
@@ -190,7 +265,9 @@ def _malformed(reason: str) -> BadRequest:
     return BadRequest(f"the body is not a protobuf ExportTraceServiceRequest: {reason}")
 
 
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Possessive, and ending at the end of the text when no quote closes it: every attempt matches,
+# so a body of unclosed strings costs one pass, not one pass from each of its quotes.
+_STRING = re.compile(r'"(?:[^"\\]++|\\[\s\S])*+(?:"|\\?\Z)')
 
 
 def _json_document(body: bytes) -> dict[str, Any]:
@@ -288,7 +365,8 @@ class _Slimming:
         attributes = _array(holder, "attributes", path)
         wanted = []
         for index, attribute in enumerate(attributes):
-            if _object(attribute, f"{path}.attributes[{index}]").get("key") in self._wanted:
+            key = _object(attribute, f"{path}.attributes[{index}]").get("key")
+            if isinstance(key, str) and key in self._wanted:
                 wanted.append(attribute)
         return wanted
 
