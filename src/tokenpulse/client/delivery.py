@@ -66,10 +66,16 @@ def _deliver(
     clock: Callable[[], float],
 ) -> Generator[Send | Wait, Answer | None, None]:
     failures = 0
+    # Events an answer counted as accepted that go again with the rest: they come back as
+    # duplicates or, if the rest are never answered for, are among the undelivered.
+    credited = 0
     while True:
         answer = yield Send(request_body(tuple(events)))
         assert answer is not None, "every Send is answered"
         found = verdict(answer, len(events))
+        if isinstance(found, Report) and found.unnamed and not found.problems:
+            # Sent again, the same events would be answered the same way, forever.
+            found = Refused("an answer that names none of the events it rejects", None)
         if isinstance(found, Report):
             outcome.rejected += [
                 Rejected(events[index].event(), problems)
@@ -79,18 +85,17 @@ def _deliver(
                 log.info(
                     "%s answered %d events after %d failed attempts", PATH, len(events), failures
                 )
+            outcome.accepted += found.accepted
             if not found.unnamed:
-                outcome.accepted += found.accepted
-                outcome.duplicates += found.duplicates
+                outcome.duplicates += found.duplicates - credited
                 return
             # The answer named only some of the rejected events: the rest go again, to have
-            # the others named. Those it accepted come back as duplicates then: counted as
-            # accepted now, and taken off the duplicates to come.
-            outcome.accepted += found.accepted
-            outcome.duplicates -= found.accepted
+            # the others named.
+            credited += found.accepted
             events = [event for index, event in enumerate(events) if index not in found.problems]
             failures = 0
-        elif isinstance(found, TooLarge):
+            continue
+        if isinstance(found, TooLarge):
             if len(events) == 1:
                 outcome.rejected.append(
                     Rejected(events[0].event(), (Problem(None, found.problem),))
@@ -104,6 +109,7 @@ def _deliver(
             yield from _deliver(events[half:], outcome, retries, give_up_at, jitter, clock)
             return
         elif isinstance(found, Refused):
+            outcome.accepted -= credited
             outcome.undelivered.append(
                 _undelivered(events, f"{PATH} answered {found.problem}", found.status)
             )
@@ -116,6 +122,7 @@ def _deliver(
                     f"not answered for within {retries.give_up_after:g} s; the last attempt: "
                     f"{found.problem}"
                 )
+                outcome.accepted -= credited
                 outcome.undelivered.append(_undelivered(events, reason, None))
                 return
             _log_retry(found, len(events), delay)
