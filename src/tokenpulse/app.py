@@ -41,6 +41,8 @@ from tokenpulse.migrations import head_revision
 from tokenpulse.openapi import with_bearer_auth, with_body_schemas
 from tokenpulse.orphans import end_with_parent
 from tokenpulse.otlp import router as otlp_router
+from tokenpulse.prices import router as prices_router
+from tokenpulse.prices.router import PriceRequest
 from tokenpulse.ratelimit import RateLimits, TokenBuckets
 from tokenpulse.readiness import CommitProbe
 from tokenpulse.rollups.materialiser import Materialiser, pending
@@ -189,6 +191,7 @@ def create_app(
     app.include_router(litellm_router.router)
     app.include_router(usage_router.router)
     app.include_router(launches_router.router)
+    app.include_router(prices_router.router)
     app.include_router(keys_router.router)
     app.include_router(dashboard_router.router)
     app.include_router(apidocs_router.router)
@@ -211,7 +214,8 @@ def create_app(
         if app.openapi_schema is None:
             app.openapi_schema = with_bearer_auth(
                 with_body_schemas(
-                    generate_openapi(), (UsageEvent, EventBatch, KeyRequest, LaunchRequest)
+                    generate_openapi(),
+                    (UsageEvent, EventBatch, KeyRequest, LaunchRequest, PriceRequest),
                 )
             )
         return app.openapi_schema

@@ -1,5 +1,5 @@
-"""The `tokenpulse` command: serve the API, apply migrations, manage API keys and launches, and
-simulate a launch day against a server."""
+"""The `tokenpulse` command: serve the API, apply migrations, manage API keys, launches and
+prices, and simulate a launch day against a server."""
 
 import argparse
 import asyncio
@@ -24,16 +24,19 @@ from tokenpulse.errors import InvalidParameters
 from tokenpulse.http_protocol import BoundedHeadHttpProtocol
 from tokenpulse.instant_input import instant
 from tokenpulse.instants import format_rfc3339
-from tokenpulse.keys.names import control_problem, listing_row, printable
+from tokenpulse.keys.names import control_problem
 from tokenpulse.keys.store import create_key, has_keys, list_keys, revoke_key
-from tokenpulse.launches.rules import launched_at_problem, model_problem
+from tokenpulse.launches.rules import launched_at_problem
 from tokenpulse.launches.store import delete_launch, list_launches, put_launch
 from tokenpulse.logs import FIELDS, LogLevel, configure_logging, logging_config
 from tokenpulse.metrics import MULTIPROCESS_DIR
 from tokenpulse.migrations import upgrade_to_head
+from tokenpulse.model_names import model_problem
+from tokenpulse.prices import commands as prices_commands
 from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
 from tokenpulse.simulator import run as simulator
+from tokenpulse.terminal import listing_row, printable
 from tokenpulse.text import STRING_MAX, text_problem
 
 log = logging.getLogger("tokenpulse")
@@ -41,7 +44,7 @@ log = logging.getLogger("tokenpulse")
 FIRST_KEY_LOCK = 0x746F6B656E71  # any constant shared by every instance
 OLD_DATA_DIR = Path(".tokenpulse")
 """Where earlier versions kept the embedded data by default: in the current directory."""
-DATA_COMMANDS = ("keys", "launches")
+DATA_COMMANDS = ("keys", "launches", "prices")
 """Commands that change or show what a database holds: refused where there is none yet."""
 
 
@@ -83,6 +86,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         elif args.command == "launches":
             with _refused_by_database(database_url):
                 return asyncio.run(_launches(args, database_url, settings))
+        elif args.command == "prices":
+            with _refused_by_database(database_url):
+                return asyncio.run(
+                    prices_commands.run(
+                        args, lambda: _transaction(database_url, settings), settings.currency
+                    )
+                )
         else:
             with _refused_by_database(database_url):
                 return asyncio.run(_keys(args, database_url, settings))
@@ -102,7 +112,8 @@ def _refused_by_database(database_url: str) -> Iterator[None]:
 
 
 def _log_level(settings: Settings, command: str) -> LogLevel:
-    """`keys` and `launches` print what they were asked for; only warnings and errors join it."""
+    """`keys`, `launches` and `prices` print what they were asked for; only warnings and errors
+    join it."""
     if command in DATA_COMMANDS and settings.log_level in ("debug", "info"):
         return "warning"
     return settings.log_level
@@ -133,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("--at", help="when it went live, RFC 3339 with an offset (default: now)")
     remove = launch_actions.add_parser("delete", help="delete a model's launch (not its events)")
     remove.add_argument("model")
+    prices_commands.add_arguments(
+        commands.add_parser("prices", help="manage price versions in the database directly")
+    )
     simulate = commands.add_parser(
         "simulate",
         help="send a seeded launch day to a server and check its totals against what it acked",

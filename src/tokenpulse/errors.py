@@ -55,6 +55,11 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
 class RequestTimeout(ServiceError):
     """The request did not arrive in time; the connection is closed after the answer."""
 

@@ -131,6 +131,7 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     403: ("The key's scope or tenant does not allow this.", {}),
     404: ("There is no such resource.", {}),
     408: ("The body stalled or took too long to arrive; the connection is closed.", {}),
+    409: ("What was asked conflicts with what is stored; the message says what to do.", {}),
     413: ("The body is larger than the limit, or holds too many events.", {}),
     415: ("The Content-Type or Content-Encoding is not one that is accepted.", {}),
     422: ("A parameter or field is invalid; `errors` names each.", {}),

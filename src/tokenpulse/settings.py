@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         "is taken from the current directory.",
     )
 
+    currency: str = Field(
+        default="usd",
+        pattern=r"^[a-z]{3}$",
+        description="The currency prices are set in and costs answered in, as a lowercase ISO "
+        "4217 code; every price is taken to be in it.",
+    )
+
     db_pool_size: int = Field(
         default=4,
         ge=1,

@@ -5,9 +5,11 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Identity,
     Index,
     LargeBinary,
     MetaData,
+    Numeric,
     PrimaryKeyConstraint,
     SmallInteger,
     Table,
@@ -192,6 +194,37 @@ launch = Table(
     Column("launched_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("model"),
+)
+
+PRICE = Numeric(24, 12)
+"""A price per million tokens: up to 12 digits on each side of the point, kept exactly."""
+
+# Versions of a model's prices, each from a whole minute until the next one's. A version is never
+# changed in place: one replaced or withdrawn keeps its row, with when that happened, so that an
+# answer that named it can still be explained.
+price_version = Table(
+    "price_version",
+    metadata,
+    Column("id", BigInteger, Identity(), nullable=False),
+    Column("model", Text, nullable=False),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("input", PRICE, nullable=False),
+    Column("cached_input", PRICE, nullable=False),
+    Column("cache_write_input", PRICE, nullable=False),
+    Column("output", PRICE, nullable=False),
+    # NULL: reasoning tokens cost what output does.
+    Column("reasoning", PRICE, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("id"),
+    # The versions in effect: one a model and minute.
+    Index(
+        "ix_price_version_model_effective_from",
+        "model",
+        "effective_from",
+        unique=True,
+        postgresql_where=text("ended_at IS NULL"),
+    ),
 )
 
 # The one row `/readyz` writes and commits, so that readiness says whether a commit can succeed

@@ -5,11 +5,10 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from starlette.convertors import Convertor, register_url_convertor
 
 from tokenpulse.auth import Authentication, Caller, require
 from tokenpulse.clock import Clock
@@ -23,9 +22,10 @@ from tokenpulse.launches.answers import (
     MilestoneAnswer,
 )
 from tokenpulse.launches.milestones import find_crossings
-from tokenpulse.launches.rules import launched_at_problem, model_problem
+from tokenpulse.launches.rules import launched_at_problem
 from tokenpulse.launches.store import delete_launch, find_launch, list_launches, put_launch
 from tokenpulse.launches.summary import launch_summary
+from tokenpulse.model_path import Model, checked_model
 from tokenpulse.openapi import AUTHENTICATED, answers, error_responses, json_body, needs_key
 from tokenpulse.query_string import CheckedQuery, instant_query
 from tokenpulse.request_body import read_model
@@ -34,35 +34,10 @@ from tokenpulse.rollups.selection import Selection
 from tokenpulse.runtime import AppSettings, RequestEngine, Timeouts, WallClock
 from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
-from tokenpulse.text import STRING_MAX
 from tokenpulse.usage.params import ReaderFilters
-
-
-class ModelName(Convertor[str]):
-    """A model name in a path: all the rest of it, as the server decoded it.
-
-    Names may hold slashes (`meta-llama/Llama-3-70b`), sent as they are or as %2F, which the
-    server decodes before routing, and any other character ingest accepts, line breaks included
-    (which Starlette's `path` convertor would not match). A route beneath a launch
-    (`/v1/launches/{model}/...`) must be declared before the launch routes to be reached.
-    """
-
-    regex = r"[\s\S]+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-# Starlette's one registry of convertors, read as routes are compiled; the same name registered
-# again replaces it with its equal.
-register_url_convertor("model_name", ModelName())
 
 router = APIRouter(tags=["launches"], route_class=CheckedQuery)
 
-Model = Annotated[str, Path(min_length=1, max_length=STRING_MAX)]
 Measure = Literal[
     "requests",
     "input_tokens",
@@ -92,12 +67,6 @@ def stored_until(clock: Clock, settings: Settings) -> datetime:
     """An instant past every stored event: none may lie further ahead than the accepted lead."""
     ahead = clock() + settings.max_event_lead
     return ceil_to(ahead, MINUTE.length) + MINUTE.length
-
-
-def checked_model(model: str) -> str:
-    if (problem := model_problem(model)) is not None:
-        raise InvalidParameters.of("model", problem)
-    return model
 
 
 def platform_admin(caller: Caller) -> None:

@@ -3,16 +3,7 @@ more than a year ahead."""
 
 from datetime import datetime, timedelta
 
-from tokenpulse.text import STRING_MAX, text_problem
-
 LAUNCH_LEAD = timedelta(days=366)
-
-
-def model_problem(model: str) -> str | None:
-    """Why `model` cannot name a launch, or None when it can."""
-    if not 1 <= len(model) <= STRING_MAX:
-        return f"must be 1 to {STRING_MAX} characters"
-    return text_problem(model)
 
 
 def launched_at_problem(launched_at: datetime, now: datetime) -> str | None:

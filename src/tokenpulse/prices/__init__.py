@@ -1,0 +1,1 @@
+"""Prices per million tokens of each model, in versions effective from a minute."""
