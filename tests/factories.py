@@ -27,8 +27,9 @@ def event(*, at: datetime | None = None, **fields: Any) -> dict[str, Any]:
     return {name: value for name, value in body.items() if value is not ...}
 
 
-def measures(*events: dict[str, Any]) -> dict[str, int]:
-    """The sums that aggregates answer for `events`."""
+def measures(*events: dict[str, Any], cost: str | None = None) -> dict[str, Any]:
+    """The sums that aggregates answer for `events`, with `cost` (None: no model of theirs is
+    priced)."""
     sums = {
         name: sum(e.get(name, 0) for e in events)
         for name in (
@@ -43,4 +44,5 @@ def measures(*events: dict[str, Any]) -> dict[str, int]:
         "requests": len(events),
         **sums,
         "total_tokens": sums["input_tokens"] + sums["output_tokens"],
+        "cost": cost,
     }

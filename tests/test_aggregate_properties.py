@@ -3,13 +3,16 @@
 Random events (repeated ids, whole batches sent again with other counts, several tenants,
 models, projects and api keys, instants on and beside minute, hour and day edges, around two
 daylight-saving changes) go in through `POST /v1/events`; every answer of `/v1/totals` and
-`/v1/usage` must equal what a straightforward sum over the stored events says.
+`/v1/usage` must equal what a straightforward sum over the stored events says, cost included:
+random price versions of some models, from random minutes, price each event at the version of
+its model in effect at its instant, in `Decimal`.
 """
 
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -125,6 +128,61 @@ def sent_events(draw: st.DrawFn, center: datetime) -> Sent:
     )
 
 
+@dataclass(frozen=True)
+class Price:
+    """A price version, per million tokens of each part in MEASURES order (reasoning: None,
+    priced as output)."""
+
+    model: str
+    effective_from: datetime
+    parts: tuple[Decimal, Decimal, Decimal, Decimal, Decimal | None]
+
+    def as_json(self) -> dict[str, Any]:
+        names = ("input", "cached_input", "cache_write_input", "output", "reasoning")
+        return {
+            "effective_from": format_rfc3339(self.effective_from),
+            "per_million_tokens": {
+                name: format(value, "f")
+                for name, value in zip(names, self.parts, strict=True)
+                if value is not None
+            },
+        }
+
+    def cost_millionths(self, counts: tuple[int, int, int, int, int]) -> Decimal:
+        input_tokens, cached, written, output, reasoning = counts
+        uncached_price, cached_price, written_price, output_price, reasoning_price = self.parts
+        return (
+            (input_tokens - cached - written) * uncached_price
+            + cached * cached_price
+            + written * written_price
+            + (output - reasoning) * output_price
+            + reasoning * (output_price if reasoning_price is None else reasoning_price)
+        )
+
+
+PRICE = st.builds(
+    lambda n, places: Decimal(n).scaleb(-places), st.integers(0, 10**9), st.integers(0, 12)
+)
+
+
+@st.composite
+def prices(draw: st.DrawFn, center: datetime) -> list[Price]:
+    """Versions of some models from minutes around the events' `center`, none for one model."""
+    minutes = st.integers(-3 * 1440, 2 * 1440).map(lambda m: center + timedelta(minutes=m))
+    version = st.builds(
+        Price,
+        st.sampled_from(MODELS[:2]),
+        minutes,
+        st.tuples(PRICE, PRICE, PRICE, PRICE, st.none() | PRICE),
+    )
+    return draw(st.lists(version, max_size=4, unique_by=lambda v: (v.model, v.effective_from)))
+
+
+def in_effect(versions: Sequence[Price], sent: "Sent") -> Price | None:
+    found = [v for v in versions if v.model == sent.model and v.effective_from <= sent.occurred_at]
+    return max(found, key=lambda v: v.effective_from) if found else None
+
+
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[datetime, list[list[Sent]]]:
     """Batches to send in order, the last maybe an earlier one sent again with other counts."""
@@ -183,8 +241,11 @@ def matches(sent: Sent, params: dict[str, Any]) -> bool:
     )
 
 
-def expected_results(events: list[Sent], params: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per group, sorted by the group keys in the order asked (no api key first)."""
+def expected_results(
+    events: list[Sent], params: dict[str, Any], versions: Sequence[Price] = ()
+) -> list[dict[str, Any]]:
+    """One row per group, sorted by the group keys in the order asked (no api key first), its
+    cost priced by `versions`."""
     group_by = [name for name in params["group_by"].split(",") if name]
     groups: dict[tuple[str | None, ...], list[Sent]] = defaultdict(list)
     for sent in events:
@@ -197,6 +258,22 @@ def expected_results(events: list[Sent], params: dict[str, Any]) -> list[dict[st
         row["requests"] = len(groups[key])
         row.update(zip(MEASURES, sums, strict=True))
         row["total_tokens"] = sum(sent.total_tokens for sent in groups[key])
+        priced = [
+            (version, sent)
+            for sent in groups[key]
+            if (version := in_effect(versions, sent)) is not None
+        ]
+        row["cost"] = (
+            format(
+                (
+                    sum((v.cost_millionths(s.counts) for v, s in priced), Decimal(0))
+                    / Decimal(10**6)
+                ).normalize(),
+                "f",
+            )
+            if priced
+            else None
+        )
         rows.append(row)
     return rows
 
@@ -244,11 +321,17 @@ def ceil_minute(instant: datetime) -> datetime:
 
 
 async def stored_after_sending(
-    engine: AsyncEngine, client: httpx.AsyncClient, batches: list[list[Sent]]
+    engine: AsyncEngine,
+    client: httpx.AsyncClient,
+    batches: list[list[Sent]],
+    versions: Sequence[Price] = (),
 ) -> list[Sent]:
-    """Send `batches` to a service holding no events, check what each answer says became of
-    its events, and return what the model says is stored."""
+    """Send `versions` and `batches` to a service holding no events or prices, check what each
+    answer says became of its events, and return what the model says is stored."""
     await empty_all_but_keys(engine)
+    for version in versions:
+        response = await client.put(f"/v1/prices/{version.model}", json=version.as_json())
+        assert response.status_code == 201, response.text
     outcomes = []
     for batch in batches:
         response = await client.post("/v1/events", json={"events": [e.as_json() for e in batch]})
@@ -271,7 +354,7 @@ def at(text: str) -> datetime:
 
 @PROPERTY_SETTINGS
 @given(
-    sent=requests(),
+    priced=requests().flatmap(lambda sent: st.tuples(st.just(sent), prices(sent[0]))),
     queries=query_lists(
         st.sampled_from(["5m", "1h", "24h", "7d", "30d", None]),
         st.integers(-3 * 86400, 3 * 86400),
@@ -281,11 +364,11 @@ def at(text: str) -> datetime:
 async def test_totals_equal_a_plain_sum_of_the_stored_events(
     db: AsyncEngine,
     client: httpx.AsyncClient,
-    sent: tuple[datetime, list[list[Sent]]],
+    priced: tuple[tuple[datetime, list[list[Sent]]], list[Price]],
     queries: list[tuple[dict[str, Any], str | None, int, int]],
 ) -> None:
-    center, batches = sent
-    events = await stored_after_sending(db, client, batches)
+    (center, batches), versions = priced
+    events = await stored_after_sending(db, client, batches, versions)
 
     for params, window, start_offset, length in queries:
         if window is not None:
@@ -309,12 +392,12 @@ async def test_totals_equal_a_plain_sum_of_the_stored_events(
         assert response.status_code == 200, response.text
         answer = response.json()
         assert (at(answer["start"]), at(answer["end"])) == (start, end)
-        assert answer["results"] == expected_results(within(events, start, end), params)
+        assert answer["results"] == expected_results(within(events, start, end), params, versions)
 
 
 @PROPERTY_SETTINGS
 @given(
-    sent=requests(),
+    priced=requests().flatmap(lambda sent: st.tuples(st.just(sent), prices(sent[0]))),
     queries=query_lists(
         st.sampled_from(["1m", "1h", "1d"]),
         st.sampled_from(ZONES),
@@ -325,11 +408,11 @@ async def test_totals_equal_a_plain_sum_of_the_stored_events(
 async def test_usage_buckets_equal_a_plain_sum_of_the_stored_events_in_each(
     db: AsyncEngine,
     client: httpx.AsyncClient,
-    sent: tuple[datetime, list[list[Sent]]],
+    priced: tuple[tuple[datetime, list[list[Sent]]], list[Price]],
     queries: list[tuple[dict[str, Any], str, str, int, int]],
 ) -> None:
-    center, batches = sent
-    events = await stored_after_sending(db, client, batches)
+    (center, batches), versions = priced
+    events = await stored_after_sending(db, client, batches, versions)
 
     for params, bucket, tz, start_minutes, count in queries:
         zone = ZoneInfo(tz)
@@ -350,5 +433,6 @@ async def test_usage_buckets_equal_a_plain_sum_of_the_stored_events_in_each(
         data = response.json()["data"]
         assert [(at(b["start"]), at(b["end"])) for b in data] == list(pairwise(bounds))
         assert [b["results"] for b in data] == [
-            expected_results(within(events, lo, hi), params) for lo, hi in pairwise(bounds)
+            expected_results(within(events, lo, hi), params, versions)
+            for lo, hi in pairwise(bounds)
         ]

@@ -84,6 +84,7 @@ async def test_two_workers_store_overlapping_batches_exactly_once(
             "output_tokens": sum(2 * n for n in sent),
             "reasoning_tokens": sum(n // 3 for n in sent),
             "total_tokens": sum(3 * n for n in sent),
+            "cost": None,
         }
     ]
     async with db.connect() as connection:

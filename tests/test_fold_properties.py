@@ -120,7 +120,9 @@ def crossing(
 
 def measures(events: list[Sent]) -> dict[str, int]:
     """The seven measures of `events`, all 0 for none."""
-    (row,) = expected_results(events, {"group_by": ""}) or [dict.fromkeys(MEASURES, 0)]
+    (row,) = expected_results(events, {"group_by": ""}) or [
+        {**dict.fromkeys(MEASURES, 0), "cost": None}
+    ]
     return dict(row)
 
 

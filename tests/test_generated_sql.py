@@ -32,11 +32,15 @@ STATEMENTS: dict[str, Any] = {
     "fold": lambda: FOLD,
     # A week of totals by model: days inside, hours and minutes at the edges, pending beside each.
     "totals_by_model": lambda: compiled(
-        _sums(((MINUTE, 2), (HOUR, 2), (DAY, 1)), ("model",), (), Bucketing.NONE)
+        _sums(((MINUTE, 2), (HOUR, 2), (DAY, 1)), ("model",), (), Bucketing.NONE, False)
+    ),
+    # The same, priced: each row joined to the price version in effect at its bucket.
+    "priced_totals_by_model": lambda: compiled(
+        _sums(((MINUTE, 2), (HOUR, 2), (DAY, 1)), ("model",), (), Bucketing.NONE, True)
     ),
     # A tenant's hourly series by model.
     "series_of_a_tenant_by_model": lambda: compiled(
-        _sums(((HOUR, 1),), ("model",), ("tenant",), Bucketing.STARTS)
+        _sums(((HOUR, 1),), ("model",), ("tenant",), Bucketing.STARTS, False)
     ),
     # One model's busiest minute since its launch: kept peaks, and minutes with pending deltas.
     "busiest_minute_of_a_model": lambda: compiled(_busiest((MINUTE, HOUR, DAY), ("model",))),

@@ -344,6 +344,7 @@ async def test_events_and_deltas_stored_before_cache_writes_were_counted_count_n
         "output_tokens": 50,
         "reasoning_tokens": 10,
         "total_tokens": 6050,
+        "cost": None,
     }
     assert before.status_code == 200, before.text
     assert before.json()["results"] == [old_measures]
@@ -361,6 +362,7 @@ async def test_events_and_deltas_stored_before_cache_writes_were_counted_count_n
         "output_tokens": 55,
         "reasoning_tokens": 10,
         "total_tokens": 6555,
+        "cost": None,
     }
     assert crossing.status_code == 200, crossing.text
     assert (crossing.json()["event_id"], crossing.json()["current"]) == ("new-1", 300)

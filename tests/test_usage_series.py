@@ -35,6 +35,7 @@ def summed(*events: dict[str, Any], **groups: str | None) -> dict[str, Any]:
         "output_tokens": output_tokens,
         "reasoning_tokens": sum(body.get("reasoning_tokens", 0) for body in events),
         "total_tokens": input_tokens + output_tokens,
+        "cost": None,
     }
 
 

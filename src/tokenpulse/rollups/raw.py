@@ -13,6 +13,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
     select,
     union_all,
 )
@@ -60,14 +61,24 @@ def _sum_events(dimensions: tuple[str, ...]) -> Select[Any]:
     return event_counts(dimensions, 0)
 
 
-def event_counts(dimensions: tuple[str, ...], part: int) -> Select[Any]:
+def event_counts(dimensions: tuple[str, ...], part: int, *, priced: bool = False) -> Select[Any]:
     """The events matching the filters of `dimensions` in the span of part `part`, summed into
-    one row shaped like a rollup row's counts."""
+    one row shaped like a rollup row's counts; if `priced`, into one such row per model and
+    minute, with what prices it (`priced_model`, and the minute as `at`)."""
     counts: list[ColumnElement[Any]] = [
         func.coalesce(cast(func.sum(event_measure(count)), BigInteger), 0).label(count)
         for count in ROLLUP_COUNTS
     ]
-    return select(*counts).where(*_matching(dimensions, part))
+    statement = select(*counts).where(*_matching(dimensions, part))
+    if not priced:
+        return statement
+    # A price version starts at a whole minute: one minute's events of a model share one.
+    minute = func.date_trunc(
+        literal_column("'minute'"), usage_event.c.occurred_at, literal_column("'UTC'")
+    )
+    return statement.add_columns(
+        usage_event.c.model.label("priced_model"), minute.label("at")
+    ).group_by(usage_event.c.model, minute)
 
 
 async def crossing_events(

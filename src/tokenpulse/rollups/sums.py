@@ -36,6 +36,7 @@ from tokenpulse.rollups.binds import (
     span_values,
     within,
 )
+from tokenpulse.rollups.costs import cost_text, priced_join
 from tokenpulse.rollups.cover import Span, cover
 from tokenpulse.rollups.grains import MINUTE, Grain
 from tokenpulse.rollups.running import first_reaching, search
@@ -80,11 +81,14 @@ async def sum_rollups(
     bounds: Sequence[datetime] | None = None,
     *,
     most: int,
+    priced: bool,
 ) -> list[GroupSums]:
-    """The seven measures per group (and per bucket, when `bounds` are given), sorted by bucket,
-    then by key in code point order; TooManyGroups if there are more than `most` of them.
+    """The seven measures and the cost per group (and per bucket, when `bounds` are given),
+    sorted by bucket, then by key in code point order; TooManyGroups if there are more than
+    `most` of them. Unless `priced`, every cost is None without a look at any price.
 
-    No rollup row that `spans` read may cross a bucket bound: each then falls in one bucket.
+    No rollup row that `spans` read may cross a bucket bound or, if `priced`, the start of a
+    price version: each then falls in one bucket and is priced by one version.
     """
     if not spans or selection.matches_nothing:
         return []
@@ -92,7 +96,7 @@ async def sum_rollups(
     bucketing = _bucketing(spans, bounds)
     cached = sum(count for _, count in layout) <= CACHED_PARTS
     build = _sums if cached else _sums.__wrapped__
-    statement = build(layout, selection.group_by, selection.dimensions, bucketing)
+    statement = build(layout, selection.group_by, selection.dimensions, bucketing, priced)
     values: dict[str, Any] = {
         **filter_values(selection.filters),
         **span_values(span for grain_spans in spans.values() for span in grain_spans),
@@ -111,7 +115,7 @@ async def sum_rollups(
     key_columns = len(selection.group_by) + (bucketing is not Bucketing.NONE)
     if key_columns:
         records.sort(key=itemgetter(*range(key_columns)))
-    names = (*selection.group_by, *MEASURES)
+    names = (*selection.group_by, *MEASURES, "cost")
     # The shape of the statement fixes the length of its rows; zip need not check it.
     if bucketing is Bucketing.NONE:
         groups = [(0, dict(zip(names, record, strict=False))) for record in records]
@@ -122,6 +126,8 @@ async def sum_rollups(
         ]
     else:
         groups = [(record[0], dict(zip(names, record[1:], strict=False))) for record in records]
+    for _, group in groups:
+        group["cost"] = cost_text(group.get("cost"))
     if "api_key_id" in selection.group_by:
         for _, group in groups:
             if group["api_key_id"] == NO_API_KEY:
@@ -149,13 +155,16 @@ def _sums(
     group_by: tuple[str, ...],
     dimensions: tuple[str, ...],
     bucketing: Bucketing,
+    priced: bool,
 ) -> Select[Any]:
     """`layout`: how many spans of each grain are read, their parts numbered in that order."""
     parts = []
     first = 0
     for grain, count in layout:
         parts.append(
-            _rollup_rows(grain, range(first, first + count), group_by, dimensions, bucketing)
+            _rollup_rows(
+                grain, range(first, first + count), group_by, dimensions, bucketing, priced
+            )
         )
         first += count
     rows = union_all(*parts).subquery("rows")
@@ -163,8 +172,14 @@ def _sums(
     keys = groups if bucketing is Bucketing.NONE else [rows.c.bucket, *groups]
     sums = {count: func.sum(rows.c[count]) for count in ROLLUP_COUNTS}
     totals = [*sums.values(), sums["input_tokens"] + sums["output_tokens"]]
+    columns: list[ColumnElement[Any]] = [*keys, *(cast(total, BigInteger) for total in totals)]
+    source: FromClause = rows
+    if priced:
+        source, cost = priced_join(rows, dimensions)
+        columns.append(cost)
     return (
-        select(*keys, *(cast(total, BigInteger) for total in totals))
+        select(*columns)
+        .select_from(source)
         .group_by(*keys)
         # Without keys SQL sums no rows into one row of NULLs; a range without events has no groups.
         .having(func.count() > 0)
@@ -180,10 +195,12 @@ def _rollup_rows(
     group_by: tuple[str, ...],
     dimensions: tuple[str, ...],
     bucketing: Bucketing,
+    priced: bool,
 ) -> Select[Any]:
     """The rollup rows of `grain` in the spans of `parts` that the filters match: the group_by
     columns, then the counts; first, unless `bucketing` is NONE, a column `bucket` that holds the
-    row's `bucket_start` (STARTS) or its bucket's index (SEARCH)."""
+    row's `bucket_start` (STARTS) or its bucket's index (SEARCH); last, if `priced`, what prices
+    the row: its model (`priced_model`) and its `bucket_start` (`at`)."""
     parts = tuple(parts)
     table = rollup_rows(grain, (*group_by, *dimensions), parts)
     columns: list[ColumnElement[Any]] = []
@@ -195,6 +212,8 @@ def _rollup_rows(
         columns.append((func.width_bucket(table.c.bucket_start, starts) - 1).label("bucket"))
     columns += [table.c[name] for name in group_by]
     columns += [table.c[count] for count in ROLLUP_COUNTS]
+    if priced:
+        columns += [table.c.model.label("priced_model"), table.c.bucket_start.label("at")]
     in_spans = or_(false(), *(within(table.c.bucket_start, part) for part in parts))
     return select(*columns).where(in_spans, *filtered(table, dimensions))
 
@@ -221,13 +240,17 @@ def _bucket_totals(
     )
 
 
-def rollup_counts(grain: Grain, dimensions: tuple[str, ...], part: int) -> Select[Any]:
+def rollup_counts(
+    grain: Grain, dimensions: tuple[str, ...], part: int, *, priced: bool = False
+) -> Select[Any]:
     """The counts of the rollup rows of `grain` in the span of part `part`, filtered by
-    `dimensions`: one row each, to be summed."""
+    `dimensions`: one row each, to be summed; if `priced`, with what prices it (`priced_model`,
+    and its `bucket_start` as `at`)."""
     table = rollup_rows(grain, dimensions, (part,))
-    return select(*(table.c[count] for count in ROLLUP_COUNTS)).where(
-        within(table.c.bucket_start, part), *filtered(table, dimensions)
-    )
+    columns: list[ColumnElement[Any]] = [table.c[count] for count in ROLLUP_COUNTS]
+    if priced:
+        columns += [table.c.model.label("priced_model"), table.c.bucket_start.label("at")]
+    return select(*columns).where(within(table.c.bucket_start, part), *filtered(table, dimensions))
 
 
 async def bucket_sums(

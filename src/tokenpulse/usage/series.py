@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.instants import floor_to, format_rfc3339
-from tokenpulse.rollups.cover import cover_buckets
+from tokenpulse.rollups.costs import priced_cover
 from tokenpulse.rollups.grains import DAY, HOUR, MINUTE
 from tokenpulse.rollups.selection import Selection
 from tokenpulse.rollups.sums import TooManyGroups, sum_rollups
@@ -110,9 +110,10 @@ async def usage_series(
         if end <= start:
             raise InvalidParameters.of("end", "must be after start")
     bounds = buckets.between(start, end)
+    spans, priced = await priced_cover(connection, selection, bounds)
     try:
         groups = await sum_rollups(
-            connection, selection, cover_buckets(bounds), bounds, most=max_results
+            connection, selection, spans, bounds, most=max_results, priced=priced
         )
     except TooManyGroups as refused:
         raise InvalidParameters.of(

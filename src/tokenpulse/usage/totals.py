@@ -1,4 +1,4 @@
-"""`/v1/totals`: the seven measures per group over one range, to the minute."""
+"""`/v1/totals`: the seven measures and the cost per group over one range, to the minute."""
 
 from datetime import datetime, timedelta
 from typing import Any
@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.instants import ceil_to, floor_to, format_rfc3339
-from tokenpulse.rollups.cover import cover_buckets
+from tokenpulse.rollups.costs import priced_cover
 from tokenpulse.rollups.grains import MINUTE
 from tokenpulse.rollups.selection import Selection
 from tokenpulse.rollups.sums import TooManyGroups, sum_rollups
@@ -56,9 +56,9 @@ async def usage_totals(
     end: datetime,
     max_groups: int,
 ) -> dict[str, Any]:
-    bounds = [start, end]
+    spans, priced = await priced_cover(connection, selection, [start, end])
     try:
-        groups = await sum_rollups(connection, selection, cover_buckets(bounds), most=max_groups)
+        groups = await sum_rollups(connection, selection, spans, most=max_groups, priced=priced)
     except TooManyGroups as refused:
         raise InvalidParameters.of(
             "group_by",

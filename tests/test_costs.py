@@ -1,0 +1,282 @@
+"""Cost in every aggregate: token sums priced by the version in effect at each event's minute,
+exactly, as decimal strings, and null where nothing is priced."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import ClientFactory, Keys
+from tests.factories import event
+from tokenpulse.rollups.fold import fold
+
+DAY = datetime(2026, 11, 26, tzinfo=UTC)
+CHANGE = DAY + timedelta(hours=10, minutes=30)
+"""A price change in the middle of an hour and of a day."""
+
+
+@dataclass(frozen=True)
+class Version:
+    model: str
+    effective_from: datetime
+    prices: dict[str, str]
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "effective_from": self.effective_from.isoformat(),
+            "per_million_tokens": self.prices,
+        }
+
+
+# Every part priced differently, so that a token counted as the wrong part shows.
+OLD = Version(
+    "m-large",
+    DAY - timedelta(days=2),
+    {"input": "3", "cached_input": "0.3", "cache_write_input": "3.75", "output": "15"},
+)
+NEW = Version(
+    "m-large",
+    CHANGE,
+    {
+        "input": "2.5",
+        "cached_input": "0.25",
+        "cache_write_input": "3.125",
+        "output": "10",
+        "reasoning": "12.000000000001",
+    },
+)
+SMALL = Version("m-small", DAY - timedelta(days=2), {"input": "0.15", "output": "0.6"})
+
+
+def expected_cost(events: list[dict[str, Any]], versions: list[Version]) -> str | None:
+    """The cost of `events` by hand: each at the version of its model in effect at its instant."""
+    total: Decimal | None = None
+    for body in events:
+        at = datetime.fromisoformat(body["occurred_at"])
+        in_effect = [v for v in versions if v.model == body["model"] and v.effective_from <= at]
+        if not in_effect:
+            continue
+        prices = {
+            part: Decimal(value)
+            for part, value in max(in_effect, key=lambda v: v.effective_from).prices.items()
+        }
+        cached = body.get("cached_input_tokens", 0)
+        written = body.get("cache_write_input_tokens", 0)
+        reasoning = body.get("reasoning_tokens", 0)
+        cost = (
+            (body["input_tokens"] - cached - written) * prices["input"]
+            + cached * prices.get("cached_input", prices["input"])
+            + written * prices.get("cache_write_input", prices["input"])
+            + (body["output_tokens"] - reasoning) * prices["output"]
+            + reasoning * prices.get("reasoning", prices["output"])
+        ) / 1_000_000
+        total = cost if total is None else total + cost
+    return None if total is None else format(total.normalize(), "f")
+
+
+def usage(at: datetime, model: str = "m-large", **fields: Any) -> dict[str, Any]:
+    counts = {
+        "input_tokens": 1_000_003,
+        "cached_input_tokens": 200_001,
+        "cache_write_input_tokens": 100_007,
+        "output_tokens": 50_011,
+        "reasoning_tokens": 20_003,
+    }
+    return event(at=at, model=model, **{**counts, **fields})
+
+
+EVENTS = [
+    usage(DAY + timedelta(hours=9, minutes=59, seconds=59)),
+    usage(CHANGE - timedelta(microseconds=1)),
+    usage(CHANGE),
+    usage(CHANGE + timedelta(minutes=5), tenant="globex"),
+    usage(DAY + timedelta(hours=23, minutes=59), reasoning_tokens=0),
+    usage(DAY + timedelta(hours=10, minutes=45), model="m-small"),
+    usage(DAY + timedelta(hours=10, minutes=45), model="m-unpriced"),
+]
+VERSIONS = [OLD, NEW, SMALL]
+
+
+async def prepare(client: httpx.AsyncClient, engine: AsyncEngine, *, folded: bool) -> None:
+    for version in VERSIONS:
+        response = await client.put(f"/v1/prices/{version.model}", json=version.body())
+        assert response.status_code == 201, response.text
+    response = await client.post("/v1/events", json={"events": EVENTS})
+    assert response.json()["accepted"] == len(EVENTS), response.text
+    if folded:
+        async with engine.begin() as connection:
+            await fold(connection, max_rows=100_000)
+
+
+def of(model: str | None = None, tenant: str | None = None) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in EVENTS
+        if (model is None or e["model"] == model) and (tenant is None or e["tenant"] == tenant)
+    ]
+
+
+async def test_totals_price_each_event_at_the_version_of_its_minute(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    await prepare(client, db, folded=False)
+    pending = await totals_of_the_day(client)
+    async with db.begin() as connection:
+        await fold(connection, max_rows=100_000)
+    folded = await totals_of_the_day(client)
+
+    assert pending == folded
+    by_model, by_tenant, before, after = folded
+    assert by_model == {
+        "m-large": expected_cost(of("m-large"), VERSIONS),
+        "m-small": expected_cost(of("m-small"), VERSIONS),
+        "m-unpriced": None,
+    }
+    # By hand: two events at the old prices (3.28517655 each), two at the new (2.65262562500002
+    # and a bit, for the reasoning price's last digit), one without reasoning (2.612619625).
+    assert by_model["m-large"] == "14.488223975000040006"
+    assert by_tenant == {
+        "acme": expected_cost(of(tenant="acme"), VERSIONS),
+        "globex": expected_cost(of(tenant="globex"), VERSIONS),
+    }
+    early = [e for e in EVENTS if datetime.fromisoformat(e["occurred_at"]) < CHANGE]
+    assert before == {None: expected_cost(early, VERSIONS)}
+    late = [e for e in EVENTS if datetime.fromisoformat(e["occurred_at"]) >= CHANGE]
+    assert after == {None: expected_cost(late, VERSIONS)}
+
+
+async def totals_of_the_day(client: httpx.AsyncClient) -> list[dict[str | None, str | None]]:
+    """The day's cost by model and by tenant, and before and after the change."""
+    day = {"start": DAY.isoformat(), "end": (DAY + timedelta(days=1)).isoformat()}
+    asked = [
+        {**day, "group_by": "model"},
+        {**day, "group_by": "tenant"},
+        # A range that ends at the minute of the change, and one that starts at it.
+        {"start": DAY.isoformat(), "end": CHANGE.isoformat()},
+        {**day, "start": CHANGE.isoformat()},
+    ]
+    answers = []
+    for params in asked:
+        response = await client.get("/v1/totals", params=params)
+        assert response.status_code == 200, response.text
+        group = params.get("group_by")
+        answers.append(
+            {
+                None if group is None else result[group]: result["cost"]
+                for result in response.json()["results"]
+            }
+        )
+    return answers
+
+
+async def test_series_split_the_hour_and_the_day_of_a_change_at_its_minute(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    await prepare(client, db, folded=True)
+    start = DAY.isoformat()
+
+    hours = await client.get(
+        "/v1/usage",
+        params={
+            "bucket": "1h",
+            "start": start,
+            "end": (DAY + timedelta(days=1)).isoformat(),
+            "model": "m-large",
+        },
+    )
+    minutes = await client.get(
+        "/v1/usage",
+        params={
+            "bucket": "1m",
+            "start": (CHANGE - timedelta(minutes=1)).isoformat(),
+            "end": (CHANGE + timedelta(minutes=1)).isoformat(),
+            "model": "m-large",
+        },
+    )
+    days = await client.get(
+        "/v1/usage",
+        params={
+            "bucket": "1d",
+            "start": (DAY - timedelta(days=1)).isoformat(),
+            "end": (DAY + timedelta(days=1)).isoformat(),
+        },
+    )
+
+    by_hour = {data["start"]: [r["cost"] for r in data["results"]] for data in hours.json()["data"]}
+    at_ten = [e for e in of("m-large") if e["occurred_at"].startswith("2026-11-26T10")]
+    assert by_hour["2026-11-26T10:00:00Z"] == [expected_cost(at_ten, VERSIONS)]
+    assert by_hour["2026-11-26T11:00:00Z"] == []
+    [[just_before], [at_change]] = [
+        [r["cost"] for r in data["results"]] for data in minutes.json()["data"]
+    ]
+    assert just_before == expected_cost([EVENTS[1]], VERSIONS)
+    assert at_change == expected_cost([EVENTS[2]], VERSIONS)
+    [previous_day, day] = days.json()["data"]
+    assert previous_day["results"] == []
+    assert [r["cost"] for r in day["results"]] == [expected_cost(EVENTS, VERSIONS)]
+
+
+async def test_a_replaced_or_withdrawn_version_changes_the_answer_from_then_on(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    await prepare(client, db, folded=False)
+    day = {
+        "start": DAY.isoformat(),
+        "end": (DAY + timedelta(days=1)).isoformat(),
+        "model": "m-large",
+    }
+    corrected = Version("m-large", CHANGE, {"input": "1", "output": "1"})
+
+    replaced = await client.put(
+        "/v1/prices/m-large", params={"replace": "true"}, json=corrected.body()
+    )
+    [after_replacing] = (await client.get("/v1/totals", params=day)).json()["results"]
+    withdrawn = await client.delete(
+        "/v1/prices/m-large", params={"effective_from": CHANGE.isoformat()}
+    )
+    [after_withdrawing] = (await client.get("/v1/totals", params=day)).json()["results"]
+
+    assert replaced.status_code == 200
+    assert after_replacing["cost"] == expected_cost(of("m-large"), [OLD, corrected])
+    assert withdrawn.status_code == 200
+    assert after_withdrawing["cost"] == expected_cost(of("m-large"), [OLD])
+
+
+async def test_a_launch_summary_prices_its_edges_from_raw_events(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    await prepare(client, db, folded=True)
+    # Launched mid-minute: the first minute is counted from raw events.
+    launched_at = CHANGE - timedelta(seconds=1)
+    await client.put("/v1/launches/m-large", json={"launched_at": launched_at.isoformat()})
+
+    summary = (await client.get("/v1/launches/m-large")).json()
+
+    since = [e for e in of("m-large") if datetime.fromisoformat(e["occurred_at"]) >= launched_at]
+    assert summary["since_launch"]["cost"] == expected_cost(since, VERSIONS)
+    assert summary["first_24h"]["cost"] == expected_cost(since, VERSIONS)
+
+
+async def test_a_tenants_key_sees_the_cost_of_its_own_usage(
+    client: httpx.AsyncClient, db: AsyncEngine, make_client: ClientFactory, keys: Keys
+) -> None:
+    await prepare(client, db, folded=False)
+    async with make_client(token=await keys.create("read", tenant="globex")) as globex:
+        response = await globex.get(
+            "/v1/totals",
+            params={"start": DAY.isoformat(), "end": (DAY + timedelta(days=1)).isoformat()},
+        )
+
+    [result] = response.json()["results"]
+    assert result["cost"] == expected_cost(of(tenant="globex"), VERSIONS)
+
+
+async def test_cost_is_null_where_nothing_is_priced(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/events", json={"events": [usage(DAY + timedelta(hours=1))]})
+
+    [result] = (await client.get("/v1/totals", params={"start": DAY.isoformat()})).json()["results"]
+
+    assert result["cost"] is None
