@@ -839,6 +839,7 @@ async def test_payloads_past_the_limit_are_refused_before_they_are_decoded(
         ("[]", "the body holds no payloads"),
         ("[{}] []", "the body holds more than one JSON array"),
         ("[{} {}]", "the body is not valid JSON: expected ',' or ']' at char 4"),
+        ("[{},]", "the body is not valid JSON: a value is missing at char 4"),
         ("{", "the body is not valid JSON: Expecting property name enclosed in double quotes"),
         ("42", "the body must be a payload object, an array of them, or one a line"),
         ("{\n{", "the body is not valid NDJSON: no line is valid JSON"),
@@ -851,6 +852,21 @@ async def test_a_body_that_holds_no_payloads_is_a_bad_request(
 
     assert answer.status_code == 400
     assert answer.json()["error"]["message"].startswith(message)
+
+
+async def test_a_body_of_millions_of_empty_values_is_refused_before_any_is_decoded(
+    client: httpx.AsyncClient,
+) -> None:
+    # Decoded, 4 MiB of these would be some two million lists in one payload.
+    content = '[{"id": "a", "metadata": {"tags": [' + "[]," * 1_400_000 + '"]"]}}]'
+
+    answer = await post(client, content)
+
+    assert answer.status_code == 413
+    assert answer.json()["error"]["message"] == (
+        "the body holds more than 1,000,000 JSON values outside its strings; send fewer "
+        "payloads at once"
+    )
 
 
 async def test_another_content_type_is_refused(client: httpx.AsyncClient) -> None:

@@ -4,17 +4,28 @@
 LiteLLM labels all three `application/json`, so a JSON body is told apart by its shape: an
 array, one document (pretty-printed too, as people send one by hand), or one document a line.
 A payload carries its call's whole conversation, so unlike an event it is not refused for
-holding many values: tokenpulse reads a fixed handful of its fields, whatever its size, and
-the body limit bounds what decoding it costs.
+holding many values of its own: tokenpulse reads a fixed handful of its fields, whatever its
+size. What decoding a body costs is bounded by its size and by MAX_VALUES, counted outside its
+strings before any is decoded: a few MiB of `[]` would otherwise decode into millions of
+objects.
 """
 
 import json
 import re
 from typing import Any
 
-from tokenpulse.errors import BadRequest
-from tokenpulse.ingest.body import Format, Undecodable, ndjson_lines, too_many
+from tokenpulse.errors import BadRequest, PayloadTooLarge
+from tokenpulse.ingest.body import (
+    Format,
+    Undecodable,
+    ndjson_lines,
+    parts_outside_strings,
+    too_many,
+)
 from tokenpulse.ingest.decoded import integer_from_text, object_from_pairs
+
+MAX_VALUES = 1_000_000
+"""Most JSON values (counted as commas and brackets outside strings) in one body."""
 
 
 def _no_constants(name: str) -> None:
@@ -36,6 +47,12 @@ def payloads_of(body: bytes, body_format: Format, max_events: int) -> list[objec
     """
     if not body.strip():
         raise BadRequest("the body is empty")
+    # Counted on the text as far as it decodes: a line that does not is rejected on its own.
+    if parts_outside_strings(body.decode("utf-8", "replace")) > MAX_VALUES:
+        raise PayloadTooLarge(
+            f"the body holds more than {MAX_VALUES:,} JSON values outside its strings; send "
+            "fewer payloads at once"
+        )
     if body_format is Format.NDJSON:
         return _lines(ndjson_lines(body, max_events))
     text = _text(body)
@@ -93,6 +110,8 @@ def _array(text: str, at: int, max_events: int) -> list[object]:
         at = _after_space(text, at)
         if text.startswith(",", at):
             at = _after_space(text, at + 1)
+            if text.startswith("]", at):
+                raise BadRequest(f"the body is not valid JSON: a value is missing at char {at}")
         elif not text.startswith("]", at):
             raise BadRequest(f"the body is not valid JSON: expected ',' or ']' at char {at}")
     if text[at + 1 :].strip():

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tokenpulse.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from tokenpulse.ingest.body import parts
+from tokenpulse.ingest.body import parts_outside_strings
 from tokenpulse.text import echo
 
 
@@ -265,11 +265,6 @@ def _malformed(reason: str) -> BadRequest:
     return BadRequest(f"the body is not a protobuf ExportTraceServiceRequest: {reason}")
 
 
-# Possessive, and ending at the end of the text when no quote closes it: every attempt matches,
-# so a body of unclosed strings costs one pass, not one pass from each of its quotes.
-_STRING = re.compile(r'"(?:[^"\\]++|\\[\s\S])*+(?:"|\\?\Z)')
-
-
 def _json_document(body: bytes) -> dict[str, Any]:
     """The decoded JSON object of the body, refused unread past MAX_JSON_VALUES: its strings,
     prompts among them, may hold commas and brackets of their own, so only the others count."""
@@ -279,7 +274,7 @@ def _json_document(body: bytes) -> dict[str, Any]:
         raise BadRequest(
             f"the body is not valid JSON: invalid UTF-8 at byte {error.start}"
         ) from None
-    if parts(_STRING.sub("", text)) > MAX_JSON_VALUES:
+    if parts_outside_strings(text) > MAX_JSON_VALUES:
         raise PayloadTooLarge(
             f"the body holds more than {MAX_JSON_VALUES:,} JSON values; send smaller exports"
         )
