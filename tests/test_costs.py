@@ -258,6 +258,13 @@ async def test_a_launch_summary_prices_its_edges_from_raw_events(
     since = [e for e in of("m-large") if datetime.fromisoformat(e["occurred_at"]) >= launched_at]
     assert summary["since_launch"]["cost"] == expected_cost(since, VERSIONS)
     assert summary["first_24h"]["cost"] == expected_cost(since, VERSIONS)
+    # Every event holds as many tokens; the earliest of the busiest minutes is the one the
+    # launch cuts, which counts only its last second: the event just before the change.
+    assert summary["peak_minute"] == {
+        "start": "2026-11-26T10:29:00Z",
+        "total_tokens": 1_050_014,
+        "cost": expected_cost([EVENTS[1]], VERSIONS),
+    }
 
 
 async def test_a_tenants_key_sees_the_cost_of_its_own_usage(

@@ -99,7 +99,7 @@ def busiest_minute(events: list[Sent], model: str, since: datetime) -> dict[str,
     if not minutes:
         return None
     start = min(minutes, key=lambda minute: (-minutes[minute], minute))
-    return {"start": format_rfc3339(start), "total_tokens": minutes[start]}
+    return {"start": format_rfc3339(start), "total_tokens": minutes[start], "cost": None}
 
 
 def crossing(

@@ -104,7 +104,11 @@ async def test_the_summary_counts_since_launch_the_first_24_hours_and_the_peak_m
     assert summary["since_launch"] == measures(first, *busy, writing, last_of_day, next_day)
     assert summary["first_24h"] == measures(first, *busy, writing, last_of_day)
     assert summary["first_24h"]["cache_write_input_tokens"] == 6 + 1 + 59 + 1700
-    assert summary["peak_minute"] == {"start": "2026-11-25T12:00:00Z", "total_tokens": 1800}
+    assert summary["peak_minute"] == {
+        "start": "2026-11-25T12:00:00Z",
+        "total_tokens": 1800,
+        "cost": None,
+    }
     assert summary["milestones"] == [
         {"threshold": 10**n, "crossed_at": None, "seconds_after_launch": None, "event_id": None}
         for n in (9, 10, 11, 12)
@@ -161,7 +165,11 @@ async def test_a_launch_that_cuts_a_minute_counts_only_what_came_after_it(
 
     assert summary["since_launch"] == measures(late)
     assert summary["first_24h"] == measures(late)
-    assert summary["peak_minute"] == {"start": "2026-11-25T09:00:00Z", "total_tokens": 850}
+    assert summary["peak_minute"] == {
+        "start": "2026-11-25T09:00:00Z",
+        "total_tokens": 850,
+        "cost": None,
+    }
 
 
 async def test_a_tenant_bound_key_sees_a_launch_summary_of_its_own_usage(
@@ -179,7 +187,11 @@ async def test_a_tenant_bound_key_sees_a_launch_summary_of_its_own_usage(
         launches = (await client.get("/v1/launches")).json()
 
     assert summary["since_launch"]["requests"] == 1
-    assert summary["peak_minute"] == {"start": "2026-11-25T09:05:00Z", "total_tokens": 801}
+    assert summary["peak_minute"] == {
+        "start": "2026-11-25T09:05:00Z",
+        "total_tokens": 801,
+        "cost": None,
+    }
     assert summary["milestones"][0]["crossed_at"] is None
     assert launches["launches"] == [{"model": "m-large", "launched_at": "2026-11-25T09:00:00Z"}]
 
@@ -265,7 +277,7 @@ async def test_the_peak_minute_equals_the_busiest_minute_of_the_events(
     assert summary["peak_minute"] == (
         None
         if busiest is None
-        else {"start": format_rfc3339(busiest[0]), "total_tokens": busiest[1]}
+        else {"start": format_rfc3339(busiest[0]), "total_tokens": busiest[1], "cost": None}
     )
 
 

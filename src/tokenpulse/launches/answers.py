@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from tokenpulse.openapi import Count, Shape
-from tokenpulse.usage.answers import Measures
+from tokenpulse.usage.answers import Cost, Measures
 
 
 class LaunchAnswer(Shape):
@@ -18,6 +18,7 @@ class LaunchesAnswer(Shape):
 class PeakMinute(Shape):
     start: datetime
     total_tokens: Count
+    cost: Cost
 
 
 class LaunchMilestone(Shape):

@@ -34,16 +34,22 @@ async def launch_summary(
         until=until,
     )
     peak = await _peak_minute(connection, selection, start, until)
-    since_launch, first_24h = await exact_totals(
-        connection, selection, [(start, until), (start, start + FIRST_DAY)]
-    )
+    ranges = [(start, until), (start, start + FIRST_DAY)]
+    if peak is not None:
+        # The peak minute as it counts toward the launch: from the launch, if that cuts it.
+        ranges.append((max(start, peak[0]), peak[0] + MINUTE.length))
+    since_launch, first_24h, *peak_totals = await exact_totals(connection, selection, ranges)
     return {
         **launch.as_json(),
         "since_launch": since_launch,
         "first_24h": first_24h,
         "peak_minute": None
         if peak is None
-        else {"start": format_rfc3339(peak[0]), "total_tokens": peak[1]},
+        else {
+            "start": format_rfc3339(peak[0]),
+            "total_tokens": peak[1],
+            "cost": peak_totals[0]["cost"],
+        },
         "milestones": [
             {
                 "threshold": crossing.threshold,
