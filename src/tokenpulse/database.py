@@ -2,7 +2,8 @@
 database's failures mean."""
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -206,3 +207,13 @@ async def ensure_utf8(connection: AsyncConnection) -> None:
             f"the database's server encoding is {encoding}, but tokenpulse stores Unicode text "
             "and needs UTF8: create the database with ENCODING 'UTF8' TEMPLATE template0"
         )
+
+
+@asynccontextmanager
+async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection whose reads all see one moment, though events (and prices) keep changing
+    meanwhile: a read of several statements, such as the price boundaries and then the sums
+    they split, answers for one state of the database."""
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="REPEATABLE READ")
+        yield connection

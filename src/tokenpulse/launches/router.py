@@ -1,17 +1,16 @@
 """`/v1/launches` and `/v1/milestones`: the HTTP face of launches and milestone crossings."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.auth import Authentication, Caller, require
 from tokenpulse.clock import Clock
+from tokenpulse.database import snapshot
 from tokenpulse.errors import Forbidden, InvalidParameters, NotFound
 from tokenpulse.instant_input import instant
 from tokenpulse.instants import ceil_to, format_rfc3339
@@ -53,14 +52,6 @@ class LaunchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     launched_at: str
-
-
-@asynccontextmanager
-async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection whose reads all see one moment, though events keep arriving meanwhile."""
-    async with engine.connect() as connection:
-        await connection.execution_options(isolation_level="REPEATABLE READ")
-        yield connection
 
 
 def stored_until(clock: Clock, settings: Settings) -> datetime:

@@ -4,6 +4,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
+from tokenpulse.database import snapshot
 from tokenpulse.instant_input import instant
 from tokenpulse.openapi import AUTHENTICATED, answers, needs_key
 from tokenpulse.query_string import CheckedQuery, instant_query
@@ -40,7 +41,7 @@ async def get_usage(
     buckets = Buckets(bucket, parse_zone(tz))
     first = instant("start", start)
     assert first is not None
-    async with engine.connect() as connection:
+    async with snapshot(engine) as connection:
         return await usage_series(
             connection,
             chosen,
@@ -56,9 +57,9 @@ async def get_usage(
     "/v1/totals",
     operation_id="getTotals",
     summary="Totals",
-    description="The seven measures of each group over `start` to `end` or the last `window`, "
-    "to the minute: the answer says which range was counted. A tenant's key sees its tenant "
-    "only.",
+    description="The seven measures and the cost of each group over `start` to `end` or the "
+    "last `window`, to the minute: the answer says which range was counted. A tenant's key sees "
+    "its tenant only.",
     responses=answers(TotalsAnswer, *AUTHENTICATED, 422),
     openapi_extra=needs_key(Scope.READ),
 )
@@ -77,7 +78,7 @@ async def get_totals(
         window=window,
         now=clock(),
     )
-    async with engine.connect() as connection:
+    async with snapshot(engine) as connection:
         return await usage_totals(
             connection,
             chosen,
