@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import litellm
 import pytest
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import ClientFactory, Keys, scratch_database
 from tests.test_cli import run_cli
@@ -246,12 +248,22 @@ def test_litellms_price_file_reads_as_per_million_prices_exactly() -> None:
     entries, skipped = read_price_file(LITELLM_PRICES.read_text(), "litellm")
 
     by_model = {entry.model: entry.prices for entry in entries}
-    spec = json.loads(LITELLM_PRICES.read_text(), parse_float=Decimal)["claude-sonnet-4-5"]
+
+    def spec_of(model: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(LITELLM_PRICES.read_text(), parse_float=Decimal)[model]
+        return found
+
+    spec = spec_of("claude-sonnet-4-5")
     sonnet = by_model["claude-sonnet-4-5"]
     assert sonnet.input == spec["input_cost_per_token"] * 10**6
     assert sonnet.cached_input == spec["cache_read_input_token_cost"] * 10**6
     assert sonnet.cache_write_input == spec["cache_creation_input_token_cost"] * 10**6
     assert sonnet.output == spec["output_cost_per_token"] * 10**6
+    # A float written out with its binary error: a price per million to 12 places.
+    assert spec_of("databricks/databricks-claude-sonnet-4-1")["input_cost_per_token"] == Decimal(
+        "0.0000029999900000000002"
+    )
+    assert by_model["databricks/databricks-claude-sonnet-4-1"].input == Decimal("2.99999")
     # A model with no cache-write price: cache writes cost what input does.
     gpt = by_model["gpt-4o"]
     assert gpt.cache_write_input == gpt.input
@@ -330,3 +342,15 @@ async def test_the_prices_commands_set_import_and_list_versions(
         ["gpt-4o", "2026-11-01T00:00:00Z", "2.5", "1.25", "2.5", "10", "-"],
         ["gpt-5.2", "2026-11-27T00:00:00Z", "3", "0.3", "3", "12", "-"],
     ]
+
+
+async def test_the_database_itself_refuses_a_version_that_starts_inside_a_minute(
+    db: AsyncEngine,
+) -> None:
+    statement = (
+        "INSERT INTO price_version (model, effective_from, input, cached_input, "
+        "cache_write_input, output) VALUES ('m', '2026-11-27T00:00:30Z', 1, 1, 1, 1)"
+    )
+    with pytest.raises(IntegrityError, match="ck_price_version_whole_minute"):
+        async with db.begin() as connection:
+            await connection.exec_driver_sql(statement)

@@ -217,6 +217,10 @@ price_version = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("ended_at", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("id"),
+    # Reads split their ranges where versions start, at whole minutes: rows of no grain span two.
+    CheckConstraint(
+        "date_trunc('minute', effective_from, 'UTC') = effective_from", name="whole_minute"
+    ),
     # The versions in effect: one a model and minute.
     Index(
         "ix_price_version_model_effective_from",

@@ -127,7 +127,7 @@ async def _import(args: argparse.Namespace, transaction: Transaction) -> int:
     effective_from = _minute(args.effective_from)
     kind = args.format or ("litellm" if args.file.suffix == ".json" else "csv")
     try:
-        entries, skipped = read_price_file(args.file.read_text(encoding="utf-8"), kind)
+        entries, skipped = read_price_file(args.file.read_text(encoding="utf-8-sig"), kind)
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise Refused(f"{args.file}: {error}") from None
     if args.models is not None:

@@ -10,11 +10,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tokenpulse.decimals import decimal_text
+from tokenpulse.decimals import EXACT, decimal_text
 from tokenpulse.errors import InvalidParameters, Problem
 from tokenpulse.instant_input import instant
 from tokenpulse.model_names import model_problem
-from tokenpulse.prices.rules import PARTS, Prices, checked_prices
+from tokenpulse.prices.rules import PARTS, PRICE_DIGITS, Prices, checked_prices
 
 LITELLM_PARTS = {
     "input": "input_cost_per_token",
@@ -80,17 +80,29 @@ def _litellm(text: str) -> Iterator[Entry | Skipped]:
             yield Skipped(model, "it has no input and output price per token")
             continue
         given = {
-            part: _per_million(spec[field])
+            part: spec[field]
             for part, field in LITELLM_PARTS.items()
             if spec.get(field) is not None
         }
-        yield _entry(model, given, None, model)
+        if wrong := [LITELLM_PARTS[part] for part, value in given.items() if not _number(value)]:
+            yield Skipped(model, f"{', '.join(wrong)} must be a number per token")
+            continue
+        per_million = {part: _per_million(value) for part, value in given.items()}
+        yield _entry(model, per_million, None, model)
 
 
-def _per_million(per_token: object) -> object:
-    if isinstance(per_token, Decimal):
-        return decimal_text(per_token * 1_000_000)
-    return per_token
+def _number(value: object) -> bool:
+    return isinstance(value, Decimal) and value.is_finite()
+
+
+def _per_million(per_token: Decimal) -> str:
+    """A per-token price as the text of a price per million tokens, to PRICE_DIGITS places: the
+    file's numbers are floats written out, and some carry their binary error past them
+    (0.0000029999900000000002 a token is 2.99999 a million)."""
+    return decimal_text(per_token.scaleb(6, EXACT).quantize(_PLACES, context=EXACT))
+
+
+_PLACES = Decimal(1).scaleb(-PRICE_DIGITS)
 
 
 def _csv(text: str) -> Iterator[Entry | Skipped]:

@@ -83,11 +83,9 @@ async def put_price(
 
     The same prices in effect from that minute already change nothing. Other prices in effect
     from it raise OtherPricesInEffect unless `replace`: then the version they belong to ends now
-    and a new one takes its place. Concurrent puts of one model and minute are serialised.
+    and a new one takes its place.
     """
-    await connection.execute(
-        select(func.pg_advisory_xact_lock(func.hashtextextended(f"price:{model}", 0)))
-    )
+    await _lock_prices(connection)
     current = (
         await connection.execute(
             select(*_COLUMNS).where(
@@ -134,6 +132,7 @@ async def withdraw_price(
 ) -> PriceVersion | None:
     """End the version of `model` in effect from `effective_from`: the version it was, or None
     if there was none. The version before it then applies until the next one."""
+    await _lock_prices(connection)
     statement = (
         update(price_version)
         .where(
@@ -146,6 +145,16 @@ async def withdraw_price(
     )
     row = (await connection.execute(statement)).one_or_none()
     return None if row is None else _version(row)
+
+
+PRICE_WRITES_LOCK = 0x7072696365  # any constant of its own
+"""The advisory lock every change of prices holds until it commits: prices change rarely, and
+one lock for all of them serialises every put, replacement, withdrawal and import (however many
+models it holds) without deadlocks or one lock per model."""
+
+
+async def _lock_prices(connection: AsyncConnection) -> None:
+    await connection.execute(select(func.pg_advisory_xact_lock(PRICE_WRITES_LOCK)))
 
 
 async def list_prices(
