@@ -70,3 +70,9 @@ def require(scope: Scope) -> Callable[..., Awaitable[Caller]]:
         return found
 
     return caller
+
+
+def platform_admin(caller: Caller, what: str) -> None:
+    """Refuse a caller bound to a tenant a change of `what`, which concerns every tenant."""
+    if caller.tenant is not None:
+        raise Forbidden(f"{what} concern every tenant: only a platform admin key may change them")

@@ -220,7 +220,7 @@ def _check_elements(text: str, at: int, most: int) -> int | None:
     stops there too, so no more than these elements are ever decoded.
     """
     count = 0
-    at = _after_space(text, at)
+    at = after_space(text, at)
     while not text.startswith("]", at):
         try:
             _, end = _SKIPPING.raw_decode(text, at)
@@ -231,15 +231,16 @@ def _check_elements(text: str, at: int, most: int) -> int | None:
         count += 1
         if count > most:
             raise too_many(most)
-        at = _after_space(text, end)
+        at = after_space(text, end)
         if text.startswith(",", at):
-            at = _after_space(text, at + 1)
+            at = after_space(text, at + 1)
         elif not text.startswith("]", at):
             return None
     return at + 1
 
 
-def _after_space(text: str, at: int) -> int:
+def after_space(text: str, at: int) -> int:
+    """Where the JSON white space that starts at `at` ends."""
     space = _SPACE.match(text, at)
     assert space is not None  # white space may be empty: it always matches
     return space.end()
@@ -247,7 +248,7 @@ def _after_space(text: str, at: int) -> int:
 
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=object_from_pairs, parse_constant=_no_constants)
+        return json.loads(text, object_pairs_hook=object_from_pairs, parse_constant=no_constants)
     except ValueError as exc:
         if isinstance(exc, json.JSONDecodeError) or "integer string" not in str(exc):
             raise
@@ -257,11 +258,12 @@ def _loads(text: str) -> Any:
         text,
         object_pairs_hook=object_from_pairs,
         parse_int=integer_from_text,
-        parse_constant=_no_constants,
+        parse_constant=no_constants,
     )
 
 
-def _no_constants(name: str) -> None:
+def no_constants(name: str) -> None:
+    """`parse_constant` for a decoder that refuses NaN and Infinity, which JSON has not."""
     raise ValueError(f"{name} is not a JSON value")
 
 

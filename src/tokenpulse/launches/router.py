@@ -8,10 +8,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenpulse.auth import Authentication, Caller, require
+from tokenpulse.auth import Authentication, Caller, platform_admin, require
 from tokenpulse.clock import Clock
 from tokenpulse.database import snapshot
-from tokenpulse.errors import Forbidden, InvalidParameters, NotFound
+from tokenpulse.errors import InvalidParameters, NotFound
 from tokenpulse.instant_input import instant
 from tokenpulse.instants import ceil_to, format_rfc3339
 from tokenpulse.launches.answers import (
@@ -60,11 +60,6 @@ def stored_until(clock: Clock, settings: Settings) -> datetime:
     return ceil_to(ahead, MINUTE.length) + MINUTE.length
 
 
-def platform_admin(caller: Caller) -> None:
-    if caller.tenant is not None:
-        raise Forbidden("launches concern every tenant: only a platform admin key may change them")
-
-
 @router.put(
     "/v1/launches/{model:model_name}",
     operation_id="setLaunch",
@@ -87,7 +82,7 @@ async def put_model_launch(
     clock: WallClock,
     engine: RequestEngine,
 ) -> JSONResponse:
-    platform_admin(caller)
+    platform_admin(caller, "launches")
     request = await read_model(http_request, LaunchRequest, timeouts)
     # A key revoked while the body was arriving changes nothing.
     await authentication.recheck(caller)
@@ -121,7 +116,7 @@ async def delete_model_launch(
     caller: Annotated[Caller, Depends(require(Scope.ADMIN))],
     engine: RequestEngine,
 ) -> Response:
-    platform_admin(caller)
+    platform_admin(caller, "launches")
     async with engine.begin() as connection:
         deleted = await delete_launch(connection, checked_model(model))
     if deleted is None:

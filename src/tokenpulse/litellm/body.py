@@ -11,14 +11,15 @@ objects.
 """
 
 import json
-import re
 from typing import Any
 
 from tokenpulse.errors import BadRequest, PayloadTooLarge
 from tokenpulse.ingest.body import (
     Format,
     Undecodable,
+    after_space,
     ndjson_lines,
+    no_constants,
     parts_outside_strings,
     too_many,
 )
@@ -28,14 +29,10 @@ MAX_VALUES = 1_000_000
 """Most JSON values (counted as commas and brackets outside strings) in one body."""
 
 
-def _no_constants(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=object_from_pairs, parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(object_pairs_hook=object_from_pairs, parse_constant=no_constants)
 # Only for a value holding an integer longer than Python converts: slower, and rarely needed.
 _LONG_INTEGERS = json.JSONDecoder(
-    object_pairs_hook=object_from_pairs, parse_constant=_no_constants, parse_int=integer_from_text
+    object_pairs_hook=object_from_pairs, parse_constant=no_constants, parse_int=integer_from_text
 )
 
 
@@ -98,7 +95,7 @@ def _array(text: str, at: int, max_events: int) -> list[object]:
     """The elements of the array whose `[` is just before `at`, decoded one at a time and
     refused as soon as there are more than `max_events`."""
     payloads: list[object] = []
-    at = _after_space(text, at)
+    at = after_space(text, at)
     while not text.startswith("]", at):
         if len(payloads) == max_events:
             raise too_many(max_events)
@@ -107,9 +104,9 @@ def _array(text: str, at: int, max_events: int) -> list[object]:
         except ValueError as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
         payloads.append(payload)
-        at = _after_space(text, at)
+        at = after_space(text, at)
         if text.startswith(",", at):
-            at = _after_space(text, at + 1)
+            at = after_space(text, at + 1)
             if text.startswith("]", at):
                 raise BadRequest(f"the body is not valid JSON: a value is missing at char {at}")
         elif not text.startswith("]", at):
@@ -119,15 +116,6 @@ def _array(text: str, at: int, max_events: int) -> list[object]:
     if not payloads:
         raise BadRequest("the body holds no payloads")
     return payloads
-
-
-_SPACE = re.compile(r"[ \t\n\r]*")
-
-
-def _after_space(text: str, at: int) -> int:
-    space = _SPACE.match(text, at)
-    assert space is not None  # white space may be empty: it always matches
-    return space.end()
 
 
 def _lines(lines: list[bytes]) -> list[object]:

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tokenpulse.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from tokenpulse.ingest.body import parts_outside_strings
+from tokenpulse.ingest.body import no_constants, parts_outside_strings
 from tokenpulse.text import echo
 
 
@@ -279,7 +279,7 @@ def _json_document(body: bytes) -> dict[str, Any]:
             f"the body holds more than {MAX_JSON_VALUES:,} JSON values; send smaller exports"
         )
     try:
-        document = json.loads(text, parse_constant=_no_constant)
+        document = json.loads(text, parse_constant=no_constants)
     except RecursionError:
         raise BadRequest("the body is not valid JSON: nested too deeply") from None
     except ValueError as error:
@@ -287,10 +287,6 @@ def _json_document(body: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise BadRequest("the body must be an ExportTraceServiceRequest object")
     return document
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 
-from tokenpulse.auth import Authentication, Caller, require
-from tokenpulse.errors import Conflict, Forbidden, InvalidParameters, NotFound
+from tokenpulse.auth import Authentication, Caller, platform_admin, require
+from tokenpulse.errors import Conflict, InvalidParameters, NotFound
 from tokenpulse.instant_input import instant
 from tokenpulse.model_path import Model, checked_model
 from tokenpulse.openapi import AUTHENTICATED, answers, json_body, needs_key
@@ -64,11 +64,6 @@ class PriceRequest(BaseModel):
     per_million_tokens: PriceParts
 
 
-def platform_admin(caller: Caller) -> None:
-    if caller.tenant is not None:
-        raise Forbidden("prices concern every tenant: only a platform admin key may change them")
-
-
 @router.put(
     "/v1/prices/{model:model_name}",
     operation_id="setPrice",
@@ -100,7 +95,7 @@ async def put_model_price(
         Query(description="Replace other prices in effect from the same minute."),
     ] = False,
 ) -> JSONResponse:
-    platform_admin(caller)
+    platform_admin(caller, "prices")
     request = await read_model(http_request, PriceRequest, timeouts)
     await authentication.recheck(caller)
     effective_from = instant("effective_from", request.effective_from)
@@ -145,7 +140,7 @@ async def withdraw_model_price(
     engine: RequestEngine,
     effective_from: Annotated[str, instant_query("The minute the version is in effect from.")],
 ) -> dict[str, Any]:
-    platform_admin(caller)
+    platform_admin(caller, "prices")
     start = instant("effective_from", effective_from)
     assert start is not None
     async with engine.begin() as connection:
