@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import ClientFactory, Keys
@@ -287,3 +288,87 @@ async def test_cost_is_null_where_nothing_is_priced(client: httpx.AsyncClient) -
     [result] = (await client.get("/v1/totals", params={"start": DAY.isoformat()})).json()["results"]
 
     assert result["cost"] is None
+
+
+def in_crossing_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        events, key=lambda e: (datetime.fromisoformat(e["occurred_at"]), e["event_id"].encode())
+    )
+
+
+async def cost_milestone(client: httpx.AsyncClient, threshold: str, **params: Any) -> Any:
+    response = await client.get(
+        "/v1/milestones",
+        params={"metric": "cost", "threshold": threshold, "since": DAY.isoformat(), **params},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["pending", "folded"])
+async def test_a_cost_milestone_is_crossed_at_the_event_whose_cost_reaches_it(
+    client: httpx.AsyncClient, db: AsyncEngine, folded: bool
+) -> None:
+    await prepare(client, db, folded=folded)
+    ordered = in_crossing_order(of("m-large"))
+    # The first event priced at the new version, right after the change mid-hour.
+    crossing = next(e for e in ordered if datetime.fromisoformat(e["occurred_at"]) == CHANGE)
+    running = expected_cost(ordered[: ordered.index(crossing) + 1], VERSIONS)
+    assert running is not None
+    one_more = format(Decimal(running) + Decimal("0.000000000001"), "f")
+
+    exactly = await cost_milestone(client, running, model="m-large")
+    beyond = await cost_milestone(client, one_more, model="m-large")
+
+    assert exactly == {
+        "metric": "cost",
+        "threshold": running,
+        "since": "2026-11-26T00:00:00Z",
+        "reached": True,
+        "crossed_at": "2026-11-26T10:30:00Z",
+        "event_id": crossing["event_id"],
+        "seconds_after_since": 37800.0,
+        "current": expected_cost(ordered, VERSIONS),
+    }
+    following = ordered[ordered.index(crossing) + 1]
+    assert beyond["event_id"] == following["event_id"]
+
+
+async def test_a_cost_milestone_counts_only_priced_events_and_its_tenants(
+    client: httpx.AsyncClient, db: AsyncEngine, make_client: ClientFactory, keys: Keys
+) -> None:
+    await prepare(client, db, folded=True)
+    # Counted from mid-minute: the first minute comes from raw events.
+    since = DAY + timedelta(hours=10, minutes=29, seconds=30)
+    counted = [e for e in EVENTS if datetime.fromisoformat(e["occurred_at"]) >= since]
+    everyone = await cost_milestone(client, "1000000", since=since.isoformat())
+    unpriced = await cost_milestone(client, "1", model="m-unpriced")
+    async with make_client(token=await keys.create("read", tenant="globex")) as globex:
+        own = await cost_milestone(globex, "0.01", since=since.isoformat())
+
+    assert everyone["reached"] is False
+    assert everyone["current"] == expected_cost(counted, VERSIONS)
+    assert unpriced["reached"] is False
+    assert unpriced["current"] is None
+    [globex_event] = of(tenant="globex")
+    assert own["event_id"] == globex_event["event_id"]
+    assert own["current"] == expected_cost([globex_event], VERSIONS)
+
+
+async def test_a_late_event_moves_a_cost_milestone_earlier(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    await prepare(client, db, folded=True)
+    ordered = in_crossing_order(of("m-large"))
+    threshold = expected_cost(ordered[:2], VERSIONS)
+    assert threshold is not None
+    before = await cost_milestone(client, threshold, model="m-large")
+    late = usage(DAY + timedelta(hours=3), input_tokens=10**9, cached_input_tokens=0)
+    response = await client.post("/v1/events", json={"events": [late]})
+    assert response.json()["accepted"] == 1
+
+    after = await cost_milestone(client, threshold, model="m-large")
+
+    assert before["event_id"] == ordered[1]["event_id"]
+    assert after["event_id"] == late["event_id"]
+    assert after["crossed_at"] == "2026-11-26T03:00:00Z"

@@ -225,9 +225,25 @@ REFUSED_PARAMETERS = [
         "must be at most 9,223,372,036,854,775,807, got 9223372036854775808",
     ),
     (
-        "/v1/milestones?threshold=1&since=2026-11-27T00:00:00Z&metric=cost",
+        "/v1/milestones?threshold=1&since=2026-11-27T00:00:00Z&metric=spend",
         "metric",
         "must be one of ",
+    ),
+    (
+        "/v1/milestones?threshold=1e6&since=2026-11-27T00:00:00Z&metric=cost",
+        "threshold",
+        'must be an amount such as "1000000" or "0.50" for metric=cost (digits, an optional '
+        "point, at most 18 digits before it and 18 after), got '1e6'",
+    ),
+    (
+        "/v1/milestones?threshold=0.000&since=2026-11-27T00:00:00Z&metric=cost",
+        "threshold",
+        "must be more than 0, got 0.000",
+    ),
+    (
+        "/v1/milestones?threshold=2.5&since=2026-11-27T00:00:00Z",
+        "threshold",
+        "must be an integer, got '2.5'",
     ),
     ("/v1/launches/" + "m" * 129, "model", "must be at most 128 characters, got 129"),
 ]

@@ -1,6 +1,9 @@
 """What `/v1/launches` and `/v1/milestones` answer, as `/openapi.json` describes it."""
 
 from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
 
 from tokenpulse.openapi import Count, Shape
 from tokenpulse.usage.answers import Cost, Measures
@@ -35,12 +38,25 @@ class LaunchSummaryAnswer(LaunchAnswer):
     milestones: list[LaunchMilestone]
 
 
+RunningSum = Annotated[
+    int | str,
+    Field(
+        description="A count of the metric's measure; for `metric=cost`, an amount in the "
+        "deployment's currency, an exact decimal string.",
+        examples=[1000000000000, "1000000"],
+    ),
+]
+
+
 class MilestoneAnswer(Shape):
     metric: str
-    threshold: int
+    threshold: RunningSum
     since: datetime
     reached: bool
     crossed_at: datetime | None
     event_id: str | None
     seconds_after_since: float | None
-    current: int
+    current: Annotated[
+        RunningSum | None,
+        Field(description="The running sum now; for cost, null while nothing in it is priced."),
+    ]

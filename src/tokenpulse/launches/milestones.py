@@ -3,13 +3,16 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, localcontext
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenpulse.decimals import EXACT
 from tokenpulse.instants import ceil_to
-from tokenpulse.rollups.cover import Span, cover
-from tokenpulse.rollups.grains import HOUR, MINUTE, Grain
-from tokenpulse.rollups.raw import crossing_events, sum_events
+from tokenpulse.rollups.costs import COST, price_bounds
+from tokenpulse.rollups.cover import Span, cover_split
+from tokenpulse.rollups.grains import HOUR, MINUTE
+from tokenpulse.rollups.raw import crossing_events, event_cost, sum_events
 from tokenpulse.rollups.selection import Selection
 from tokenpulse.rollups.sums import bucket_sums, crossing_buckets
 
@@ -21,9 +24,13 @@ from tokenpulse.rollups.sums import bucket_sums, crossing_buckets
 DEFAULT_THRESHOLDS = (10**9, 10**10, 10**11, 10**12)
 
 
+Sum = int | Decimal
+"""A running sum: of a measure, an integer; of cost, a decimal in millionths of the currency."""
+
+
 @dataclass(frozen=True)
 class Crossing:
-    threshold: int
+    threshold: Sum
     crossed_at: datetime | None
     """None until the threshold is reached."""
     event_id: str | None
@@ -31,8 +38,9 @@ class Crossing:
 
 @dataclass(frozen=True)
 class Progress:
-    current: int
-    """The running sum over everything stored from `since` on."""
+    current: Sum | None
+    """The running sum over everything stored from `since` on; None for cost when nothing in it
+    is priced."""
     crossings: list[Crossing]
 
 
@@ -41,39 +49,66 @@ async def find_crossings(
     selection: Selection,
     *,
     measure: str,
-    thresholds: Sequence[int],
+    thresholds: Sequence[Sum],
     since: datetime,
     until: datetime,
 ) -> Progress:
-    """Where the running sum of `measure` from `since` reached each threshold, and where it is.
+    """Where the running sum of `measure` (a measure, or COST) from `since` reached each
+    threshold, and where it is.
 
     `until` must lie past every stored event. Run it in one REPEATABLE READ transaction, so that
     the rollups and raw events it reads agree although events keep arriving.
     """
+    with localcontext(EXACT):
+        return await _find_crossings(connection, selection, measure, thresholds, since, until)
+
+
+async def _find_crossings(
+    connection: AsyncConnection,
+    selection: Selection,
+    measure: str,
+    thresholds: Sequence[Sum],
+    since: datetime,
+    until: datetime,
+) -> Progress:
     pending = sorted(set(thresholds))
-    # Where each reached threshold lies: the grain of its bucket (a minute's for the raw events
-    # before the first whole minute), the bucket's span, and the sum still needed from its start.
-    located: dict[int, tuple[Grain, Span, int]] = {}
-    running = 0
+    # Where each reached threshold lies: the span of its bucket (or of the raw events before the
+    # first whole minute), and the sum still needed from its start.
+    located: dict[Sum, tuple[Span, Sum]] = {}
+    running: Sum = 0
+    priced = False
     # The part of a minute before the first whole one can only be read from raw events.
     aligned = min(ceil_to(since, MINUTE.length), until)
-    head = (await sum_events(connection, selection, since, aligned))[measure]
-    while pending and running + head >= pending[0]:
-        threshold = pending.pop(0)
-        located[threshold] = (MINUTE, (since, aligned), threshold - running)
-    running += head
-    buckets = await bucket_sums(connection, selection, cover(aligned, until), measure)
-    for grain, start, value in buckets:
+    head: Sum | None
+    if measure == COST:
+        head = await event_cost(connection, selection, since, aligned)
+        # No bucket read for cost may hold the start of a price version: each is priced by one.
+        boundaries = await price_bounds(connection, selection, aligned, until) or []
+    else:
+        head = (await sum_events(connection, selection, since, aligned))[measure]
+        boundaries = []
+    parts = cover_split(aligned, until, boundaries)
+    buckets = [
+        ((since, aligned), head),
+        *(
+            ((start, start + grain.length), value)
+            for grain, start, value in await bucket_sums(connection, selection, parts, measure)
+        ),
+    ]
+    for span, value in buckets:
+        if value is None:
+            continue
+        priced = True
         while pending and running + value >= pending[0]:
             threshold = pending.pop(0)
-            located[threshold] = (grain, (start, start + grain.length), threshold - running)
+            located[threshold] = (span, threshold - running)
         running += value
     # Days open into hours, then hours into minutes: 24 and 60 rows, not a day's 1,440 minutes.
     for finer in (HOUR, MINUTE):
         coarser = {
             threshold: (span, needed)
-            for threshold, (grain, span, needed) in located.items()
-            if grain.length > finer.length
+            for threshold, (span, needed) in located.items()
+            if span[1] - span[0] > finer.length
         }
         inside = await crossing_buckets(
             connection, selection, measure, finer, list(coarser.values())
@@ -81,13 +116,11 @@ async def find_crossings(
         for (threshold, (_, needed)), bucket in zip(coarser.items(), inside, strict=True):
             assert bucket is not None, "finer rollups disagree with a coarser one"
             start, before = bucket
-            located[threshold] = (finer, (start, start + finer.length), needed - before)
-    events = await crossing_events(
-        connection, selection, measure, [(span, needed) for _, span, needed in located.values()]
-    )
+            located[threshold] = ((start, start + finer.length), needed - before)
+    events = await crossing_events(connection, selection, measure, list(located.values()))
     found = dict(zip(located, events, strict=True))
     assert None not in events, "raw events disagree with their rollups"
     return Progress(
-        running,
+        running if priced or measure != COST else None,
         [Crossing(t, *(found.get(t) or (None, None))) for t in thresholds],
     )

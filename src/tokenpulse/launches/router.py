@@ -24,6 +24,7 @@ from tokenpulse.launches.milestones import find_crossings
 from tokenpulse.launches.rules import launched_at_problem
 from tokenpulse.launches.store import delete_launch, find_launch, list_launches, put_launch
 from tokenpulse.launches.summary import launch_summary
+from tokenpulse.launches.thresholds import answered_sum, parsed_threshold
 from tokenpulse.model_path import Model, checked_model
 from tokenpulse.openapi import AUTHENTICATED, answers, error_responses, json_body, needs_key
 from tokenpulse.query_string import CheckedQuery, instant_query
@@ -45,6 +46,7 @@ Measure = Literal[
     "output_tokens",
     "reasoning_tokens",
     "total_tokens",
+    "cost",
 ]
 
 
@@ -183,20 +185,27 @@ async def get_milestones(
     engine: RequestEngine,
     clock: WallClock,
     settings: AppSettings,
-    threshold: Annotated[int, Query(ge=1, le=2**63 - 1, description="The sum to reach.")],
+    threshold: Annotated[
+        str,
+        Query(
+            description="The sum to reach: a count from 1 to 2^63 - 1, or for `metric=cost` an "
+            'amount in the deployment\'s currency, a decimal string such as "1000000" or "0.50".',
+        ),
+    ],
     since: Annotated[
         str | None,
         instant_query("Count from here; default: the launch of the one `model` filtered."),
     ] = None,
     metric: Measure = "total_tokens",
 ) -> dict[str, Any]:
+    sought = parsed_threshold(metric, threshold)
     async with snapshot(engine) as connection:
         start = instant("since", since) or await _launch_of(connection, selection)
         progress = await find_crossings(
             connection,
             selection,
             measure=metric,
-            thresholds=[threshold],
+            thresholds=[sought],
             since=start,
             until=stored_until(clock, settings),
         )
@@ -204,13 +213,13 @@ async def get_milestones(
     crossed_at = crossing.crossed_at
     return {
         "metric": metric,
-        "threshold": threshold,
+        "threshold": answered_sum(sought),
         "since": format_rfc3339(start),
         "reached": crossed_at is not None,
         "crossed_at": None if crossed_at is None else format_rfc3339(crossed_at),
         "event_id": crossing.event_id,
         "seconds_after_since": None if crossed_at is None else (crossed_at - start).total_seconds(),
-        "current": progress.current,
+        "current": answered_sum(progress.current),
     }
 
 

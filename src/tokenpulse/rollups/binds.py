@@ -8,6 +8,7 @@ filter values and sought sums are bound parameters.
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -16,6 +17,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     FromClause,
+    Numeric,
     and_,
     bindparam,
 )
@@ -56,10 +58,10 @@ def span_values(spans: Iterable[Span]) -> dict[str, datetime]:
     return values
 
 
-def sought(part: int) -> BindParameter[int]:
-    """The sum that part `part` seeks, bound as `sought_<part>`."""
-    return bindparam(f"sought_{part}", type_=BigInteger)
+def sought(part: int, sums: type[BigInteger | Numeric[Any]] = BigInteger) -> BindParameter[Any]:
+    """The sum that part `part` seeks, of type `sums`, bound as `sought_<part>`."""
+    return bindparam(f"sought_{part}", type_=sums)
 
 
-def sought_values(sums: Iterable[int]) -> dict[str, int]:
+def sought_values(sums: Iterable[int | Decimal]) -> dict[str, int | Decimal]:
     return {f"sought_{part}": value for part, value in enumerate(sums)}

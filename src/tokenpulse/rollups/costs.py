@@ -21,7 +21,19 @@ from tokenpulse.rollups.binds import INSTANT, filtered
 from tokenpulse.rollups.cover import Span, cover_buckets
 from tokenpulse.rollups.grains import Grain
 from tokenpulse.rollups.selection import Selection
-from tokenpulse.tables import ROLLUP_COUNTS, price_version
+from tokenpulse.tables import price_version
+
+COST = "cost"
+"""The metric of a running sum of cost, beside the measures."""
+
+PRICED_COUNTS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+"""The counts a cost is computed from."""
 
 
 def versions_in_effect(dimensions: tuple[str, ...]) -> Subquery:
@@ -80,10 +92,21 @@ def priced_join(
     """`rows` (the counts, `priced_model` and `at` of each) joined to the version in effect for
     each, and the sum of their cost in millionths: NULL where none is priced. `dimensions`: those
     the read filters."""
+    joined, cost = priced_rows(rows, rows.c.priced_model, rows.c.at, dimensions)
+    return joined, func.sum(cost)
+
+
+def priced_rows(
+    rows: FromClause,
+    model: ColumnElement[Any],
+    at: ColumnElement[Any],
+    dimensions: tuple[str, ...],
+) -> tuple[FromClause, ColumnElement[Any]]:
+    """`rows`, whose counts are its columns of their names, joined to the version in effect for
+    `model` at `at`, and each row's cost in millionths: NULL where it is not priced."""
     prices = versions_in_effect(dimensions)
-    counts = {count: rows.c[count] for count in ROLLUP_COUNTS}
-    joined = rows.outerjoin(prices, in_effect(prices, rows.c.priced_model, rows.c.at))
-    return joined, func.sum(cost_of(counts, prices))
+    counts = {count: rows.c[count] for count in PRICED_COUNTS}
+    return rows.outerjoin(prices, in_effect(prices, model, at)), cost_of(counts, prices)
 
 
 def cost_text(millionths: Decimal | None) -> str | None:

@@ -38,6 +38,15 @@ def cover(start: datetime, end: datetime) -> list[tuple[Grain, Span]]:
     return spans
 
 
+def cover_split(start: datetime, end: datetime, at: Iterable[datetime]) -> list[tuple[Grain, Span]]:
+    """`cover(start, end)` split at each instant of `at` (whole minutes) inside: no span it
+    gives crosses one. Empty when `start >= end`."""
+    if start >= end:
+        return []
+    pieces = [start, *sorted(instant for instant in at if start < instant < end), end]
+    return [part for low, high in pairwise(pieces) for part in cover(low, high)]
+
+
 def cover_buckets(bounds: Sequence[datetime]) -> dict[Grain, list[Span]]:
     """For consecutive buckets [bounds[i], bounds[i+1]), the spans to read, by grain, merged.
 

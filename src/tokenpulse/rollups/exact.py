@@ -2,9 +2,7 @@
 the parts of a minute at either edge."""
 
 from collections.abc import Sequence
-from datetime import datetime
 from functools import lru_cache
-from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import (
@@ -24,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenpulse.instants import ceil_to, floor_to
 from tokenpulse.rollups.binds import SHAPES_CACHED, filter_values, span_values
 from tokenpulse.rollups.costs import cost_text, price_bounds, priced_join
-from tokenpulse.rollups.cover import Span, cover
+from tokenpulse.rollups.cover import Span, cover_split
 from tokenpulse.rollups.grains import MINUTE, Grain
 from tokenpulse.rollups.raw import event_counts
 from tokenpulse.rollups.selection import MEASURES, Selection, measures_of
@@ -50,7 +48,7 @@ async def exact_totals(
     spans: list[Span] = []
     for index, (start, end) in enumerate(ranges):
         first, last = ceil_to(start, MINUTE.length), floor_to(end, MINUTE.length)
-        whole = _whole_minutes(first, last, inside or [])
+        whole = cover_split(first, last, inside or [])
         edges = [(start, first), (last, end)] if whole else [(start, end)]
         for grain, span in [*whole, *((None, edge) for edge in edges)]:
             if span[0] < span[1]:
@@ -65,16 +63,6 @@ async def exact_totals(
         for index, *counts, cost in await connection.execute(statement, values)
     }
     return [found.get(index) or empty[index] for index in range(len(ranges))]
-
-
-def _whole_minutes(
-    first: datetime, last: datetime, boundaries: Sequence[datetime]
-) -> list[tuple[Grain, Span]]:
-    """The rollup spans of [first, last), whole minutes, split at each price boundary inside."""
-    if first >= last:
-        return []
-    pieces = [first, *(bound for bound in boundaries if first < bound < last), last]
-    return [part for start, end in pairwise(pieces) for part in cover(start, end)]
 
 
 @lru_cache(SHAPES_CACHED)

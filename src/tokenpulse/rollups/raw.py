@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -9,6 +10,8 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     CompoundSelect,
+    FromClause,
+    Numeric,
     Select,
     cast,
     func,
@@ -26,6 +29,7 @@ from tokenpulse.rollups.binds import (
     span_values,
     within,
 )
+from tokenpulse.rollups.costs import COST, priced_rows
 from tokenpulse.rollups.cover import Span
 from tokenpulse.rollups.running import first_reaching, search
 from tokenpulse.rollups.selection import MEASURES, Selection, measures_of
@@ -81,11 +85,37 @@ def event_counts(dimensions: tuple[str, ...], part: int, *, priced: bool = False
     ).group_by(usage_event.c.model, minute)
 
 
+async def event_cost(
+    connection: AsyncConnection, selection: Selection, start: datetime, end: datetime
+) -> Decimal | None:
+    """The cost in millionths of the matching events in [start, end), which may be any
+    instants; None when none of them is priced."""
+    if start >= end or selection.matches_nothing:
+        return None
+    values = {**filter_values(selection.filters), **span_values([(start, end)])}
+    cost: Decimal | None = (
+        await connection.execute(_event_cost(selection.dimensions), values)
+    ).scalar_one()
+    return cost
+
+
+@lru_cache(SHAPES_CACHED)
+def _event_cost(dimensions: tuple[str, ...]) -> Select[Any]:
+    source, cost = _priced_events(dimensions)
+    return select(func.sum(cost)).select_from(source).where(*_matching(dimensions, 0))
+
+
+def _priced_events(dimensions: tuple[str, ...]) -> tuple[FromClause, ColumnElement[Any]]:
+    """Events joined to the price version in effect at each, and each one's cost in millionths
+    (NULL where it is not priced)."""
+    return priced_rows(usage_event, usage_event.c.model, usage_event.c.occurred_at, dimensions)
+
+
 async def crossing_events(
     connection: AsyncConnection,
     selection: Selection,
     measure: str,
-    searches: Sequence[tuple[Span, int]],
+    searches: Sequence[tuple[Span, int | Decimal]],
 ) -> list[tuple[datetime, str] | None]:
     """For each (span, sought sum): the first matching event in the span, in (occurred_at,
     event_id) order, at which the running sum of `measure` from the span's start reaches it, or
@@ -99,17 +129,23 @@ async def crossing_events(
 
 @lru_cache(SHAPES_CACHED)
 def _crossings(dimensions: tuple[str, ...], measure: str, searches: int) -> CompoundSelect[Any]:
+    source: FromClause = usage_event
+    if measure == COST:
+        source, cost = _priced_events(dimensions)
+        # An event not priced adds nothing to the running sum.
+        value: ColumnElement[Any] = func.coalesce(cost, 0)
+    else:
+        value = event_measure(measure)
     return union_all(
         *(
             first_reaching(
-                select(
-                    usage_event.c.occurred_at,
-                    usage_event.c.event_id,
-                    event_measure(measure).label("value"),
-                ).where(*_matching(dimensions, part)),
+                select(usage_event.c.occurred_at, usage_event.c.event_id, value.label("value"))
+                .select_from(source)
+                .where(*_matching(dimensions, part)),
                 order=["occurred_at", "event_id"],
                 value="value",
                 part=part,
+                sums=Numeric if measure == COST else BigInteger,
             )
             for part in range(searches)
         )

@@ -2,12 +2,14 @@
 several spans at once, in minute rollups or in raw events alike."""
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
     CompoundSelect,
+    Numeric,
     Row,
     Select,
     String,
@@ -23,11 +25,17 @@ from tokenpulse.rollups.cover import Span
 
 
 def first_reaching(
-    source: Select[Any], *, order: Sequence[str], value: str, part: int
+    source: Select[Any],
+    *,
+    order: Sequence[str],
+    value: str,
+    part: int,
+    sums: type[BigInteger | Numeric[Any]] = BigInteger,
 ) -> Select[Any]:
     """The first row of `source`, in the order of its columns `order`, at which the running sum
     of its column `value` reaches the sum sought by part `part`: its `order` columns, the sum
-    before it as `before`, and `part` as `search`."""
+    before it as `before`, and `part` as `search`. `sums`: the type of the sums (Numeric for
+    cost)."""
     rows = source.subquery("rows")
     running = select(
         *(rows.c[name] for name in order),
@@ -39,10 +47,10 @@ def first_reaching(
     return (
         select(
             *(running.c[name] for name in order),
-            cast(running.c.running - running.c[value], BigInteger).label("before"),
+            cast(running.c.running - running.c[value], sums).label("before"),
             literal(part).label("search"),
         )
-        .where(running.c.running >= sought(part))
+        .where(running.c.running >= sought(part, sums))
         .order_by(*(_sortable(running.c[name]) for name in order))
         .limit(1)
     )
@@ -57,7 +65,7 @@ async def search(
     connection: AsyncConnection,
     statement: CompoundSelect[Any],
     filters: Mapping[str, Sequence[str]],
-    searches: Sequence[tuple[Span, int]],
+    searches: Sequence[tuple[Span, int | Decimal]],
 ) -> list[Row[Any] | None]:
     """Run `statement`, built of one `first_reaching` part per search (span, sought sum); for
     each search, the row it found or None."""

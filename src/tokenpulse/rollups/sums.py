@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from enum import Enum
 from functools import lru_cache
 from itertools import pairwise
@@ -15,6 +16,7 @@ from sqlalchemy import (
     CompoundSelect,
     FromClause,
     Integer,
+    Numeric,
     Select,
     bindparam,
     cast,
@@ -36,7 +38,7 @@ from tokenpulse.rollups.binds import (
     span_values,
     within,
 )
-from tokenpulse.rollups.costs import cost_text, priced_join
+from tokenpulse.rollups.costs import COST, cost_text, priced_join, priced_rows
 from tokenpulse.rollups.cover import Span, cover
 from tokenpulse.rollups.grains import MINUTE, Grain
 from tokenpulse.rollups.running import first_reaching, search
@@ -230,11 +232,19 @@ def rollup_measure(table: FromClause, measure: str) -> ColumnElement[Any]:
 def _bucket_totals(
     grain: Grain, dimensions: tuple[str, ...], measure: str, part: int
 ) -> Select[Any]:
-    """Each non-empty bucket of `grain` in the span of part `part`, with its sum of `measure`."""
+    """Each non-empty bucket of `grain` in the span of part `part`, with its sum of `measure`:
+    of cost, in millionths, NULL where nothing in the bucket is priced. No bucket of a span read
+    for cost may contain the start of a price version."""
     table = rollup_rows(grain, dimensions, (part,))
-    total = cast(func.sum(rollup_measure(table, measure)), BigInteger).label("total")
+    source: FromClause = table
+    if measure == COST:
+        source, cost = priced_rows(table, table.c.model, table.c.bucket_start, dimensions)
+        total = func.sum(cost).label("total")
+    else:
+        total = cast(func.sum(rollup_measure(table, measure)), BigInteger).label("total")
     return (
         select(table.c.bucket_start, total)
+        .select_from(source)
         .where(within(table.c.bucket_start, part), *filtered(table, dimensions))
         .group_by(table.c.bucket_start)
     )
@@ -258,9 +268,10 @@ async def bucket_sums(
     selection: Selection,
     parts: Sequence[tuple[Grain, Span]],
     measure: str,
-) -> list[tuple[Grain, datetime, int]]:
+) -> list[tuple[Grain, datetime, int | Decimal | None]]:
     """The non-empty buckets in `parts` (spans of one grain each, none overlapping another),
-    with their sum of `measure`, in time order: one round trip however many parts there are."""
+    with their sum of `measure` (see `_bucket_totals`), in time order: one round trip however
+    many parts there are."""
     if selection.matches_nothing or not parts:
         return []
     grains = tuple(grain for grain, _ in parts)
@@ -292,8 +303,8 @@ async def crossing_buckets(
     selection: Selection,
     measure: str,
     grain: Grain,
-    searches: Sequence[tuple[Span, int]],
-) -> list[tuple[datetime, int] | None]:
+    searches: Sequence[tuple[Span, int | Decimal]],
+) -> list[tuple[datetime, int | Decimal] | None]:
     """For each (span of whole `grain` buckets, sought sum): the bucket in which the running sum
     of `measure` from the span's start reaches it, with the sum before that bucket; None if it
     never does. One round trip for all of them."""
@@ -315,6 +326,7 @@ def _bucket_crossings(
                 order=["bucket_start"],
                 value="total",
                 part=part,
+                sums=Numeric if measure == COST else BigInteger,
             )
             for part in range(searches)
         )
