@@ -59,6 +59,7 @@ async def test_a_version_is_created_listed_and_putting_it_again_changes_nothing(
     assert again.status_code == 200
     assert again.json()["outcome"] == "unchanged"
     assert again.json()["id"] == created.json()["id"]
+    assert listed.json()["currency"] == "usd"
     [listed_version] = listed.json()["prices"]
     assert listed_version == {
         key: value for key, value in created.json().items() if key not in ("outcome", "replaced")

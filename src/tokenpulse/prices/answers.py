@@ -30,4 +30,6 @@ class PutPriceAnswer(PriceVersionAnswer):
 
 
 class PricesAnswer(Shape):
+    currency: str
+    """The deployment's (`TOKENPULSE_CURRENCY`): that of every price and cost it answers."""
     prices: list[PriceVersionAnswer]

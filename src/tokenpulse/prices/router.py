@@ -170,4 +170,7 @@ async def get_prices(
         versions = await list_prices(
             connection, model=None if model is None else checked_model(model), ended=ended
         )
-    return {"prices": [version.as_json(settings.currency) for version in versions]}
+    return {
+        "currency": settings.currency,
+        "prices": [version.as_json(settings.currency) for version in versions],
+    }
