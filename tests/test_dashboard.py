@@ -126,15 +126,18 @@ def charted(model: str, hovers: list[str]) -> int:
     return sum(int(found.replace(",", "")) for hover in hovers for found in line.findall(hover))
 
 
-def usage_of(tenant: str, model: str, count: int, end: datetime) -> list[dict[str, Any]]:
-    """`count` events of `tenant`, one a minute up to `end`, of growing size."""
+def usage_of(
+    tenant: str, model: str, count: int, end: datetime, *, scale: int = 1
+) -> list[dict[str, Any]]:
+    """`count` events of `tenant`, one a minute up to `end`, of growing size (times `scale`)."""
     return [
         event(
             tenant=tenant,
             model=model,
             at=end - timedelta(minutes=minute),
-            input_tokens=1000 * (minute + 1) + len(tenant),
-            output_tokens=300 * minute,
+            input_tokens=scale * (1000 * (minute + 1) + len(tenant)),
+            cached_input_tokens=scale * 100 * minute,
+            output_tokens=scale * 300 * minute,
         )
         for minute in range(count)
     ]
@@ -252,6 +255,116 @@ async def test_a_tenant_bound_key_shows_only_its_own_tenant(
     assert shown_tenants == own_tenants
     assert [tenant for tenant, _ in shown_tenants] == ["acme"]
     assert charted("m-large", hovers) == own
+    assert page.errors == []
+
+
+def dollars(amount: str) -> str:
+    """An exact amount as the page's hover titles write it."""
+    return f"{amount} usd"
+
+
+async def put_prices(http: httpx.AsyncClient, admin: str, model: str, at: datetime) -> None:
+    body = {
+        "effective_from": format_rfc3339(minute_floor(at)),
+        "per_million_tokens": {"input": "50", "cached_input": "5", "output": "150"},
+    }
+    response = await http.put(f"/v1/prices/{model}", json=body, headers=bearer(admin))
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.process
+async def test_the_page_shows_spend_beside_tokens_once_prices_exist(
+    db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path, browser: Browser
+) -> None:
+    now = datetime.now(UTC)
+    launched = minute_floor(now) - timedelta(minutes=30)
+    ingest, read = await keys.create("ingest"), await keys.create("read")
+    with tokenpulse(database_url, tmp_path) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            await put_launch(http, keys.admin, "m-large", launched)
+            await put_prices(http, keys.admin, "m-large", launched)
+            # Some $2,000 of m-large, past the first spend milestone of $1,000; m-small
+            # is not priced.
+            await send(http, ingest, usage_of("acme", "m-large", 20, now, scale=100))
+            await send(http, ingest, usage_of("globex", "m-large", 5, now, scale=100))
+            await send(http, ingest, usage_of("initech", "m-small", 8, now))
+            summary = (await http.get("/v1/launches/m-large", headers=bearer(read))).json()
+            thousand = await http.get(
+                "/v1/milestones",
+                params={"model": "m-large", "metric": "cost", "threshold": "1000"},
+                headers=bearer(read),
+            )
+            tenants = await http.get(
+                "/v1/totals", params={"window": "24h", "group_by": "tenant"}, headers=bearer(read)
+            )
+            hour = await http.get(
+                "/v1/usage",
+                params={
+                    "bucket": "1m",
+                    "start": format_rfc3339(minute_floor(now) - timedelta(minutes=60)),
+                    "group_by": "model",
+                },
+                headers=bearer(read),
+            )
+
+            async with dashboard(browser, server, read) as page:
+                spent = summary["since_launch"]["cost"]
+                await page.wait_for_title("#spend", dollars(spent))
+                spend_text = await page.page.inner_text("#spend")
+                spends = {
+                    await row.get_attribute("data-tenant"): await row.locator(
+                        ".spend"
+                    ).get_attribute("title")
+                    for row in await page.page.locator("#tenants li[data-tenant]").all()
+                }
+                milestones = page.page.locator('#milestones li[data-metric="cost"]')
+                await milestones.first.wait_for(timeout=WAIT_MS)
+                cost_milestones = [
+                    (
+                        await item.get_attribute("class"),
+                        await item.locator(".detail").get_attribute("title"),
+                    )
+                    for item in await milestones.all()
+                ]
+                tokens_title = await page.page.text_content("#chart-title")
+                await page.page.click("#show-cost")
+                await page.wait_for_text("#chart-title", "cost per minute, last hour")
+                hovers = await page.page.locator("#chart rect.hover title").all_text_contents()
+                pressed = await page.page.get_attribute("#show-cost", "aria-pressed")
+                remembered = await page.page.evaluate("localStorage.getItem('tokenpulse.chart')")
+
+    assert spent is not None
+    assert spend_text == f"${float(spent):,.2f} spent since launch"
+    assert spends == {
+        r["tenant"]: "not priced" if r["cost"] is None else dollars(r["cost"])
+        for r in tenants.json()["results"]
+    }
+    assert spends["initech"] == "not priced"
+    reached = thousand.json()
+    assert reached["reached"] is True
+    assert cost_milestones[0] == (
+        "reached",
+        f"{reached['crossed_at']}, event {reached['event_id']}",
+    )
+    assert [state for state, _ in cost_milestones[1:]] == ["next", "later", "later"]
+    assert tokens_title == "tokens per minute, last hour"
+    # Every priced minute of the hour, as /v1/usage prices it; the minute still running is not
+    # drawn.
+    charted_costs = sorted(
+        line.removeprefix("m-large: ")
+        for hover in hovers
+        for line in hover.splitlines()
+        if line.startswith("m-large: ") and line != "m-large: not priced"
+    )
+    priced_minutes = sorted(
+        dollars(result["cost"])
+        for bucket in hour.json()["data"][:-1]
+        for result in bucket["results"]
+        if result["model"] == "m-large"
+    )
+    assert charted_costs == priced_minutes
+    assert pressed == "true"
+    assert remembered == "cost"
     assert page.errors == []
 
 

@@ -10,6 +10,9 @@ const COUNT_UP_MS = 1200;
 const MINUTE_MS = 60_000;
 const KEY_ITEM = "tokenpulse.key";
 const LAUNCH_ITEM = "tokenpulse.launch";
+const CHART_ITEM = "tokenpulse.chart";
+// Spend milestones of a launch, in the deployment's currency, once any of its usage is priced.
+const COST_THRESHOLDS = ["1000", "10000", "100000", "1000000"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 // Distinguishable on a dark background, also for the common colour-vision deficiencies.
 const PALETTE = ["#4cc9f0", "#f8961e", "#90be6d", "#f9c74f", "#f28482", "#b5a8ff", "#43aa8b"];
@@ -39,6 +42,49 @@ function short(value) {
 function exact(value, unit) {
   return `${grouped.format(value)} ${unit}`;
 }
+
+// Money, in the currency GET /v1/prices names; the API's amounts are exact decimal strings, kept
+// as they are in titles.
+
+let currency = null;
+
+/** An amount as "$1,234.56" (or "$1.23K" when `compact`), in the deployment's currency. */
+function money(amount, compact = false) {
+  const value = Number(amount);
+  const options = compact
+    ? { notation: "compact", maximumSignificantDigits: 3 }
+    : { maximumFractionDigits: value === 0 || Math.abs(value) >= 1 ? 2 : 4 };
+  if (currency) {
+    try {
+      const code = currency.toUpperCase();
+      return new Intl.NumberFormat("en-US", { style: "currency", currency: code, ...options }).format(value);
+    } catch {
+      // Not an ISO 4217 code: written after the number instead.
+    }
+  }
+  const number = new Intl.NumberFormat("en-US", options).format(value);
+  return currency ? `${number} ${currency}` : number;
+}
+
+function exactMoney(amount) {
+  return currency ? `${amount} ${currency}` : String(amount);
+}
+
+// What a count is of: tokens, or money.
+const TOKENS = {
+  metric: "total_tokens",
+  short: (value) => short(value),
+  exact: (value) => exact(value, "tokens"),
+  perMinute: (value) => exact(value, "tokens per minute"),
+  idle: "no tokens",
+};
+const MONEY = {
+  metric: "cost",
+  short: (value) => money(value, true),
+  exact: (value) => exactMoney(value),
+  perMinute: (value) => `${money(value)} per minute`,
+  idle: "no spend",
+};
 
 function duration(seconds) {
   const minutes = Math.round(seconds / 60);
@@ -125,6 +171,11 @@ async function api(path, params = {}) {
   throw new ApiError(response.status, message, Number(response.headers.get("Retry-After")) || 0);
 }
 
+/** When the launch of `model` passed `threshold` of spend, from its launch on. */
+function costMilestone(model, threshold) {
+  return api("/v1/milestones", { model, metric: "cost", threshold });
+}
+
 async function readiness() {
   const response = await fetch("/readyz", { cache: "no-store" });
   const body = await response.json();
@@ -198,6 +249,7 @@ const counter = {
 function drawLaunch(launch, summary) {
   $("counter-label").textContent = launch ? `${launch.model}: tokens since launch` : "no launch";
   if (!launch) {
+    $("spend").hidden = true;
     counter.clear("no launch is set");
     $("counter-short").textContent = "";
     $("launched").textContent = "an admin key sets one: PUT /v1/launches/{model}";
@@ -217,6 +269,10 @@ function drawLaunch(launch, summary) {
   counter.show(total, launch.model);
   showNumber($("counter-short"), total, "tokens");
   drawBreakdown(summary.since_launch);
+  const cost = summary.since_launch.cost;
+  $("spend").hidden = cost === null;
+  $("spend").textContent = cost === null ? "" : `${money(cost)} spent since launch`;
+  $("spend").title = cost === null ? "" : exactMoney(cost);
   const peak = summary.peak_minute;
   $("peak").textContent = peak ? `peak minute ${when(peak.start)}: ${short(peak.total_tokens)}` : "";
   $("peak").title = peak ? exact(peak.total_tokens, `tokens in the minute from ${peak.start}`) : "";
@@ -250,43 +306,52 @@ function drawBreakdown(measures) {
   );
 }
 
-function drawMilestones(summary, launchPerMinute) {
-  const current = summary.since_launch.total_tokens;
+function drawMilestones(summary, costMilestones, perMinute) {
   const launchedAt = Date.parse(summary.launched_at);
-  const next = summary.milestones.find((milestone) => milestone.crossed_at === null);
-  const items = summary.milestones.map((milestone) => {
+  const items = milestoneItems(summary.milestones, summary.since_launch.total_tokens, launchedAt, perMinute.tokens, TOKENS);
+  if (summary.since_launch.cost !== null) {
+    const spent = Number(summary.since_launch.cost);
+    items.push(...milestoneItems(costMilestones, spent, launchedAt, perMinute.cost, MONEY));
+  }
+  $("milestones").replaceChildren(...items);
+}
+
+/** The milestones of one kind (tokens or money), each reached, the next, or later. */
+function milestoneItems(milestones, current, launchedAt, perMinute, kind) {
+  const next = milestones.find((milestone) => milestone.crossed_at === null);
+  return milestones.map((milestone) => {
     const state = milestone.crossed_at !== null ? "reached" : milestone === next ? "next" : "later";
-    const threshold = element("span", { class: "threshold" }, short(milestone.threshold));
-    threshold.title = exact(milestone.threshold, "tokens");
+    const goal = Number(milestone.threshold);
+    const threshold = element("span", { class: "threshold" }, kind.short(goal));
+    threshold.title = kind.exact(milestone.threshold);
     const detail = element("span", { class: "detail" });
     if (state === "reached") {
       const after = (Date.parse(milestone.crossed_at) - launchedAt) / 1000;
       detail.textContent = `reached ${when(milestone.crossed_at)}, ${duration(after)} after launch`;
       detail.title = `${milestone.crossed_at}, event ${milestone.event_id}`;
     } else {
-      const remaining = milestone.threshold - current;
-      detail.textContent = `${short(remaining)} to go`;
-      detail.title = exact(remaining, "tokens to go");
-      if (state === "next") detail.append(element("br"), projection(remaining, launchPerMinute));
+      const remaining = goal - current;
+      detail.textContent = `${kind.short(remaining)} to go`;
+      detail.title = `${kind.exact(remaining)} to go`;
+      if (state === "next") detail.append(element("br"), projection(remaining, perMinute, kind));
     }
-    const item = element("li", { class: state }, threshold, detail);
+    const item = element("li", { class: state, "data-metric": kind.metric }, threshold, detail);
     if (state === "next") {
-      const bar = element("progress", { max: milestone.threshold, value: current });
-      bar.title = `${((100 * current) / milestone.threshold).toFixed(1)}% of the way`;
+      const bar = element("progress", { max: goal, value: current });
+      bar.title = `${((100 * current) / goal).toFixed(1)}% of the way`;
       item.append(bar);
     }
     return item;
   });
-  $("milestones").replaceChildren(...items);
 }
 
-function projection(remaining, perMinute) {
+function projection(remaining, perMinute, kind) {
   if (perMinute === null) return "no rate to project from";
-  if (perMinute === 0) return `no tokens in the last ${RATE_MINUTES} minutes`;
+  if (perMinute === 0) return `${kind.idle} in the last ${RATE_MINUTES} minutes`;
   const seconds = (60 * remaining) / perMinute;
   const at = Date.now() + seconds * 1000;
   const text = element("span", { class: "eta" }, `at the current rate ${when(at)}, in ${duration(seconds)}`);
-  text.title = `${new Date(at).toISOString()}, at ${exact(perMinute, "tokens per minute")}`;
+  text.title = `${new Date(at).toISOString()}, at ${kind.perMinute(perMinute)}`;
   return text;
 }
 
@@ -302,16 +367,26 @@ function wholeMinutes(usage) {
   return usage.data.slice(0, -1);
 }
 
-function perModel(buckets) {
+/** A result's figure of `kind`: its tokens, or its cost (nothing where it is not priced). */
+function figure(result, kind) {
+  return kind === MONEY ? Number(result.cost ?? 0) : result.total_tokens;
+}
+
+/** [model, figures, results] per model, the busiest first: one figure and result a bucket. */
+function perModel(buckets, kind) {
   const series = new Map();
   buckets.forEach((bucket, index) => {
     for (const result of bucket.results) {
-      if (!series.has(result.model)) series.set(result.model, buckets.map(() => 0));
-      series.get(result.model)[index] = result.total_tokens;
+      if (!series.has(result.model)) series.set(result.model, [buckets.map(() => 0), buckets.map(() => null)]);
+      const [figures, results] = series.get(result.model);
+      figures[index] = figure(result, kind);
+      results[index] = result;
     }
   });
   const total = (values) => values.reduce((sum, value) => sum + value, 0);
-  return [...series].sort((a, b) => total(b[1]) - total(a[1]) || (a[0] < b[0] ? -1 : 1));
+  return [...series]
+    .map(([model, [figures, results]]) => [model, figures, results])
+    .sort((a, b) => total(b[1]) - total(a[1]) || (a[0] < b[0] ? -1 : 1));
 }
 
 function recentMinutes(usage) {
@@ -330,14 +405,14 @@ function ratesOf(usage) {
   return { minutes: minutes.length, ...sums };
 }
 
-function perMinuteOf(usage, model) {
+function perMinuteOf(usage, model, kind = TOKENS) {
   const minutes = recentMinutes(usage);
   if (minutes.length === 0) return null;
-  const tokens = minutes
+  const sum = minutes
     .flatMap((bucket) => bucket.results)
     .filter((result) => result.model === model)
-    .reduce((sum, result) => sum + result.total_tokens, 0);
-  return tokens / minutes.length;
+    .reduce((total, result) => total + figure(result, kind), 0);
+  return sum / minutes.length;
 }
 
 function drawRates(usage) {
@@ -357,17 +432,31 @@ function niceCeiling(value) {
 
 let lastUsage = null;
 let drawnWidth = 0;
+let charting = localStorage.getItem(CHART_ITEM) === "cost" ? MONEY : TOKENS;
+
+/** Whether anything in the hour is priced: only then can the chart show cost. */
+function pricedIn(usage) {
+  return usage.data.some((bucket) => bucket.results.some((result) => result.cost !== null));
+}
 
 function drawChart(usage) {
   lastUsage = usage;
+  const priced = pricedIn(usage);
+  const kind = priced ? charting : TOKENS;
+  $("show-cost").disabled = !priced;
+  $("show-cost").title = priced ? "" : "no usage of the last hour is priced";
+  $("show-tokens").setAttribute("aria-pressed", String(kind === TOKENS));
+  $("show-cost").setAttribute("aria-pressed", String(kind === MONEY));
+  const what = kind === MONEY ? "cost" : "tokens";
+  $("chart-title").textContent = `${what} per minute, last hour`;
   const plot = $("chart");
   drawnWidth = plot.clientWidth;
   const width = Math.max(280, drawnWidth);
   const height = Math.round(Math.min(300, Math.max(190, width * 0.34)));
   const margin = { left: 52, right: 22, top: 10, bottom: 26 };
   const buckets = wholeMinutes(usage);
-  const models = perModel(buckets);
-  const highest = Math.max(1, ...models.flatMap(([, values]) => values));
+  const models = perModel(buckets, kind);
+  const highest = Math.max(kind === MONEY ? 0.01 : 1, ...models.flatMap(([, values]) => values));
   const top = niceCeiling(highest);
   const step = (width - margin.left - margin.right) / Math.max(1, buckets.length - 1);
   const x = (index) => margin.left + index * step;
@@ -378,13 +467,13 @@ function drawChart(usage) {
     width,
     height,
     role: "img",
-    "aria-label": "tokens per minute over the last hour, one line per model",
+    "aria-label": `${what} per minute over the last hour, one line per model`,
   });
   for (let line = 0; line <= 4; line += 1) {
     const value = (top * line) / 4;
     chart.append(
       svgElement("line", { class: "grid", x1: margin.left, x2: width - margin.right, y1: y(value), y2: y(value) }),
-      svgElement("text", { class: "axis", x: margin.left - 6, y: y(value) + 4, "text-anchor": "end" }, short(value)),
+      svgElement("text", { class: "axis", x: margin.left - 6, y: y(value) + 4, "text-anchor": "end" }, kind.short(value)),
     );
   }
   buckets.forEach((bucket, index) => {
@@ -402,7 +491,11 @@ function drawChart(usage) {
     );
   });
   buckets.forEach((bucket, index) => {
-    const lines = models.map(([model, values]) => `${model}: ${exact(values[index], "tokens")}`);
+    const lines = models.map(([model, values, results]) => {
+      if (kind === TOKENS) return `${model}: ${exact(values[index], "tokens")}`;
+      const cost = results[index]?.cost ?? null;
+      return `${model}: ${cost === null ? "not priced" : exactMoney(cost)}`;
+    });
     const label = `${timeOfDay.format(new Date(bucket.start))} to ${timeOfDay.format(new Date(bucket.end))}`;
     chart.append(
       svgElement(
@@ -419,9 +512,9 @@ function drawChart(usage) {
       const swatch = element("span", { class: "swatch" });
       swatch.style.backgroundColor = PALETTE[index % PALETTE.length];
       const rate = element("span", { class: "value" });
-      const perMinute = perMinuteOf(usage, model) ?? 0;
-      rate.textContent = `${short(perMinute)}/min`;
-      rate.title = exact(perMinute, `tokens per minute over the last ${RATE_MINUTES} whole minutes`);
+      const perMinute = perMinuteOf(usage, model, kind) ?? 0;
+      rate.textContent = `${kind.short(perMinute)}/min`;
+      rate.title = `${kind.perMinute(perMinute)} over the last ${RATE_MINUTES} whole minutes`;
       return element("li", {}, swatch, element("span", { class: "model" }, model), rate);
     }),
   );
@@ -441,6 +534,8 @@ function drawTenants(totals) {
     fill.style.width = `${(100 * result.total_tokens) / top[0].total_tokens}%`;
     const value = element("span", { class: "value" });
     showNumber(value, result.total_tokens, "tokens");
+    const spend = element("span", { class: "spend" }, result.cost === null ? "–" : money(result.cost, true));
+    spend.title = result.cost === null ? "not priced" : exactMoney(result.cost);
     const share = element("span", { class: "share" }, `${Math.round((100 * result.total_tokens) / all)}%`);
     return element(
       "li",
@@ -448,6 +543,7 @@ function drawTenants(totals) {
       element("span", { class: "name", title: result.tenant }, result.tenant),
       element("span", { class: "bar" }, fill),
       value,
+      spend,
       share,
     );
   });
@@ -479,10 +575,21 @@ async function refresh() {
     settle(api("/v1/totals", { window: "24h", group_by: "tenant" })),
   ]);
   const launch = launches.value ? chooseLaunch(launches.value.launches) : null;
-  const summary = launch ? await settle(api(`/v1/launches/${encodeURIComponent(launch.model)}`)) : { value: null, error: null };
+  const none = { value: null, error: null };
+  const [summary, prices] = launch
+    ? await Promise.all([
+        settle(api(`/v1/launches/${encodeURIComponent(launch.model)}`)),
+        settle(api("/v1/prices", { model: launch.model })),
+      ])
+    : [none, none];
+  if (prices.value) currency = prices.value.currency;
+  const spending = summary.value?.since_launch.cost != null;
+  const costMilestones = spending
+    ? await settle(Promise.all(COST_THRESHOLDS.map((threshold) => costMilestone(launch.model, threshold))))
+    : { value: [], error: null };
 
   // /v1/launches is open to every read key: refused there, the key itself is wrong.
-  const refused = [launches, usage, tenants, summary].find((outcome) => [401, 403].includes(outcome.error?.status));
+  const refused = [launches, usage, tenants, summary, prices, costMilestones].find((outcome) => [401, 403].includes(outcome.error?.status));
   if (refused && (refused === launches || refused.error.status === 401)) {
     askForKey(refused.error.message);
     return null;
@@ -496,13 +603,19 @@ async function refresh() {
     drawRates(usage.value);
   }
   showProblem("chart-problem", usage.error);
-  if (summary.value) drawMilestones(summary.value, usage.value ? perMinuteOf(usage.value, launch.model) : null);
+  if (summary.value) {
+    const perMinute = {
+      tokens: usage.value ? perMinuteOf(usage.value, launch.model) : null,
+      cost: usage.value ? perMinuteOf(usage.value, launch.model, MONEY) : null,
+    };
+    drawMilestones(summary.value, costMilestones.value ?? [], perMinute);
+  }
   if (!launch && !launches.error) $("milestones").replaceChildren();
-  showProblem("milestones-problem", summary.error);
+  showProblem("milestones-problem", summary.error ?? costMilestones.error);
   if (tenants.value) drawTenants(tenants.value);
   showProblem("tenants-problem", tenants.error);
 
-  const failures = [launches, usage, tenants, summary].filter((outcome) => outcome.error);
+  const failures = [launches, usage, tenants, summary, prices, costMilestones].filter((outcome) => outcome.error);
   $("updated").textContent = failures.length
     ? `update at ${timeWithSeconds.format(new Date())} incomplete: ${failures[0].error.message}`
     : `updated ${timeWithSeconds.format(new Date())}, every ${POLL_SECONDS} s`;
@@ -561,6 +674,13 @@ function start() {
   });
   $("key-dialog").addEventListener("cancel", (event) => event.preventDefault());
   $("change-key").addEventListener("click", () => askForKey(null));
+  for (const [button, kind] of [["show-tokens", TOKENS], ["show-cost", MONEY]]) {
+    $(button).addEventListener("click", () => {
+      charting = kind;
+      localStorage.setItem(CHART_ITEM, kind === MONEY ? "cost" : "tokens");
+      if (lastUsage) drawChart(lastUsage);
+    });
+  }
   $("launch").addEventListener("change", () => {
     localStorage.setItem(LAUNCH_ITEM, $("launch").value);
     poll();
