@@ -196,7 +196,8 @@ launch = Table(
     PrimaryKeyConstraint("model"),
 )
 
-PRICE = Numeric(24, 12)
+PRICE_PLACES = 12
+PRICE = Numeric(24, PRICE_PLACES)
 """A price per million tokens: up to 12 digits on each side of the point, kept exactly."""
 
 # Versions of a model's prices, each from a whole minute until the next one's. A version is never

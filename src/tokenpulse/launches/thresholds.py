@@ -9,16 +9,16 @@ from pydantic import Field, TypeAdapter, ValidationError
 from tokenpulse.decimals import EXACT
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.launches.milestones import Sum
-from tokenpulse.prices.rules import PRICE_DIGITS
 from tokenpulse.rollups.costs import COST, cost_text
+from tokenpulse.tables import PRICE_PLACES
 from tokenpulse.text import echo
 from tokenpulse.validation_messages import house_message
 
 _COUNT = TypeAdapter(Annotated[int, Field(ge=1, le=2**63 - 1)])
 
-AMOUNT_DIGITS = (18, PRICE_DIGITS + 6)
+AMOUNT_DIGITS = (18, PRICE_PLACES + 6)
 """Digits an amount may have before and after its point: after it, as many as a cost has (a
-price's per million tokens)."""
+price's, per million tokens)."""
 AMOUNT_PATTERN = rf"^[0-9]{{1,{AMOUNT_DIGITS[0]}}}(\.[0-9]{{1,{AMOUNT_DIGITS[1]}}})?$"
 _AMOUNT = re.compile(AMOUNT_PATTERN.removeprefix("^").removesuffix("$"))
 

@@ -8,13 +8,14 @@ from decimal import Decimal
 from tokenpulse.decimals import decimal_text
 from tokenpulse.errors import Problem
 from tokenpulse.instants import floor_to
+from tokenpulse.tables import PRICE_PLACES
 
 PARTS = ("input", "cached_input", "cache_write_input", "output", "reasoning")
 """What a version prices, per million tokens: uncached input (input tokens neither read from nor
 written to a cache), cached input, input written to a cache, output, and the reasoning part of
 output."""
 
-PRICE_DIGITS = 12
+PRICE_DIGITS = PRICE_PLACES
 """Digits a price may have on either side of its point: stored as numeric(24, 12)."""
 
 PRICE_PATTERN = rf"^[0-9]{{1,{PRICE_DIGITS}}}(\.[0-9]{{1,{PRICE_DIGITS}}})?$"
