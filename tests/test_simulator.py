@@ -1,6 +1,6 @@
 """The simulator: a seeded launch day that is valid and shaped like one, a ledger that predicts
-crossings by the contract's rule, and runs against a live server that pass their ledger check,
-one of them going on in real time until it is stopped."""
+crossings by the contract's rule and prices tokens exactly, and runs against a live server that
+pass their ledger check, one of them going on in real time until it is stopped."""
 
 import asyncio
 import gzip
@@ -12,6 +12,8 @@ import subprocess
 import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
 from itertools import chain, count, islice
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,9 @@ from tokenpulse.ingest.events import EventRules
 from tokenpulse.ingest.validation import validate_event
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.simulator.launchday import LaunchDay, apportion, occurred_at
-from tokenpulse.simulator.ledger import Crossing, Ledger, predict_crossings
+from tokenpulse.simulator.ledger import Crossing, Ledger, Measures, predict_crossings
 from tokenpulse.simulator.pacing import RateCap, SimulatedClock, due_batches
+from tokenpulse.simulator.prices import FLAGSHIP, MINI, Prices, table_prices
 from tokenpulse.simulator.sender import Delivery, encode
 
 LAUNCH = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -245,6 +248,39 @@ def test_a_ledger_folds_answers_in_batch_order_whatever_order_they_arrive_in() -
     assert len(ledger.crossings["pulse-1"]) == 3
 
 
+def test_a_ledger_prices_each_part_of_its_tokens_at_its_own_price_per_million() -> None:
+    tokens = Measures(
+        requests=1,
+        input_tokens=1_000_000,
+        cached_input_tokens=200_000,
+        cache_write_input_tokens=100_000,
+        output_tokens=500_000,
+        reasoning_tokens=100_000,
+    )
+    reasoning_dearer = Prices(*map(Decimal, ("1", "2", "3", "4", "5")))
+
+    # 700,000 uncached at 2.50, 200,000 cached at 0.25, 100,000 written at 3.125, 400,000 output
+    # at 10 and 100,000 reasoning at 10: 1.75 + 0.05 + 0.3125 + 4 + 1.
+    assert tokens.cost(FLAGSHIP) == Decimal("7.1125")
+    # 0.7 + 0.4 + 0.3 + 1.6 + 0.5
+    assert tokens.cost(reasoning_dearer) == Decimal("3.5")
+
+
+def test_a_ledgers_cost_is_exact_far_past_the_default_decimal_precision() -> None:
+    tokens = Measures(input_tokens=999_999_999_999_999_999, output_tokens=1)
+    price = "123456789012.123456789012"
+    prices = Prices(Decimal(price), Decimal(0), Decimal(0), Decimal(0), Decimal(0))
+
+    assert Fraction(tokens.cost(prices)) == 999_999_999_999_999_999 * Fraction(price) / 10**6
+
+
+def test_a_model_named_mini_is_priced_as_a_mini_one_and_every_other_as_a_flagship() -> None:
+    assert table_prices("pulse-2-mini") == MINI
+    assert table_prices("pulse-2") == table_prices("legacy-7") == FLAGSHIP
+    assert MINI.input < FLAGSHIP.input / 5
+    assert MINI.output < FLAGSHIP.output / 2
+
+
 def test_the_simulated_clock_runs_speedup_times_real_time_and_never_past_now() -> None:
     seconds = [100.0]
     wall = [LAUNCH + timedelta(hours=2)]
@@ -459,6 +495,141 @@ async def test_a_run_the_server_disagrees_with_fails_its_ledger_check_with_statu
     assert re.search(r"^  pulse-1\s+requests\s+3,000\s+[\d,]+\s+✗$", second.stdout, re.M)
 
 
+# The prices `--prices` registers, written out: the test's own arithmetic, not the simulator's.
+PER_MILLION = {
+    "pulse-2": {
+        "input": "2.5",
+        "cached_input": "0.25",
+        "cache_write_input": "3.125",
+        "output": "10",
+        "reasoning": "10",
+    },
+    "pulse-2-mini": {
+        "input": "0.25",
+        "cached_input": "0.025",
+        "cache_write_input": "0.3125",
+        "output": "2",
+        "reasoning": "2",
+    },
+}
+
+
+def cost_by_hand(events: list[dict[str, Any]]) -> dict[str, Fraction]:
+    """What each model's events cost at PER_MILLION, event by event, in exact fractions."""
+    costs: dict[str, Fraction] = {}
+    for e in events:
+        price = {part: Fraction(text) for part, text in PER_MILLION[e["model"]].items()}
+        cached, written = e["cached_input_tokens"], e["cache_write_input_tokens"]
+        cost = (
+            (e["input_tokens"] - cached - written) * price["input"]
+            + cached * price["cached_input"]
+            + written * price["cache_write_input"]
+            + (e["output_tokens"] - e["reasoning_tokens"]) * price["output"]
+            + e["reasoning_tokens"] * price["reasoning"]
+        ) / 1_000_000
+        costs[e["model"]] = costs.get(e["model"], Fraction(0)) + cost
+    return costs
+
+
+def cost_rows(report: str) -> list[tuple[str, str, str]]:
+    """(ledger, server, mark) of each cost row of a report's totals, commas removed."""
+    rows = re.findall(r"^\s+cost\s+([\d,.]+)\s+([\d,.]+)\s+(ok|✗)$", report, re.M)
+    return [
+        (ledger.replace(",", ""), server.replace(",", ""), mark) for ledger, server, mark in rows
+    ]
+
+
+@pytest.mark.process
+async def test_a_run_with_prices_registers_them_and_checks_the_cost_of_its_events_at_them(
+    keys: Keys, database_url: str, tmp_path: Path
+) -> None:
+    start = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
+    end = start + timedelta(hours=1)
+    run = [
+        *("--seed", "45", "--events", "3000", "--hours", "1", "--speedup", "0", "--quiet"),
+        *("--start", format_rfc3339(start), "--models", "pulse-2,pulse-2-mini"),
+        *("--tenants", "100", "--api-keys", "1000"),
+    ]
+    day = LaunchDay(
+        start=start,
+        seed=45,
+        models=("pulse-2", "pulse-2-mini"),
+        events=3000,
+        duration=timedelta(hours=1),
+        tenants=100,
+        api_keys=1000,
+    )
+    expected = cost_by_hand(list(day))
+    env = {"TOKENPULSE_DATABASE_URL": database_url, **UNLIMITED_ENV}
+
+    with running_server(tmp_path, env=env) as server:
+        priced = simulate(server.url, *run, "--prices", key=keys.admin)
+        # Without --prices, the ledger checks the cost at the prices the server holds.
+        unpriced = simulate(server.url, *run, key=keys.admin)
+        repeated = simulate(server.url, *run, "--prices", key=keys.admin)
+        async with httpx.AsyncClient(base_url=server.url, headers=bearer(keys.admin)) as http:
+            prices = (await http.get("/v1/prices")).json()["prices"]
+            totals = await http.get(
+                "/v1/totals",
+                params={
+                    "start": format_rfc3339(start),
+                    "end": format_rfc3339(end),
+                    "group_by": "model",
+                    "project": "sim-45",
+                },
+            )
+
+    assert priced.returncode == 0, priced.stdout + priced.stderr
+    assert "ledger check passed" in priced.stdout
+    # Once each: a repeat finds its prices in effect and adds no version.
+    assert [(p["model"], p["effective_from"], p["per_million_tokens"]) for p in prices] == [
+        ("pulse-2", format_rfc3339(start), PER_MILLION["pulse-2"]),
+        ("pulse-2-mini", format_rfc3339(start), PER_MILLION["pulse-2-mini"]),
+    ]
+    server_costs = {row["model"]: Fraction(row["cost"]) for row in totals.json()["results"]}
+    assert server_costs == expected
+    assert expected["pulse-2"] > 10 * expected["pulse-2-mini"] > 0
+    rows = cost_rows(priced.stdout)
+    assert [(Fraction(ledger), Fraction(server)) for ledger, server, _ in rows] == [
+        (expected["pulse-2"], expected["pulse-2"]),
+        (expected["pulse-2-mini"], expected["pulse-2-mini"]),
+    ]
+    assert [mark for _, _, mark in rows] == ["ok", "ok"]
+    assert unpriced.returncode == 0, unpriced.stdout + unpriced.stderr
+    assert cost_rows(unpriced.stdout) == rows
+    assert repeated.returncode == 0, repeated.stdout + repeated.stderr
+    assert cost_rows(repeated.stdout) == rows
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("minutes_after_start", [0, 10])
+async def test_other_prices_in_effect_during_a_run_with_prices_end_it_with_status_2(
+    minutes_after_start: int, keys: Keys, database_url: str, tmp_path: Path
+) -> None:
+    start = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
+    other = format_rfc3339(start + timedelta(minutes=minutes_after_start))
+    run = [
+        *("--seed", "47", "--events", "100", "--hours", "1", "--speedup", "0", "--quiet"),
+        *("--start", format_rfc3339(start), "--prices"),
+    ]
+    env = {"TOKENPULSE_DATABASE_URL": database_url, **UNLIMITED_ENV}
+
+    with running_server(tmp_path, env=env) as server:
+        async with httpx.AsyncClient(base_url=server.url, headers=bearer(keys.admin)) as http:
+            put = await http.put(
+                "/v1/prices/pulse-1",
+                json={"effective_from": other, "per_million_tokens": {"input": "1", "output": "2"}},
+            )
+            refused = simulate(server.url, *run, key=keys.admin)
+            totals = await http.get("/v1/totals", params={"window": "24h", "project": "sim-47"})
+
+    assert put.status_code == 201
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"pulse-1 has other prices in effect from {other}" in refused.stderr
+    assert "run without --prices" in refused.stderr
+    assert totals.json()["results"] == [], "nothing was sent"
+
+
 async def line_saying(stream: asyncio.StreamReader, text: str) -> str:
     """The first line of `stream` that holds `text`."""
     while line := (await stream.readline()).decode():
@@ -505,6 +676,55 @@ async def test_a_live_run_stopped_by_sigint_once_caught_up_checks_its_ledger_and
     # Caught up, the run has sent at least every event of its first hour, all due by then.
     stored = totals.json()["results"][0]["requests"]
     assert stored == int(accepted.group(1).replace(",", "")) >= 6000
+
+
+@pytest.mark.process
+async def test_a_price_replaced_behind_a_live_runs_back_fails_its_cost_check_with_status_1(
+    keys: Keys, database_url: str, tmp_path: Path
+) -> None:
+    start = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+    run = [
+        *("--live", "--prices", "--seed", "48", "--events", "3000", "--hours", "1"),
+        *("--start", format_rfc3339(start), "--tenants", "100", "--api-keys", "1000"),
+    ]
+    env = {"TOKENPULSE_DATABASE_URL": database_url, **UNLIMITED_ENV}
+    dearer_output = {**PER_MILLION["pulse-2"], "output": "12"}
+
+    with running_server(tmp_path, env=env) as server:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "tokenpulse", "simulate", "--url", server.url, *run),
+            env=child_environment({"TOKENPULSE_KEY": keys.admin}),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert process.stderr is not None
+            await asyncio.wait_for(line_saying(process.stderr, "caught up with now"), 120)
+            async with httpx.AsyncClient(base_url=server.url, headers=bearer(keys.admin)) as http:
+                replaced = await http.put(
+                    "/v1/prices/pulse-1",
+                    params={"replace": "true"},
+                    json={
+                        "effective_from": format_rfc3339(start),
+                        "per_million_tokens": dearer_output,
+                    },
+                )
+            process.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(process.communicate(), 120)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    report = out.decode()
+    assert replaced.json()["outcome"] == "replaced"
+    assert process.returncode == 1, report + err.decode()
+    assert "ledger check FAILED" in report
+    [(ledger_cost, server_cost, mark)] = cost_rows(report)
+    assert mark == "✗"
+    assert Fraction(server_cost) > Fraction(ledger_cost) > 0, "output costs more on the server"
+    assert not re.search(r"_tokens\s.*✗$|requests\s.*✗$", report, re.M), "the tokens agree"
+    assert "the tokens agree but not their cost" in report
 
 
 def test_a_server_that_cannot_be_reached_ends_the_run_with_status_2(

@@ -1,14 +1,24 @@
-"""The ledger against the server: its totals per model, and the milestone crossings it reports."""
+"""The ledger against the server: its totals and their cost per model, and the milestone
+crossings it reports."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
 import httpx
 
 from tokenpulse.instants import format_rfc3339, parse_rfc3339
 from tokenpulse.simulator.ledger import MEASURES, Crossing, Ledger, Measures
+from tokenpulse.simulator.prices import Prices, PricesUnreadable, during, versions_of
 from tokenpulse.simulator.retries import describe, request_until_answered
+
+
+@dataclass(frozen=True)
+class Unchecked:
+    """A model whose cost the ledger cannot tell from its token sums alone."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -16,10 +26,18 @@ class TotalsCheck:
     model: str
     ledger: dict[str, int] | None
     server: dict[str, int] | None
+    ledger_cost: Decimal | None = None
+    """None: nothing the ledger holds of the model is priced."""
+    server_cost: Decimal | None = None
+    unchecked: Unchecked | None = None
+
+    @property
+    def cost_matches(self) -> bool:
+        return self.unchecked is not None or self.ledger_cost == self.server_cost
 
     @property
     def matches(self) -> bool:
-        return self.ledger == self.server
+        return self.ledger == self.server and self.cost_matches
 
 
 @dataclass(frozen=True)
@@ -56,11 +74,22 @@ class Checks:
     totals: list[TotalsCheck]
     totals_problem: str | None
     milestones: list[MilestoneCheck]
+    prices_problem: str | None = None
+    """Why the prices to check the cost at could not be read, if they could not."""
+
+    @property
+    def priced(self) -> bool:
+        """Whether any cost is in question: priced by the ledger, the server, or unchecked."""
+        return any(
+            check.ledger_cost is not None or check.server_cost is not None or check.unchecked
+            for check in self.totals
+        )
 
     @property
     def passed(self) -> bool:
         return (
             self.totals_problem is None
+            and self.prices_problem is None
             and all(check.matches for check in self.totals)
             and all(check.matches for check in self.milestones)
         )
@@ -75,8 +104,11 @@ async def check_server(
     end: datetime,
     thresholds: Sequence[int],
     give_up_seconds: float,
+    prices: Mapping[str, Prices] | None = None,
 ) -> Checks:
-    """Compare what the server counts in `project` over [start, end) with the ledger.
+    """Compare what the server counts in `project` over [start, end) with the ledger, and what
+    it says the tokens cost with what they cost at `prices`: those the run put in effect over
+    [start, end) for each model, or, None, the server's own versions, read now.
 
     A server that cannot be reached raises GaveUp: it has not disagreed.
     """
@@ -93,15 +125,37 @@ async def check_server(
         },
     )
     server: dict[str, dict[str, int]] = {}
+    server_costs: dict[str, Decimal | None] = {}
     totals_problem = None
     if response.status_code == 200:
         for row in response.json()["results"]:
             server[row["model"]] = {measure: row[measure] for measure in MEASURES}
+            cost = row["cost"]
+            try:
+                server_costs[row["model"]] = None if cost is None else Decimal(_text(cost))
+            except (InvalidOperation, TypeError):
+                totals_problem = f"the cost of {row['model']} is not a decimal string: {cost!r}"
     else:
         totals_problem = f"GET /v1/totals answered {describe(response)}"
     models = sorted(ledger.totals.keys() | server.keys())
+    prices_problem = None
+    expected: Mapping[str, Prices | Unchecked | None]
+    try:
+        expected = (
+            {model: prices.get(model) for model in models}
+            if prices is not None
+            else await _server_prices(client, models, start, end, give_up_seconds)
+        )
+    except PricesUnreadable as unreadable:
+        prices_problem = str(unreadable)
+        expected = {model: Unchecked("its prices could not be read") for model in models}
     totals = [
-        TotalsCheck(model, _as_json(ledger.totals.get(model)), server.get(model))
+        TotalsCheck(
+            model,
+            _as_json(ledger.totals.get(model)),
+            server.get(model),
+            *_costs(ledger.totals.get(model), server_costs.get(model), expected.get(model)),
+        )
         for model in models
     ]
     milestones = [
@@ -109,7 +163,50 @@ async def check_server(
         for model in models
         for threshold in sorted(thresholds)
     ]
-    return Checks(totals, totals_problem, milestones)
+    return Checks(totals, totals_problem, milestones, prices_problem)
+
+
+async def _server_prices(
+    client: httpx.AsyncClient,
+    models: Sequence[str],
+    start: datetime,
+    end: datetime,
+    give_up_seconds: float,
+) -> dict[str, Prices | Unchecked | None]:
+    """The prices each model's tokens cost over [start, end) by the server's versions: None
+    where none is in effect, Unchecked where they change inside."""
+    expected: dict[str, Prices | Unchecked | None] = {}
+    for model in models:
+        versions = during(
+            await versions_of(client, model, give_up_seconds=give_up_seconds), start, end
+        )
+        if not versions:
+            expected[model] = None
+        elif versions[0].effective_from > start:
+            since = format_rfc3339(versions[0].effective_from)
+            expected[model] = Unchecked(f"priced only from {since}, during the run")
+        elif changed := [v for v in versions if v.prices != versions[0].prices]:
+            since = format_rfc3339(changed[0].effective_from)
+            expected[model] = Unchecked(f"its prices change at {since}, during the run")
+        else:
+            expected[model] = versions[0].prices
+    return expected
+
+
+def _text(value: object) -> str:
+    """A cost as its decimal string: a JSON number would have been read as a float, inexact."""
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
+
+
+def _costs(
+    measures: Measures | None, server: Decimal | None, prices: Prices | Unchecked | None
+) -> tuple[Decimal | None, Decimal | None, Unchecked | None]:
+    if isinstance(prices, Unchecked):
+        return None, server, prices
+    ledger = measures.cost(prices) if measures is not None and prices is not None else None
+    return ledger, server, None
 
 
 async def _milestone(

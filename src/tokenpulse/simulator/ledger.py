@@ -1,13 +1,16 @@
-"""What the server acknowledged: totals per model, and the milestone crossings they predict by the
-crossing rule of the contract."""
+"""What the server acknowledged: totals per model, what they cost, and the milestone crossings
+they predict by the crossing rule of the contract."""
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, localcontext
 from operator import itemgetter
 from typing import Any
 
+from tokenpulse.decimals import EXACT, per_million
 from tokenpulse.simulator.launchday import occurred_at
+from tokenpulse.simulator.prices import Prices
 
 MEASURES = (
     "requests",
@@ -46,6 +49,20 @@ class Measures:
 
     def as_json(self) -> dict[str, int]:
         return {measure: getattr(self, measure) for measure in MEASURES}
+
+    def cost(self, prices: Prices) -> Decimal:
+        """What these tokens cost at `prices`, exactly: uncached input (input less cached and
+        cache-write input) at the input price, output less reasoning at the output price."""
+        uncached = self.input_tokens - self.cached_input_tokens - self.cache_write_input_tokens
+        with localcontext(EXACT):
+            millionths = (
+                uncached * prices.input
+                + self.cached_input_tokens * prices.cached_input
+                + self.cache_write_input_tokens * prices.cache_write_input
+                + (self.output_tokens - self.reasoning_tokens) * prices.output
+                + self.reasoning_tokens * prices.reasoning
+            )
+        return per_million(millionths)
 
 
 @dataclass(frozen=True)

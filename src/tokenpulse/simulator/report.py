@@ -1,11 +1,13 @@
-"""The final report of a run: what was sent, and the ledger's totals and milestone crossings next
-to the server's."""
+"""The final report of a run: what was sent, and the ledger's totals, their cost and milestone
+crossings next to the server's."""
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 
+from tokenpulse.decimals import EXACT
 from tokenpulse.instants import format_rfc3339
-from tokenpulse.simulator.check import Checks, MilestoneCheck
+from tokenpulse.simulator.check import Checks, MilestoneCheck, TotalsCheck
 from tokenpulse.simulator.launchday import LaunchDay
 from tokenpulse.simulator.ledger import MEASURES, Crossing, Ledger
 from tokenpulse.simulator.retries import Traffic
@@ -46,11 +48,17 @@ def render_report(
         lines.append(f"    rejected {rejection['event_id']}: {reasons}")
     lines += ["", *_totals(day.start, end, checks), "", *_milestones(day.start, checks), ""]
     if checks.passed and not ledger.rejected:
-        lines.append("ledger check passed: the server's totals and crossings equal the ledger's")
+        totals = "totals, their cost" if checks.priced else "totals"
+        lines.append(f"ledger check passed: the server's {totals} and crossings equal the ledger's")
     elif checks.passed:
         lines.append("ledger check FAILED: the server rejected events the simulator made")
     else:
         lines.append("ledger check FAILED: the server disagrees with the ledger (see ✗ above)")
+        if any(check.ledger == check.server and not check.cost_matches for check in checks.totals):
+            lines += [
+                "  the tokens agree but not their cost: were the prices in effect during the run",
+                "  changed behind it? GET /v1/prices?ended=true lists what was replaced, and when",
+            ]
         if ledger.duplicates:
             lines += [
                 "  some events were duplicates: if this seed ran before with other options or",
@@ -65,6 +73,7 @@ def _totals(start: datetime, end: datetime, checks: Checks) -> list[str]:
     if checks.totals_problem is not None:
         return [heading, f"  ✗ {checks.totals_problem}"]
     rows = [["model", "measure", "ledger", "server", ""]]
+    notes = [] if checks.prices_problem is None else [f"  ✗ cost: {checks.prices_problem}"]
     for check in checks.totals:
         for number, measure in enumerate(MEASURES):
             ledger = check.ledger[measure] if check.ledger is not None else None
@@ -78,7 +87,27 @@ def _totals(start: datetime, end: datetime, checks: Checks) -> list[str]:
                     "ok" if ledger == server else "✗",
                 ]
             )
-    return [heading, *_table(rows, right={2, 3})]
+        if checks.priced:
+            rows.append(_cost_row(check))
+        if check.unchecked is not None:
+            notes.append(f"  the cost of {check.model} is not checked: {check.unchecked.reason}")
+    return [heading, *_table(rows, right={2, 3}), *notes]
+
+
+def _cost_row(check: TotalsCheck) -> list[str]:
+    """Cost beside the tokens: "unpriced" where nothing is, "-" where the model is not there."""
+    if check.unchecked is not None:
+        ledger, mark = "not checked", ""
+    else:
+        ledger = _cost(check.ledger_cost, present=check.ledger is not None)
+        mark = "ok" if check.cost_matches else "✗"
+    return ["", "cost", ledger, _cost(check.server_cost, present=check.server is not None), mark]
+
+
+def _cost(cost: Decimal | None, *, present: bool) -> str:
+    if not present:
+        return "-"
+    return "unpriced" if cost is None else format(cost.normalize(EXACT), ",f")
 
 
 def _milestones(since: datetime, checks: Checks) -> list[str]:

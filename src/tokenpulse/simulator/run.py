@@ -1,6 +1,7 @@
 """`tokenpulse simulate`: send a seeded launch day to a tokenpulse server, then check that the
-server's totals and milestone crossings equal the ledger of what it acknowledged. With `--live`,
-the launch goes on in real time past now until the run is stopped, and is checked then."""
+server's totals, their cost and its milestone crossings equal the ledger of what it acknowledged.
+With `--live`, the launch goes on in real time past now until the run is stopped, and is checked
+then."""
 
 import argparse
 import asyncio
@@ -22,6 +23,13 @@ from tokenpulse.simulator.check import check_server
 from tokenpulse.simulator.launchday import MINUTE, LaunchDay
 from tokenpulse.simulator.ledger import Ledger
 from tokenpulse.simulator.pacing import RateCap, SimulatedClock, due_batches
+from tokenpulse.simulator.prices import (
+    Prices,
+    PricesRefused,
+    PricesUnreadable,
+    register_prices,
+    table_prices,
+)
 from tokenpulse.simulator.progress import ProgressLine
 from tokenpulse.simulator.report import render_report
 from tokenpulse.simulator.retries import GaveUp, Traffic, describe, request_until_answered
@@ -50,6 +58,9 @@ class Plan:
     delivery: Delivery
     timeout: float
     launch: bool
+    prices: dict[str, Prices] | None
+    """What each model is priced at from the launch on, registered before sending; None: the
+    server's own prices, whatever they are."""
     quiet: bool
     live: bool
 
@@ -65,8 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TOKENPULSE_KEY"),
         help="an ingest or admin key (default: $TOKENPULSE_KEY)",
     )
-    parser.add_argument("--admin-key", help="registers launches (default: --key)")
-    parser.add_argument("--read-key", help="reads totals (default: --admin-key, else --key)")
+    parser.add_argument("--admin-key", help="registers launches and prices (default: --key)")
+    parser.add_argument(
+        "--read-key", help="reads totals and prices (default: --admin-key, else --key)"
+    )
     parser.add_argument(
         "--seed", type=int, default=1, help="its events go to project sim-SEED (default: 1)"
     )
@@ -128,6 +141,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--launch", action="store_true", help="register each model's launch at --start"
+    )
+    parser.add_argument(
+        "--prices",
+        action="store_true",
+        help="register each model's prices from --start (a flagship's, or a mini's for a name "
+        "ending in -mini) and check the cost at them",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
@@ -209,6 +228,7 @@ def _plan(args: argparse.Namespace, *, now: datetime) -> Plan:
         ),
         timeout=args.timeout,
         launch=args.launch,
+        prices={model: table_prices(model) for model in day.models} if args.prices else None,
         quiet=args.quiet,
         live=args.live,
     )
@@ -254,8 +274,9 @@ async def _run(plan: Plan) -> int:
                 end=end,
                 thresholds=plan.thresholds,
                 give_up_seconds=plan.delivery.give_up_seconds,
+                prices=plan.prices,
             )
-        except (DeliveryFailed, GaveUp) as exc:
+        except (DeliveryFailed, GaveUp, PricesRefused, PricesUnreadable) as exc:
             raise Unusable(str(exc)) from None
         except httpx.TransportError as exc:
             raise Unusable(f"cannot reach {plan.url}: {type(exc).__name__} {exc}") from None
@@ -377,6 +398,19 @@ async def _prepare(reader: httpx.AsyncClient, plan: Plan) -> None:
             )
             if response.status_code not in (200, 201):
                 raise Unusable(f"registering the launch of {model}: {describe(response)}")
+    if plan.prices is not None:
+        async with httpx.AsyncClient(
+            base_url=plan.url, timeout=plan.timeout, headers=_bearer(plan.admin_key)
+        ) as admin:
+            for model, prices in plan.prices.items():
+                await register_prices(
+                    admin,
+                    model,
+                    prices,
+                    start=plan.day.start,
+                    end=None if plan.live else plan.day.end,
+                    give_up_seconds=give_up,
+                )
 
 
 def _bearer(key: str) -> dict[str, str]:
