@@ -23,6 +23,7 @@ from tests.factories import event
 from tests.servers import Server, running_server
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.simulator.launchday import LaunchDay, occurred_at
+from tokenpulse.simulator.prices import table_prices
 
 PHONE = ViewportSize(width=390, height=844)
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
@@ -454,6 +455,14 @@ async def test_a_simulated_launch_reads_well_on_a_laptop_and_a_phone(
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
             for model in day.models:
                 await put_launch(http, keys.admin, model, start)
+                priced = {
+                    "effective_from": format_rfc3339(start),
+                    "per_million_tokens": table_prices(model).as_json(),
+                }
+                response = await http.put(
+                    f"/v1/prices/{model}", json=priced, headers=bearer(keys.admin)
+                )
+                assert response.status_code == 201, response.text
             await send_so_far(http, ingest, day)
             summary = (await http.get("/v1/launches/pulse-2", headers=bearer(read))).json()
 
@@ -461,7 +470,10 @@ async def test_a_simulated_launch_reads_well_on_a_laptop_and_a_phone(
                 total = summary["since_launch"]["total_tokens"]
                 await page.wait_for_title("#counter", tokens(total))
                 await page.wait_for_text("#counter", f"{total:,}")
-                reached = await page.page.locator("#milestones li.reached").count()
+                await page.wait_for_title("#spend", f"{summary['since_launch']['cost']} usd")
+                reached = await page.page.locator(
+                    '#milestones li.reached[data-metric="total_tokens"]'
+                ).count()
                 await page.page.mouse.move(0, 0)
                 await page.page.screenshot(path=laptop, full_page=True)
                 await page.page.set_viewport_size(PHONE)
