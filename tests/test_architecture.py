@@ -34,6 +34,8 @@ HTTP_LAYER = {
     "tokenpulse.prices.router",
     "tokenpulse.litellm.router",
     "tokenpulse.model_path",
+    "tokenpulse.openai_usage.query_arrays",
+    "tokenpulse.openai_usage.router",
     "tokenpulse.query_string",
     "tokenpulse.usage.params",
     "tokenpulse.usage.router",
@@ -90,6 +92,7 @@ DOMAINS = {
     "launches",
     "otlp",
     "litellm",
+    "openai_usage",
     "prices",
     "rollups",
     "simulator",
@@ -102,6 +105,7 @@ MAY_READ = {
     "launches": {"tokenpulse.rollups", "tokenpulse.usage.answers", "tokenpulse.usage.params"},
     "otlp": {"tokenpulse.ingest"},
     "litellm": {"tokenpulse.ingest"},
+    "openai_usage": {"tokenpulse.rollups"},
 }
 """What each domain may import of another: the aggregates read the rollups, a launch's summary
 answers in the measures of usage, and milestones are filtered as the aggregates are."""

@@ -38,6 +38,7 @@ from tokenpulse.litellm import router as litellm_router
 from tokenpulse.logs import configure_logging
 from tokenpulse.metrics import Metrics
 from tokenpulse.migrations import head_revision
+from tokenpulse.openai_usage import router as openai_usage_router
 from tokenpulse.openapi import with_bearer_auth, with_body_schemas
 from tokenpulse.orphans import end_with_parent
 from tokenpulse.otlp import router as otlp_router
@@ -190,6 +191,7 @@ def create_app(
     app.include_router(otlp_router.router)
     app.include_router(litellm_router.router)
     app.include_router(usage_router.router)
+    app.include_router(openai_usage_router.router)
     app.include_router(launches_router.router)
     app.include_router(prices_router.router)
     app.include_router(keys_router.router)
@@ -202,7 +204,13 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_credentials=False,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Content-Encoding",
+                "X-Request-ID",
+                "OpenAI-Organization",
+            ],
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )
