@@ -372,3 +372,47 @@ async def test_a_late_event_moves_a_cost_milestone_earlier(
     assert before["event_id"] == ordered[1]["event_id"]
     assert after["event_id"] == late["event_id"]
     assert after["crossed_at"] == "2026-11-26T03:00:00Z"
+
+
+async def test_a_cost_milestone_crossed_before_the_first_whole_minute_is_found_in_raw_events(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    await prepare(client, db, folded=True)
+    # From one second before the change: the event a microsecond before it is the first counted.
+    since = CHANGE - timedelta(seconds=1)
+    first = EVENTS[1]
+    threshold = expected_cost([first], VERSIONS)
+    assert threshold is not None
+
+    found = await cost_milestone(client, threshold, since=since.isoformat())
+
+    assert found["event_id"] == first["event_id"]
+    assert found["seconds_after_since"] == 0.999999
+
+
+async def test_a_cost_milestone_inside_a_whole_day_opens_its_hours_past_unpriced_ones(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    await prepare(client, db, folded=True)
+    # A day without a price change, so read as one day row: its first busy hour is unpriced.
+    day = DAY - timedelta(days=1)
+    earlier = [
+        usage(day + timedelta(hours=3), model="m-unpriced"),
+        usage(day + timedelta(hours=5, minutes=10)),
+        usage(day + timedelta(hours=5, minutes=40)),
+        usage(day + timedelta(hours=9), model="m-small"),
+    ]
+    response = await client.post("/v1/events", json={"events": earlier})
+    assert response.json()["accepted"] == len(earlier)
+    async with db.begin() as connection:
+        await fold(connection, max_rows=100_000)
+    reached_by_first = expected_cost(earlier[:2], VERSIONS)
+    assert reached_by_first is not None
+    just_past = format(Decimal(reached_by_first) + Decimal("0.000000000000000001"), "f")
+
+    exactly = await cost_milestone(client, reached_by_first, since=day.isoformat())
+    beyond = await cost_milestone(client, just_past, since=day.isoformat())
+
+    assert exactly["event_id"] == earlier[1]["event_id"]
+    assert beyond["event_id"] == earlier[2]["event_id"]
+    assert beyond["current"] == expected_cost([*earlier, *EVENTS], VERSIONS)

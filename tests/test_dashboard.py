@@ -9,6 +9,7 @@ from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -348,6 +349,8 @@ async def test_the_page_shows_spend_beside_tokens_once_prices_exist(
         f"{reached['crossed_at']}, event {reached['event_id']}",
     )
     assert [state for state, _ in cost_milestones[1:]] == ["next", "later", "later"]
+    to_go = format((Decimal("10000") - Decimal(spent)).normalize(), "f")
+    assert cost_milestones[1][1] == f"{dollars(to_go)} to go"
     assert tokens_title == "tokens per minute, last hour"
     # Every priced minute of the hour, as /v1/usage prices it; the minute still running is not
     # drawn.

@@ -277,8 +277,6 @@ def test_a_ledgers_cost_is_exact_far_past_the_default_decimal_precision() -> Non
 def test_a_model_named_mini_is_priced_as_a_mini_one_and_every_other_as_a_flagship() -> None:
     assert table_prices("pulse-2-mini") == MINI
     assert table_prices("pulse-2") == table_prices("legacy-7") == FLAGSHIP
-    assert MINI.input < FLAGSHIP.input / 5
-    assert MINI.output < FLAGSHIP.output / 2
 
 
 def test_the_simulated_clock_runs_speedup_times_real_time_and_never_past_now() -> None:

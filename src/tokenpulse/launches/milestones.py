@@ -81,9 +81,14 @@ async def _find_crossings(
     aligned = min(ceil_to(since, MINUTE.length), until)
     head: Sum | None
     if measure == COST:
+        starts = await price_bounds(connection, selection, since, until)
+        if starts is None:
+            # No version of a model it counts is in effect before `until`: nothing is priced.
+            return Progress(None, [Crossing(t, None, None) for t in thresholds])
         head = await event_cost(connection, selection, since, aligned)
         # No bucket read for cost may hold the start of a price version: each is priced by one.
-        boundaries = await price_bounds(connection, selection, aligned, until) or []
+        # Versions start at whole minutes, so none starts between `since` and `aligned`.
+        boundaries = starts
     else:
         head = (await sum_events(connection, selection, since, aligned))[measure]
         boundaries = []

@@ -19,8 +19,7 @@ _COUNT = TypeAdapter(Annotated[int, Field(ge=1, le=2**63 - 1)])
 AMOUNT_DIGITS = (18, PRICE_PLACES + 6)
 """Digits an amount may have before and after its point: after it, as many as a cost has (a
 price's, per million tokens)."""
-AMOUNT_PATTERN = rf"^[0-9]{{1,{AMOUNT_DIGITS[0]}}}(\.[0-9]{{1,{AMOUNT_DIGITS[1]}}})?$"
-_AMOUNT = re.compile(AMOUNT_PATTERN.removeprefix("^").removesuffix("$"))
+_AMOUNT = re.compile(rf"[0-9]{{1,{AMOUNT_DIGITS[0]}}}(\.[0-9]{{1,{AMOUNT_DIGITS[1]}}})?")
 
 
 def parsed_threshold(metric: str, text: str) -> Sum:

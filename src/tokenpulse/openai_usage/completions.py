@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.openai_usage.dimensions import openai_selection
-from tokenpulse.openai_usage.page_sums import bucket_sums
+from tokenpulse.openai_usage.page_sums import page_groups
 from tokenpulse.openai_usage.pages import Page, page_answer
 from tokenpulse.rollups.selection import Selection
 
@@ -42,7 +42,7 @@ def completions_selection(
 async def completions_page(
     connection: AsyncConnection, selection: Selection, page: Page, *, most: int
 ) -> dict[str, Any]:
-    buckets = await bucket_sums(connection, selection, page.bounds, most=most)
+    buckets = await page_groups(connection, selection, page.bounds, most=most)
     results = [[completions_result(group) for group in groups] for groups in buckets]
     return page_answer(page, results)
 

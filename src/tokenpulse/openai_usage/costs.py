@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.openai_usage.dimensions import openai_selection
-from tokenpulse.openai_usage.page_sums import bucket_sums
+from tokenpulse.openai_usage.page_sums import page_groups
 from tokenpulse.openai_usage.pages import Page, page_answer
 from tokenpulse.rollups.selection import Selection
 
@@ -30,7 +30,7 @@ async def costs_page(
     """The page; a group none of whose models has a price in effect has no cost to list, and is
     left out. Amounts are Decimals, for the answer to write every digit of."""
     by_line_item = "model" in selection.group_by
-    buckets = await bucket_sums(connection, selection, page.bounds, most=most)
+    buckets = await page_groups(connection, selection, page.bounds, most=most)
     return page_answer(
         page,
         [

@@ -8,19 +8,17 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.errors import InvalidParameters
-from tokenpulse.rollups.costs import priced_cover
 from tokenpulse.rollups.selection import Selection
-from tokenpulse.rollups.sums import TooManyGroups, sum_rollups
+from tokenpulse.rollups.sums import TooManyGroups, groups_by_bucket
 
 
-async def bucket_sums(
+async def page_groups(
     connection: AsyncConnection, selection: Selection, bounds: Sequence[datetime], *, most: int
 ) -> list[list[dict[str, Any]]]:
     """The groups of each bucket between `bounds`, each with the seven measures and the cost;
     at most `most` over all the buckets."""
-    spans, priced = await priced_cover(connection, selection, bounds)
     try:
-        groups = await sum_rollups(connection, selection, spans, bounds, most=most, priced=priced)
+        return await groups_by_bucket(connection, selection, bounds, most=most)
     except TooManyGroups as refused:
         raise InvalidParameters.of(
             "group_by",
@@ -28,7 +26,3 @@ async def bucket_sums(
             "(TOKENPULSE_MAX_SERIES_RESULTS); narrow it with filters, group by fewer fields, or "
             "ask for fewer buckets a page with limit",
         ) from None
-    buckets: list[list[dict[str, Any]]] = [[] for _ in bounds[:-1]]
-    for bucket, group in groups:
-        buckets[bucket].append(group)
-    return buckets

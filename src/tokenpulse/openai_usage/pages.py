@@ -33,6 +33,15 @@ class Limit:
 COMPLETIONS_LIMITS = {"1m": Limit(60, 1440), "1h": Limit(24, 168), "1d": Limit(7, 31)}
 COSTS_LIMITS = {"1d": Limit(7, 180)}
 
+
+def limits_text(limits: Mapping[str, Limit]) -> str:
+    """`limits` as the API's description states them: "1 to 31 buckets for `1d` (default 7)"."""
+    return ", ".join(
+        f"1 to {limit.most:,} buckets for `{width}` (default {limit.default})"
+        for width, limit in limits.items()
+    )
+
+
 _CURSOR_BYTES = 8
 _FIRST_SECOND = int(EARLIEST.timestamp())
 _LAST_SECOND = int(LATEST.timestamp())

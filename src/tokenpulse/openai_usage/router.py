@@ -12,7 +12,7 @@ from tokenpulse.openai_usage.completions import completions_page, completions_se
 from tokenpulse.openai_usage.costs import costs_page, costs_selection
 from tokenpulse.openai_usage.exact_json import exact_json
 from tokenpulse.openai_usage.organization import ORGANIZATION_HEADER, organization_of
-from tokenpulse.openai_usage.pages import COMPLETIONS_LIMITS, COSTS_LIMITS, page_of
+from tokenpulse.openai_usage.pages import COMPLETIONS_LIMITS, COSTS_LIMITS, limits_text, page_of
 from tokenpulse.openai_usage.query_arrays import OpenAIQuery
 from tokenpulse.openapi import AUTHENTICATED, answers, needs_key
 from tokenpulse.runtime import AppSettings, RequestEngine, WallClock
@@ -73,8 +73,8 @@ def array_query(description: str) -> Any:
     summary="Completions usage, OpenAI-compatible",
     description="Usage per bucket in the shape, parameters, limits and paging of OpenAI's "
     "completions Usage API, for the tenant the key reads (OpenAI's organization). `limit` is "
-    "1 to 1,440 buckets for `1m` (default 60), 1 to 168 for `1h` (default 24), 1 to 31 for `1d` "
-    "(default 7). `user_ids` and `batch` are refused: events carry neither.",
+    f"{limits_text(COMPLETIONS_LIMITS)}. `user_ids` and `batch` are refused: events carry "
+    "neither.",
     responses=answers(CompletionsUsagePage, *AUTHENTICATED, 422),
     openapi_extra=needs_key(Scope.READ),
 )
@@ -126,8 +126,8 @@ async def get_completions_usage(
     summary="Costs, OpenAI-compatible",
     description="Cost per day in the shape, parameters, limits and paging of OpenAI's Costs API, "
     "for the tenant the key reads (OpenAI's organization): the exact figure `/v1/totals` "
-    "answers, as a JSON number with all its digits. A line item is a model. `limit` is 1 to 180 "
-    "days (default 7). Groups of no priced model are left out.",
+    "answers, as a JSON number with all its digits. A line item is a model. `limit` is "
+    f"{limits_text(COSTS_LIMITS)}. Groups of no priced model are left out.",
     responses=answers(CostsPage, *AUTHENTICATED, 422),
     openapi_extra=needs_key(Scope.READ),
 )

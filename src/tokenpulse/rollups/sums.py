@@ -38,7 +38,7 @@ from tokenpulse.rollups.binds import (
     span_values,
     within,
 )
-from tokenpulse.rollups.costs import COST, cost_text, priced_join, priced_rows
+from tokenpulse.rollups.costs import COST, cost_text, priced_cover, priced_join, priced_rows
 from tokenpulse.rollups.cover import Span, cover
 from tokenpulse.rollups.grains import MINUTE, Grain
 from tokenpulse.rollups.running import first_reaching, search
@@ -136,6 +136,20 @@ async def sum_rollups(
                 # The API says "no api key" as null.
                 group["api_key_id"] = None
     return groups
+
+
+async def groups_by_bucket(
+    connection: AsyncConnection, selection: Selection, bounds: Sequence[datetime], *, most: int
+) -> list[list[dict[str, Any]]]:
+    """The groups of each bucket between consecutive `bounds` (whole minutes), each with the
+    seven measures and the cost, priced at the versions in effect; TooManyGroups if there are
+    more than `most` over all the buckets."""
+    spans, priced = await priced_cover(connection, selection, bounds)
+    groups = await sum_rollups(connection, selection, spans, bounds, most=most, priced=priced)
+    buckets: list[list[dict[str, Any]]] = [[] for _ in bounds[:-1]]
+    for bucket, group in groups:
+        buckets[bucket].append(group)
+    return buckets
 
 
 def _bucketing(

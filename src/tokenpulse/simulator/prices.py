@@ -45,11 +45,11 @@ class Prices:
             cached_input=Decimal(str(parts["cached_input"])),
             cache_write_input=Decimal(str(parts["cache_write_input"])),
             output=output,
-            reasoning=output if reasoning is None else Decimal(reasoning),
+            reasoning=output if reasoning is None else Decimal(str(reasoning)),
         )
 
 
-def _per_million(**parts: str) -> Prices:
+def _prices(**parts: str) -> Prices:
     return Prices(**{part: Decimal(text) for part, text in parts.items()})
 
 
@@ -57,10 +57,10 @@ def _per_million(**parts: str) -> Prices:
 # uncached input, a cache write a quarter more than it (the provider stores the prompt), and
 # reasoning what output does. A mini model costs a tenth of its flagship's input, a fifth of its
 # output.
-FLAGSHIP = _per_million(
+FLAGSHIP = _prices(
     input="2.50", cached_input="0.25", cache_write_input="3.125", output="10.00", reasoning="10.00"
 )
-MINI = _per_million(
+MINI = _prices(
     input="0.25", cached_input="0.025", cache_write_input="0.3125", output="2.00", reasoning="2.00"
 )
 MINI_SUFFIX = "-mini"

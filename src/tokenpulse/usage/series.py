@@ -8,10 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.instants import floor_to, format_rfc3339
-from tokenpulse.rollups.costs import priced_cover
 from tokenpulse.rollups.grains import DAY, HOUR, MINUTE
 from tokenpulse.rollups.selection import Selection
-from tokenpulse.rollups.sums import TooManyGroups, sum_rollups
+from tokenpulse.rollups.sums import TooManyGroups, groups_by_bucket
 
 BUCKET_GRAINS = {"1m": MINUTE, "1h": HOUR, "1d": DAY}
 MAX_BUCKETS = 1440
@@ -110,11 +109,8 @@ async def usage_series(
         if end <= start:
             raise InvalidParameters.of("end", "must be after start")
     bounds = buckets.between(start, end)
-    spans, priced = await priced_cover(connection, selection, bounds)
     try:
-        groups = await sum_rollups(
-            connection, selection, spans, bounds, most=max_results, priced=priced
-        )
+        results = await groups_by_bucket(connection, selection, bounds, most=max_results)
     except TooManyGroups as refused:
         raise InvalidParameters.of(
             "group_by",
@@ -123,9 +119,6 @@ async def usage_series(
             "api_key_id), group by fewer dimensions, or ask for a shorter range or larger "
             "buckets",
         ) from None
-    results: list[list[dict[str, Any]]] = [[] for _ in bounds[:-1]]
-    for bucket, group in groups:
-        results[bucket].append(group)
     rendered = [buckets.render(bound) for bound in bounds]
     return {
         "bucket": buckets.size,

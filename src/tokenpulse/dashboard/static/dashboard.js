@@ -70,12 +70,27 @@ function exactMoney(amount) {
   return currency ? `${amount} ${currency}` : String(amount);
 }
 
+/** `a − b` of two decimal strings, exactly, as a decimal string. */
+function decimalMinus(a, b) {
+  const [aWhole, aPart = ""] = a.split(".");
+  const [bWhole, bPart = ""] = b.split(".");
+  const places = Math.max(aPart.length, bPart.length);
+  const scaled = (whole, part) => BigInt(whole + part.padEnd(places, "0"));
+  const difference = scaled(aWhole, aPart) - scaled(bWhole, bPart);
+  const sign = difference < 0n ? "-" : "";
+  const digits = (difference < 0n ? -difference : difference).toString().padStart(places + 1, "0");
+  if (places === 0) return sign + digits;
+  const fraction = digits.slice(-places).replace(/0+$/, "");
+  return sign + digits.slice(0, -places) + (fraction ? `.${fraction}` : "");
+}
+
 // What a count is of: tokens, or money.
 const TOKENS = {
   metric: "total_tokens",
   short: (value) => short(value),
   exact: (value) => exact(value, "tokens"),
   perMinute: (value) => exact(value, "tokens per minute"),
+  minus: (a, b) => a - b,
   idle: "no tokens",
 };
 const MONEY = {
@@ -83,6 +98,7 @@ const MONEY = {
   short: (value) => money(value, true),
   exact: (value) => exactMoney(value),
   perMinute: (value) => `${money(value)} per minute`,
+  minus: decimalMinus,
   idle: "no spend",
 };
 
@@ -264,7 +280,10 @@ function drawLaunch(launch, summary) {
       ? `launched ${when(launchedAt)}, ${duration(since)} ago`
       : `launches ${when(launchedAt)}, in ${duration(-since)}`;
   $("launched").title = launch.launched_at;
-  if (!summary) return;
+  if (!summary) {
+    $("spend").hidden = true;
+    return;
+  }
   const total = summary.since_launch.total_tokens;
   counter.show(total, launch.model);
   showNumber($("counter-short"), total, "tokens");
@@ -310,13 +329,13 @@ function drawMilestones(summary, costMilestones, perMinute) {
   const launchedAt = Date.parse(summary.launched_at);
   const items = milestoneItems(summary.milestones, summary.since_launch.total_tokens, launchedAt, perMinute.tokens, TOKENS);
   if (summary.since_launch.cost !== null) {
-    const spent = Number(summary.since_launch.cost);
-    items.push(...milestoneItems(costMilestones, spent, launchedAt, perMinute.cost, MONEY));
+    items.push(...milestoneItems(costMilestones, summary.since_launch.cost, launchedAt, perMinute.cost, MONEY));
   }
   $("milestones").replaceChildren(...items);
 }
 
-/** The milestones of one kind (tokens or money), each reached, the next, or later. */
+/** The milestones of one kind (tokens or money), each reached, the next, or later; `current`
+ * is the sum so far as the API answers it (a count, or an amount's decimal string). */
 function milestoneItems(milestones, current, launchedAt, perMinute, kind) {
   const next = milestones.find((milestone) => milestone.crossed_at === null);
   return milestones.map((milestone) => {
@@ -330,15 +349,15 @@ function milestoneItems(milestones, current, launchedAt, perMinute, kind) {
       detail.textContent = `reached ${when(milestone.crossed_at)}, ${duration(after)} after launch`;
       detail.title = `${milestone.crossed_at}, event ${milestone.event_id}`;
     } else {
-      const remaining = goal - current;
-      detail.textContent = `${kind.short(remaining)} to go`;
+      const remaining = kind.minus(milestone.threshold, current);
+      detail.textContent = `${kind.short(Number(remaining))} to go`;
       detail.title = `${kind.exact(remaining)} to go`;
-      if (state === "next") detail.append(element("br"), projection(remaining, perMinute, kind));
+      if (state === "next") detail.append(element("br"), projection(Number(remaining), perMinute, kind));
     }
     const item = element("li", { class: state, "data-metric": kind.metric }, threshold, detail);
     if (state === "next") {
-      const bar = element("progress", { max: goal, value: current });
-      bar.title = `${((100 * current) / goal).toFixed(1)}% of the way`;
+      const bar = element("progress", { max: goal, value: Number(current) });
+      bar.title = `${((100 * Number(current)) / goal).toFixed(1)}% of the way`;
       item.append(bar);
     }
     return item;
@@ -576,12 +595,11 @@ async function refresh() {
   ]);
   const launch = launches.value ? chooseLaunch(launches.value.launches) : null;
   const none = { value: null, error: null };
-  const [summary, prices] = launch
-    ? await Promise.all([
-        settle(api(`/v1/launches/${encodeURIComponent(launch.model)}`)),
-        settle(api("/v1/prices", { model: launch.model })),
-      ])
-    : [none, none];
+  // The currency is the deployment's: asked for until it is known, with the fewest versions.
+  const [summary, prices] = await Promise.all([
+    launch ? settle(api(`/v1/launches/${encodeURIComponent(launch.model)}`)) : none,
+    currency === null ? settle(api("/v1/prices", launch ? { model: launch.model } : {})) : none,
+  ]);
   if (prices.value) currency = prices.value.currency;
   const spending = summary.value?.since_launch.cost != null;
   const costMilestones = spending
