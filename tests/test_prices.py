@@ -355,3 +355,28 @@ async def test_the_database_itself_refuses_a_version_that_starts_inside_a_minute
     with pytest.raises(IntegrityError, match="ck_price_version_whole_minute"):
         async with db.begin() as connection:
             await connection.exec_driver_sql(statement)
+
+
+async def test_changing_prices_leaves_the_planner_statistics_of_the_versions_in_effect(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    async def counted_versions() -> float:
+        async with db.connect() as connection:
+            rows = await connection.exec_driver_sql(
+                "SELECT reltuples FROM pg_class WHERE relname = 'price_version'"
+            )
+            return float(rows.scalar_one())
+
+    for model in ("a", "b", "c"):
+        response = await client.put(f"/v1/prices/{model}", json=version("2026-11-27T00:00:00Z"))
+        assert response.status_code == 201
+    after_puts = await counted_versions()
+    withdrawn = await client.delete(
+        "/v1/prices/c", params={"effective_from": "2026-11-27T00:00:00Z"}
+    )
+    assert withdrawn.status_code == 200
+    # A withdrawn version stays, ended: the statistics count every row.
+    after_withdrawing = await counted_versions()
+
+    assert after_puts == 3
+    assert after_withdrawing == 3

@@ -15,7 +15,13 @@ from tokenpulse.instant_input import instant
 from tokenpulse.model_names import model_problem
 from tokenpulse.prices.files import read_price_file
 from tokenpulse.prices.rules import PARTS, Prices, checked_prices, effective_from_problem
-from tokenpulse.prices.store import OtherPricesInEffect, Outcome, list_prices, put_price
+from tokenpulse.prices.store import (
+    OtherPricesInEffect,
+    Outcome,
+    analyze_prices,
+    list_prices,
+    put_price,
+)
 from tokenpulse.terminal import listing_row, printable
 
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
@@ -109,6 +115,8 @@ async def _set(args: argparse.Namespace, transaction: Transaction, currency: str
             version, outcome, _ = await put_price(
                 connection, args.model, effective_from, prices, replace=args.replace
             )
+            if outcome is not Outcome.UNCHANGED:
+                await analyze_prices(connection)
     except OtherPricesInEffect as conflict:
         raise Refused(
             f"version {conflict.version.id} of {printable(args.model)}'s prices is in effect "
@@ -150,6 +158,8 @@ async def _import(args: argparse.Namespace, transaction: Transaction) -> int:
                     connection, entry.model, minute, entry.prices, replace=args.replace
                 )
                 outcomes[outcome] += 1
+            if outcomes.keys() - {Outcome.UNCHANGED}:
+                await analyze_prices(connection)
     except OtherPricesInEffect as conflict:
         raise Refused(
             f"version {conflict.version.id} of {printable(conflict.version.model)}'s prices is in "

@@ -22,6 +22,7 @@ from tokenpulse.prices.rules import (
 from tokenpulse.prices.store import (
     OtherPricesInEffect,
     Outcome,
+    analyze_prices,
     list_prices,
     put_price,
     withdraw_price,
@@ -110,6 +111,8 @@ async def put_model_price(
             version, outcome, replaced = await put_price(
                 connection, checked_model(model), effective_from, prices, replace=replace
             )
+            if outcome is not Outcome.UNCHANGED:
+                await analyze_prices(connection)
     except OtherPricesInEffect as conflict:
         raise Conflict(
             f"version {conflict.version.id} of this model's prices is in effect from "
@@ -145,6 +148,8 @@ async def withdraw_model_price(
     assert start is not None
     async with engine.begin() as connection:
         withdrawn = await withdraw_price(connection, checked_model(model), start)
+        if withdrawn is not None:
+            await analyze_prices(connection)
     if withdrawn is None:
         raise NotFound("no version of this model's prices is in effect from that minute")
     return withdrawn.as_json(settings.currency)

@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -145,6 +145,16 @@ async def withdraw_price(
     )
     row = (await connection.execute(statement)).one_or_none()
     return None if row is None else _version(row)
+
+
+async def analyze_prices(connection: AsyncConnection) -> None:
+    """Refresh the planner's statistics of the price versions, in the transaction that changed
+    them. Every priced read joins its rollup rows to the versions in effect; a planner that
+    takes the table for a row or two joins them by a nested loop that tests every version
+    against every row (at 16 versions, a priced series spent more on the join than on its
+    scan), and autovacuum, where it runs at all, analyses a table only once 50 of its rows have
+    changed, which a deployment's few versions may never reach."""
+    await connection.execute(text("ANALYZE price_version"))
 
 
 PRICE_WRITES_LOCK = 0x7072696365  # any constant of its own
