@@ -18,10 +18,8 @@ PostgreSQL and the load generator.
 """
 
 import argparse
-import asyncio
 import json
 import os
-import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,9 +40,9 @@ from run import (
     Row,
     Rows,
     admin_key,
-    database_server,
     fresh_database,
     number,
+    on_a_database,
     queries,
     table,
     time_queries,
@@ -193,9 +191,7 @@ def comparison(name: str, latency: Latencies, what: str, reference: Latencies) -
 
 
 def main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    with database_server() as server_url:
-        return asyncio.run(run(args, server_url))
+    return on_a_database(lambda server_url: run(args, server_url))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,9 @@ event). The figures are medians of the runs; the ratio is OTLP's rate over the J
 """
 
 import argparse
-import asyncio
 import json
 import os
 import secrets
-import signal
 import statistics
 import sys
 import time
@@ -37,10 +35,10 @@ from run import (
     Row,
     Rows,
     admin_key,
-    database_server,
     fresh_database,
     live,
     number,
+    on_a_database,
     table,
     tokenpulse,
 )
@@ -206,9 +204,7 @@ def main(args: argparse.Namespace) -> int:
     if args.breakdown:
         breakdown()
         return 0
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    with database_server() as server_url:
-        return asyncio.run(run(args, server_url))
+    return on_a_database(lambda server_url: run(args, server_url))
 
 
 if __name__ == "__main__":

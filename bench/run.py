@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -1017,11 +1017,17 @@ def database_server() -> Iterator[str]:
             embedded.stop()
 
 
-def main(args: argparse.Namespace) -> int:
+def on_a_database(benchmark: Callable[[str], Coroutine[Any, Any, int]]) -> int:
+    """Run `benchmark` with the URL of the benchmark's PostgreSQL server (see
+    `database_server`); its exit status."""
     # SIGTERM ends the run as Ctrl-C does, through the blocks that stop and remove what it made.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with database_server() as server_url:
-        return asyncio.run(run_all(args, server_url))
+        return asyncio.run(benchmark(server_url))
+
+
+def main(args: argparse.Namespace) -> int:
+    return on_a_database(lambda server_url: run_all(args, server_url))
 
 
 if __name__ == "__main__":

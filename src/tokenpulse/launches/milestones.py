@@ -60,72 +60,61 @@ async def find_crossings(
     the rollups and raw events it reads agree although events keep arriving.
     """
     with localcontext(EXACT):
-        return await _find_crossings(connection, selection, measure, thresholds, since, until)
-
-
-async def _find_crossings(
-    connection: AsyncConnection,
-    selection: Selection,
-    measure: str,
-    thresholds: Sequence[Sum],
-    since: datetime,
-    until: datetime,
-) -> Progress:
-    pending = sorted(set(thresholds))
-    # Where each reached threshold lies: the span of its bucket (or of the raw events before the
-    # first whole minute), and the sum still needed from its start.
-    located: dict[Sum, tuple[Span, Sum]] = {}
-    running: Sum = 0
-    priced = False
-    # The part of a minute before the first whole one can only be read from raw events.
-    aligned = min(ceil_to(since, MINUTE.length), until)
-    head: Sum | None
-    if measure == COST:
-        starts = await price_bounds(connection, selection, since, until)
-        if starts is None:
-            # No version of a model it counts is in effect before `until`: nothing is priced.
-            return Progress(None, [Crossing(t, None, None) for t in thresholds])
-        head = await event_cost(connection, selection, since, aligned)
-        # No bucket read for cost may hold the start of a price version: each is priced by one.
-        # Versions start at whole minutes, so none starts between `since` and `aligned`.
-        boundaries = starts
-    else:
-        head = (await sum_events(connection, selection, since, aligned))[measure]
-        boundaries = []
-    parts = cover_split(aligned, until, boundaries)
-    buckets = [
-        ((since, aligned), head),
-        *(
-            ((start, start + grain.length), value)
-            for grain, start, value in await bucket_sums(connection, selection, parts, measure)
-        ),
-    ]
-    for span, value in buckets:
-        if value is None:
-            continue
-        priced = True
-        while pending and running + value >= pending[0]:
-            threshold = pending.pop(0)
-            located[threshold] = (span, threshold - running)
-        running += value
-    # Days open into hours, then hours into minutes: 24 and 60 rows, not a day's 1,440 minutes.
-    for finer in (HOUR, MINUTE):
-        coarser = {
-            threshold: (span, needed)
-            for threshold, (span, needed) in located.items()
-            if span[1] - span[0] > finer.length
-        }
-        inside = await crossing_buckets(
-            connection, selection, measure, finer, list(coarser.values())
+        pending = sorted(set(thresholds))
+        # Where each reached threshold lies: the span of its bucket (or of the raw events before the
+        # first whole minute), and the sum still needed from its start.
+        located: dict[Sum, tuple[Span, Sum]] = {}
+        running: Sum = 0
+        priced = False
+        # The part of a minute before the first whole one can only be read from raw events.
+        aligned = min(ceil_to(since, MINUTE.length), until)
+        head: Sum | None
+        if measure == COST:
+            starts = await price_bounds(connection, selection, since, until)
+            if starts is None:
+                # No version of a model it counts is in effect before `until`: nothing is priced.
+                return Progress(None, [Crossing(t, None, None) for t in thresholds])
+            head = await event_cost(connection, selection, since, aligned)
+            # No bucket read for cost may hold the start of a price version: each is priced by one.
+            # Versions start at whole minutes, so none starts between `since` and `aligned`.
+            boundaries = starts
+        else:
+            head = (await sum_events(connection, selection, since, aligned))[measure]
+            boundaries = []
+        parts = cover_split(aligned, until, boundaries)
+        buckets = [
+            ((since, aligned), head),
+            *(
+                ((start, start + grain.length), value)
+                for grain, start, value in await bucket_sums(connection, selection, parts, measure)
+            ),
+        ]
+        for span, value in buckets:
+            if value is None:
+                continue
+            priced = True
+            while pending and running + value >= pending[0]:
+                threshold = pending.pop(0)
+                located[threshold] = (span, threshold - running)
+            running += value
+        # Days open into hours, then hours into minutes: 24 and 60 rows, not a day's 1,440 minutes.
+        for finer in (HOUR, MINUTE):
+            coarser = {
+                threshold: (span, needed)
+                for threshold, (span, needed) in located.items()
+                if span[1] - span[0] > finer.length
+            }
+            inside = await crossing_buckets(
+                connection, selection, measure, finer, list(coarser.values())
+            )
+            for (threshold, (_, needed)), bucket in zip(coarser.items(), inside, strict=True):
+                assert bucket is not None, "finer rollups disagree with a coarser one"
+                start, before = bucket
+                located[threshold] = ((start, start + finer.length), needed - before)
+        events = await crossing_events(connection, selection, measure, list(located.values()))
+        found = dict(zip(located, events, strict=True))
+        assert None not in events, "raw events disagree with their rollups"
+        return Progress(
+            running if priced or measure != COST else None,
+            [Crossing(t, *(found.get(t) or (None, None))) for t in thresholds],
         )
-        for (threshold, (_, needed)), bucket in zip(coarser.items(), inside, strict=True):
-            assert bucket is not None, "finer rollups disagree with a coarser one"
-            start, before = bucket
-            located[threshold] = ((start, start + finer.length), needed - before)
-    events = await crossing_events(connection, selection, measure, list(located.values()))
-    found = dict(zip(located, events, strict=True))
-    assert None not in events, "raw events disagree with their rollups"
-    return Progress(
-        running if priced or measure != COST else None,
-        [Crossing(t, *(found.get(t) or (None, None))) for t in thresholds],
-    )
