@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +24,11 @@ from tokenpulse.rollups.sums import bucket_sums, crossing_buckets
 DEFAULT_THRESHOLDS = (10**9, 10**10, 10**11, 10**12)
 
 
+def stored_until(now: datetime, lead: timedelta) -> datetime:
+    """An instant past every stored event: none may lie further ahead than the accepted lead."""
+    return ceil_to(now + lead, MINUTE.length) + MINUTE.length
+
+
 Sum = int | Decimal
 """A running sum: of a measure, an integer; of cost, a decimal in millionths of the currency."""
 
@@ -34,6 +39,8 @@ class Crossing:
     crossed_at: datetime | None
     """None until the threshold is reached."""
     event_id: str | None
+    value_at_crossing: Sum | None = None
+    """The running sum with the crossing event: the threshold or more."""
 
 
 @dataclass(frozen=True)
@@ -112,9 +119,13 @@ async def find_crossings(
                 start, before = bucket
                 located[threshold] = ((start, start + finer.length), needed - before)
         events = await crossing_events(connection, selection, measure, list(located.values()))
-        found = dict(zip(located, events, strict=True))
-        assert None not in events, "raw events disagree with their rollups"
+        found: dict[Sum, Crossing] = {}
+        for (threshold, (_, needed)), event in zip(located.items(), events, strict=True):
+            assert event is not None, "raw events disagree with their rollups"
+            crossed_at, event_id, reached = event
+            value = threshold - needed + reached
+            found[threshold] = Crossing(threshold, crossed_at, event_id, value)
         return Progress(
             running if priced or measure != COST else None,
-            [Crossing(t, *(found.get(t) or (None, None))) for t in thresholds],
+            [found.get(t) or Crossing(t, None, None) for t in thresholds],
         )

@@ -9,18 +9,17 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.auth import Authentication, Caller, platform_admin, require
-from tokenpulse.clock import Clock
 from tokenpulse.database import snapshot
 from tokenpulse.errors import InvalidParameters, NotFound
 from tokenpulse.instant_input import instant
-from tokenpulse.instants import ceil_to, format_rfc3339
+from tokenpulse.instants import format_rfc3339
 from tokenpulse.launches.answers import (
     LaunchAnswer,
     LaunchesAnswer,
     LaunchSummaryAnswer,
     MilestoneAnswer,
 )
-from tokenpulse.launches.milestones import find_crossings
+from tokenpulse.launches.milestones import find_crossings, stored_until
 from tokenpulse.launches.rules import launched_at_problem
 from tokenpulse.launches.store import delete_launch, find_launch, list_launches, put_launch
 from tokenpulse.launches.summary import launch_summary
@@ -29,11 +28,9 @@ from tokenpulse.model_path import Model, checked_model
 from tokenpulse.openapi import AUTHENTICATED, answers, error_responses, json_body, needs_key
 from tokenpulse.query_string import CheckedQuery, instant_query
 from tokenpulse.request_body import read_model
-from tokenpulse.rollups.grains import MINUTE
 from tokenpulse.rollups.selection import Selection
 from tokenpulse.runtime import AppSettings, RequestEngine, Timeouts, WallClock
 from tokenpulse.scopes import Scope
-from tokenpulse.settings import Settings
 from tokenpulse.usage.params import ReaderFilters
 
 router = APIRouter(tags=["launches"], route_class=CheckedQuery)
@@ -54,12 +51,6 @@ class LaunchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     launched_at: str
-
-
-def stored_until(clock: Clock, settings: Settings) -> datetime:
-    """An instant past every stored event: none may lie further ahead than the accepted lead."""
-    ahead = clock() + settings.max_event_lead
-    return ceil_to(ahead, MINUTE.length) + MINUTE.length
 
 
 @router.put(
@@ -165,7 +156,7 @@ async def get_launch(
         if launch is None:
             raise NotFound("no launch is set for this model; PUT /v1/launches/{model} sets one")
         return await launch_summary(
-            connection, launch, selection, until=stored_until(clock, settings)
+            connection, launch, selection, until=stored_until(clock(), settings.max_event_lead)
         )
 
 
@@ -207,7 +198,7 @@ async def get_milestones(
             measure=metric,
             thresholds=[sought],
             since=start,
-            until=stored_until(clock, settings),
+            until=stored_until(clock(), settings.max_event_lead),
         )
     crossing = progress.crossings[0]
     crossed_at = crossing.crossed_at

@@ -116,15 +116,15 @@ async def crossing_events(
     selection: Selection,
     measure: str,
     searches: Sequence[tuple[Span, int | Decimal]],
-) -> list[tuple[datetime, str] | None]:
+) -> list[tuple[datetime, str, int | Decimal] | None]:
     """For each (span, sought sum): the first matching event in the span, in (occurred_at,
-    event_id) order, at which the running sum of `measure` from the span's start reaches it, or
-    None if it never does. One round trip for all of them."""
+    event_id) order, at which the running sum of `measure` from the span's start reaches it, with
+    that running sum; or None if it never does. One round trip for all of them."""
     if not searches or selection.matches_nothing:
         return [None] * len(searches)
     statement = _crossings(selection.dimensions, measure, len(searches))
     found = await search(connection, statement, selection.filters, searches)
-    return [None if row is None else (row.occurred_at, row.event_id) for row in found]
+    return [None if row is None else (row.occurred_at, row.event_id, row.reached) for row in found]
 
 
 @lru_cache(SHAPES_CACHED)

@@ -34,8 +34,8 @@ def first_reaching(
 ) -> Select[Any]:
     """The first row of `source`, in the order of its columns `order`, at which the running sum
     of its column `value` reaches the sum sought by part `part`: its `order` columns, the sum
-    before it as `before`, and `part` as `search`. `sums`: the type of the sums (Numeric for
-    cost)."""
+    before it as `before`, the sum with it as `reached`, and `part` as `search`. `sums`: the
+    type of the sums (Numeric for cost)."""
     rows = source.subquery("rows")
     running = select(
         *(rows.c[name] for name in order),
@@ -48,6 +48,7 @@ def first_reaching(
         select(
             *(running.c[name] for name in order),
             cast(running.c.running - running.c[value], sums).label("before"),
+            cast(running.c.running, sums).label("reached"),
             literal(part).label("search"),
         )
         .where(running.c.running >= sought(part, sums))
