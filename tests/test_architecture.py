@@ -14,6 +14,7 @@ WEB = ("fastapi", "starlette", "uvicorn")
 HTTP_LAYER = {
     "tokenpulse.access",
     "tokenpulse.apidocs.router",
+    "tokenpulse.budgets.router",
     "tokenpulse.app",
     "tokenpulse.auth",
     "tokenpulse.cli",
@@ -34,11 +35,13 @@ HTTP_LAYER = {
     "tokenpulse.prices.router",
     "tokenpulse.litellm.router",
     "tokenpulse.model_path",
+    "tokenpulse.notifications.router",
     "tokenpulse.openai_usage.query_arrays",
     "tokenpulse.openai_usage.router",
     "tokenpulse.query_string",
     "tokenpulse.usage.params",
     "tokenpulse.usage.router",
+    "tokenpulse.webhooks.router",
 }
 
 
@@ -85,6 +88,7 @@ def test_the_rule_is_checked_against_real_modules() -> None:
 # database, errors, auth, metrics, ...), which must never need one of them.
 DOMAINS = {
     "apidocs",
+    "budgets",
     "client",
     "dashboard",
     "ingest",
@@ -92,11 +96,13 @@ DOMAINS = {
     "launches",
     "otlp",
     "litellm",
+    "notifications",
     "openai_usage",
     "prices",
     "rollups",
     "simulator",
     "usage",
+    "webhooks",
 }
 COMPOSITION = {"tokenpulse.app", "tokenpulse.cli", "tokenpulse.__main__"}
 """Where the parts are put together, the only modules that may import any of them."""
@@ -106,9 +112,22 @@ MAY_READ = {
     "otlp": {"tokenpulse.ingest"},
     "litellm": {"tokenpulse.ingest"},
     "openai_usage": {"tokenpulse.rollups"},
+    "budgets": {
+        "tokenpulse.rollups",
+        "tokenpulse.launches.milestones",
+        "tokenpulse.launches.thresholds",
+        "tokenpulse.webhooks.store",
+    },
+    "notifications": {
+        "tokenpulse.rollups",
+        "tokenpulse.budgets",
+        "tokenpulse.launches",
+        "tokenpulse.webhooks.store",
+    },
 }
 """What each domain may import of another: the aggregates read the rollups, a launch's summary
-answers in the measures of usage, and milestones are filtered as the aggregates are."""
+answers in the measures of usage, and milestones are filtered as the aggregates are; budgets
+are searched as milestones are, and notify the webhooks they name."""
 
 
 def domain_of(module: str) -> str | None:

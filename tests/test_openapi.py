@@ -24,7 +24,12 @@ from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
 
 # Enough to reach each route; what it then answers beyond its key's check does not matter here.
-PATH_VALUES = {"model": "m-large", "key_id": "0123456789abcdef"}
+PATH_VALUES = {
+    "model": "m-large",
+    "key_id": "0123456789abcdef",
+    "budget_id": "bud_0123456789abcdef",
+    "webhook_id": "wh_0123456789abcdef",
+}
 GENERATED = "tokenpulse_client"
 
 

@@ -16,6 +16,8 @@ from tokenpulse.access import AccessLayer
 from tokenpulse.apidocs import router as apidocs_router
 from tokenpulse.arrival import BodyTimeouts
 from tokenpulse.auth import AUTHENTICATOR, RATE_LIMITS
+from tokenpulse.budgets import router as budgets_router
+from tokenpulse.budgets.router import BudgetRequest
 from tokenpulse.clock import Clock, Monotonic, system_clock
 from tokenpulse.dashboard import router as dashboard_router
 from tokenpulse.database import create_engine
@@ -38,6 +40,8 @@ from tokenpulse.litellm import router as litellm_router
 from tokenpulse.logs import configure_logging
 from tokenpulse.metrics import Metrics
 from tokenpulse.migrations import head_revision
+from tokenpulse.notifications import router as notifications_router
+from tokenpulse.notifications.notifier import Notifier
 from tokenpulse.openai_usage import router as openai_usage_router
 from tokenpulse.openapi import with_bearer_auth, with_body_schemas
 from tokenpulse.orphans import end_with_parent
@@ -50,6 +54,10 @@ from tokenpulse.rollups.materialiser import Materialiser, pending
 from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
 from tokenpulse.usage import router as usage_router
+from tokenpulse.webhooks import router as webhooks_router
+from tokenpulse.webhooks.retries import RetryPolicy
+from tokenpulse.webhooks.router import WebhookRequest
+from tokenpulse.webhooks.sender import Sender
 
 
 class _Service(FastAPI):
@@ -91,11 +99,29 @@ def create_app(
             application_name="tokenpulse-materialiser",
             timeout_on_server=True,
         )
+        notifier = Notifier(
+            clock=clock,
+            monotonic=monotonic,
+            interval=settings.notify_interval.total_seconds(),
+            lead=settings.max_event_lead,
+            observer=metrics,
+        )
         materialiser = Materialiser(
             materialiser_engine,
             interval=settings.materialise_interval.total_seconds(),
             observer=metrics,
             monotonic=monotonic,
+            after_fold=notifier.when_due,
+        )
+        sender = Sender(
+            engine,
+            clock=clock,
+            interval=settings.notify_interval.total_seconds(),
+            timeout=settings.webhook_timeout.total_seconds(),
+            retries=RetryPolicy(
+                first=settings.webhook_first_retry, retry_for=settings.webhook_retry_for
+            ),
+            observer=metrics,
         )
 
         async def find(key_id: str) -> StoredKey | None:
@@ -161,12 +187,14 @@ def create_app(
         ingest.EVENT_RATE.provide(app, _event_rate(settings, monotonic))
         batcher.start()
         materialiser.start()
+        sender.start()
         try:
             with health.unready_on_stop_signal(readiness, settings.shutdown_drain.total_seconds()):
                 yield
         finally:
             readiness.shutting_down = True
             await batcher.close()
+            await sender.close()
             await materialiser.close()
             await materialiser_engine.dispose()
             await ingest_engine.dispose()
@@ -194,6 +222,9 @@ def create_app(
     app.include_router(openai_usage_router.router)
     app.include_router(launches_router.router)
     app.include_router(prices_router.router)
+    app.include_router(budgets_router.router)
+    app.include_router(webhooks_router.router)
+    app.include_router(notifications_router.router)
     app.include_router(keys_router.router)
     app.include_router(dashboard_router.router)
     app.include_router(apidocs_router.router)
@@ -223,7 +254,15 @@ def create_app(
             app.openapi_schema = with_bearer_auth(
                 with_body_schemas(
                     generate_openapi(),
-                    (UsageEvent, EventBatch, KeyRequest, LaunchRequest, PriceRequest),
+                    (
+                        UsageEvent,
+                        EventBatch,
+                        KeyRequest,
+                        LaunchRequest,
+                        PriceRequest,
+                        BudgetRequest,
+                        WebhookRequest,
+                    ),
                 )
             )
         return app.openapi_schema

@@ -35,6 +35,16 @@ class Flush(Protocol):
     def seconds(self) -> float: ...
 
 
+class Detection(Protocol):
+    """One search for crossings, as the notifier reports it."""
+
+    @property
+    def found(self) -> int: ...
+
+    @property
+    def corrected(self) -> int: ...
+
+
 class Fold(Protocol):
     """One fold of pending deltas, as the materialiser reports it."""
 
@@ -143,6 +153,25 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.notifications = Counter(
+            "tokenpulse_notifications",
+            "Crossings of budget thresholds and launch milestones recorded, by outcome: found "
+            "(notified) or corrected (a late event moved one found before).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.detection_failures = Counter(
+            "tokenpulse_detection_failures",
+            "Searches for crossings that failed (the next one tries again).",
+            registry=self.registry,
+        )
+        self.webhook_attempts = Counter(
+            "tokenpulse_webhook_attempts",
+            "Webhook delivery attempts, by outcome: delivered or failed (retried later).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def flushed(self, stats: Flush) -> None:
         self.batch_events.observe(stats.events)
         self.flush_seconds.observe(stats.seconds)
@@ -164,6 +193,16 @@ class Metrics:
 
     def fold_failed(self) -> None:
         self.fold_failures.inc()
+
+    def detected(self, detected: Detection) -> None:
+        self.notifications.labels("found").inc(detected.found)
+        self.notifications.labels("corrected").inc(detected.corrected)
+
+    def detection_failed(self) -> None:
+        self.detection_failures.inc()
+
+    def attempted(self, delivered: bool) -> None:
+        self.webhook_attempts.labels("delivered" if delivered else "failed").inc()
 
     def pending(self, rows: int, lag: float) -> None:
         self.pending_rows.set(rows)

@@ -140,6 +140,24 @@ class Settings(BaseSettings):
         description="How often pending deltas are folded into the rollups (sooner while many "
         "are pending); reads are exact either way, but each reads what is still pending.",
     )
+    notify_interval: Duration = Field(
+        default=timedelta(seconds=1),
+        description="How often budgets and launches are searched for crossings to notify, and "
+        "each worker looks for webhook deliveries due.",
+    )
+    webhook_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="Longest a webhook delivery attempt may take; beyond it, it is retried.",
+    )
+    webhook_first_retry: Duration = Field(
+        default=timedelta(seconds=5),
+        description="Wait after a delivery's first failed attempt; each further wait is twice "
+        "as long, up to an hour.",
+    )
+    webhook_retry_for: Duration = Field(
+        default=timedelta(hours=24),
+        description="How long after a notification is found its deliveries are still tried.",
+    )
     ingest_max_held_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,

@@ -5,8 +5,11 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
+    ForeignKeyConstraint,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     Numeric,
@@ -17,7 +20,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -241,4 +244,116 @@ readiness_probe = Table(
     Column("written_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("id"),
     CheckConstraint("id = 1", name="one_row"),
+)
+
+AMOUNT = Numeric()
+"""A count of a measure or an amount of money in the currency, kept exactly."""
+
+# Where notifications go: a URL and the secret their deliveries are signed with. A webhook
+# deleted keeps its row (`deleted_at`), so that the deliveries made to it stay explained.
+webhook = Table(
+    "webhook",
+    metadata,
+    Column("id", Text, nullable=False),
+    # NULL: a platform webhook, which a budget of any tenant may notify.
+    Column("tenant", Text, nullable=True),
+    Column("url", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("events", ARRAY(Text), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("id"),
+)
+
+# A running sum to watch over a window, and the amounts of it to notify at. A budget deleted keeps
+# its row, so that its notifications stay explained.
+budget = Table(
+    "budget",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("tenant", Text, nullable=False),
+    Column("project", Text, nullable=True),
+    Column("model", Text, nullable=True),
+    Column("api_key_id", Text, nullable=True),
+    Column("metric", Text, nullable=False),
+    Column("limit_value", AMOUNT, nullable=False),
+    # The window: day, week or month in `tz`, or since an instant.
+    Column("period", Text, nullable=False),
+    Column("tz", Text, nullable=False),
+    # The start of the one window of a `since` budget; NULL for the others.
+    Column("since", DateTime(timezone=True), nullable=True),
+    Column("thresholds", ARRAY(AMOUNT), nullable=False),
+    Column("amounts", ARRAY(AMOUNT), nullable=False),
+    Column("webhook_id", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("id"),
+    ForeignKeyConstraint(["webhook_id"], ["webhook.id"]),
+    CheckConstraint("period IN ('day', 'week', 'month', 'since')", name="period"),
+    CheckConstraint("(period = 'since') = (since IS NOT NULL)", name="since"),
+    Index("ix_budget_tenant", "tenant", postgresql_where=text("deleted_at IS NULL")),
+)
+
+# The outbox: one row a crossing, written in the transaction that found it. `subject` and `amount`
+# name the crossing (a budget's window, a launch), so that no crossing is ever recorded twice.
+notification = Table(
+    "notification",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("amount", AMOUNT, nullable=False),
+    # NULL: a launch milestone, or a platform webhook's test.
+    Column("tenant", Text, nullable=True),
+    Column("budget_id", Text, nullable=True),
+    Column("body", JSONB, nullable=False),
+    Column("found_at", DateTime(timezone=True), nullable=False),
+    Column("corrected_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("id"),
+    Index("uq_notification_subject_amount", "subject", "amount", unique=True),
+    Index("ix_notification_found_at", "found_at"),
+)
+
+# One notification's way to one webhook: due at `next_attempt_at` while `pending`. A sender
+# claims it by moving `next_attempt_at` past the longest an attempt may take, so that it is sent
+# again, by any worker, only if the attempt's outcome was never written.
+delivery = Table(
+    "delivery",
+    metadata,
+    Column("notification_id", Text, nullable=False),
+    Column("webhook_id", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("notification_id", "webhook_id"),
+    ForeignKeyConstraint(["notification_id"], ["notification.id"]),
+    ForeignKeyConstraint(["webhook_id"], ["webhook.id"]),
+    CheckConstraint("state IN ('pending', 'delivered', 'failed', 'cancelled')", name="state"),
+    Index(
+        "ix_delivery_next_attempt_at",
+        "next_attempt_at",
+        postgresql_where=text("state = 'pending'"),
+    ),
+    Index("ix_delivery_webhook_id", "webhook_id"),
+)
+
+delivery_attempt = Table(
+    "delivery_attempt",
+    metadata,
+    Column("id", BigInteger, Identity(), nullable=False),
+    Column("notification_id", Text, nullable=False),
+    Column("webhook_id", Text, nullable=False),
+    Column("attempted_at", DateTime(timezone=True), nullable=False),
+    # NULL: no answer came (the error says why).
+    Column("status", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("seconds", Float, nullable=False),
+    PrimaryKeyConstraint("id"),
+    ForeignKeyConstraint(
+        ["notification_id", "webhook_id"],
+        ["delivery.notification_id", "delivery.webhook_id"],
+    ),
+    Index("ix_delivery_attempt_notification_id", "notification_id", "webhook_id"),
 )

@@ -4,6 +4,7 @@ rollups behind ingest."""
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,12 +70,16 @@ class Materialiser:
         observer: Observer,
         monotonic: Monotonic,
         max_rows: int = FOLD_MAX_ROWS,
+        after_fold: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     ) -> None:
+        """`after_fold`: work that only one worker of the database may do at a time, given the
+        leader's connection after each fold (outside any transaction)."""
         self._engine = engine
         self._interval = interval
         self._observer = observer
         self._max_rows = max_rows
         self._monotonic = monotonic
+        self._after_fold = after_fold
         self._leader: AsyncConnection | None = None
         """The connection that holds the lock, while this worker leads; the lock goes with it."""
         self._last_vacuum = monotonic()
@@ -105,6 +110,8 @@ class Materialiser:
                     await self._campaign()
                 if self._leader is not None:
                     folded = await self._fold()
+                    if self._after_fold is not None:
+                        await self._after_fold(self._leader)
                     await self._vacuum_when_due()
                     wait = self._interval * max(0.0, 1 - folded.rows / self._max_rows)
             except asyncio.CancelledError:

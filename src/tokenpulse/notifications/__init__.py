@@ -1,0 +1,1 @@
+"""Notifications: crossings found behind ingest, kept in an outbox until delivered."""
