@@ -2,12 +2,13 @@
 notified, exactly once each, at the exact event."""
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.conftest import NOW, ClientFactory, Ticker
+from tests.conftest import NOW, ClientFactory, Clock, Keys, Ticker, bearer
 from tests.factories import event
 from tokenpulse.instants import format_rfc3339
 
@@ -15,53 +16,399 @@ FAST = {
     "notify_interval": timedelta(milliseconds=20),
     "materialise_interval": timedelta(milliseconds=20),
 }
+DAILY = {"tenant": "acme", "metric": "total_tokens", "window": "day"}
+
+
+async def _budget(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    made = await client.post("/v1/budgets", json={**DAILY, **fields})
+    assert made.status_code == 201, made.text
+    body: dict[str, Any] = made.json()
+    return body
+
+
+async def _post(client: httpx.AsyncClient, *events: dict[str, Any]) -> None:
+    answer = await client.post("/v1/events", json={"events": list(events)})
+    assert answer.json()["accepted"] == len(events), answer.text
 
 
 async def _notified(
     client: httpx.AsyncClient, monotonic: Ticker, count: int, **query: str
 ) -> list[dict[str, Any]]:
-    """The notifications listed once `count` are, newest first; the searches run as time passes."""
-    for _ in range(200):
+    """The bodies of the notifications once `count` are listed, in increasing amount; the
+    searches run as time passes."""
+    listed: list[dict[str, Any]] = []
+    for _ in range(300):
         monotonic.advance(1)
         listed = (await client.get("/v1/notifications", params=query)).json()["notifications"]
         if len(listed) >= count:
-            return listed
+            break
         await asyncio.sleep(0.02)
-    raise AssertionError(f"{count} notifications never came: {listed}")
+    assert len(listed) == count, listed
+    return sorted((each["body"] for each in listed), key=lambda body: float(body["amount"]))
 
 
-async def test_a_daily_token_budget_notifies_each_threshold_once_at_the_exact_crossing_event(
+async def _searched(client: httpx.AsyncClient, monotonic: Ticker) -> list[dict[str, Any]]:
+    """Every notification listed after several more searches have run."""
+    for _ in range(5):
+        monotonic.advance(1)
+        await asyncio.sleep(0.05)
+    listed: list[dict[str, Any]] = (await client.get("/v1/notifications")).json()["notifications"]
+    return listed
+
+
+def _crossings(bodies: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(b["threshold"], b["amount"], b["event_id"], b["value_at_crossing"]) for b in bodies]
+
+
+# --- What a budget may be ---------------------------------------------------------------------
+
+
+async def test_a_budget_is_answered_as_it_was_set_and_listed_until_deleted(
+    client: httpx.AsyncClient,
+) -> None:
+    made = await _budget(
+        client, model="m-large", limit="12000", thresholds=[12.5, 80], amounts=[7000]
+    )
+    assert made["id"].startswith("bud_")
+    assert {k: made[k] for k in ("tenant", "model", "project", "metric", "limit", "tz")} == {
+        "tenant": "acme",
+        "model": "m-large",
+        "project": None,
+        "metric": "total_tokens",
+        "limit": 12000,
+        "tz": "UTC",
+    }
+    assert (made["thresholds"], made["amounts"], made["window"]) == ([12.5, 80], [7000], "day")
+    assert (await client.get("/v1/budgets")).json()["budgets"] == [made]
+    deleted = await client.delete(f"/v1/budgets/{made['id']}")
+    assert deleted.status_code == 200
+    assert deleted.json()["deleted_at"] is not None
+    assert (await client.get("/v1/budgets")).json()["budgets"] == []
+    assert (await client.delete(f"/v1/budgets/{made['id']}")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"metric": "tokens"}, "metric", "must be one of"),
+        ({"limit": "12.5"}, "limit", "positive integer"),
+        ({"limit": 0}, "limit", "positive integer"),
+        ({"metric": "cost", "limit": 500}, "limit", "as a string"),
+        ({"metric": "cost", "limit": "0"}, "limit", "more than 0"),
+        ({"window": "year"}, "window", "day, week, month, since"),
+        ({"tz": "Mars/Olympus"}, "tz", "IANA time zone"),
+        ({"window": "since"}, "since", "is required"),
+        ({"since": "2026-11-27T00:00:00Z"}, "since", 'only with window "since"'),
+        ({"thresholds": [0]}, "thresholds[0]", "more than 0"),
+        ({"thresholds": [1001]}, "thresholds[0]", "at most 1000"),
+        ({"thresholds": [50, 33.123456789012]}, "thresholds[1]", "decimal places"),
+        ({"thresholds": [], "amounts": []}, "thresholds", "at least one"),
+        ({"amounts": ["-5"]}, "amounts[0]", "positive integer"),
+        ({"tenant": None}, "tenant", "required with a platform key"),
+        ({"colour": "red"}, "colour", "is not a known field"),
+    ],
+)
+async def test_a_budget_that_cannot_be_is_refused_naming_the_field_and_why(
+    client: httpx.AsyncClient, fields: dict[str, Any], field: str, words: str
+) -> None:
+    answer = await client.post("/v1/budgets", json={**DAILY, "limit": 1000, **fields})
+    assert answer.status_code == 422, answer.text
+    errors = answer.json()["error"]["errors"]
+    assert any(e["field"] == field and words in e["message"] for e in errors), errors
+
+
+async def test_a_budget_naming_no_webhook_of_its_tenant_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    answer = await client.post(
+        "/v1/budgets", json={**DAILY, "limit": 1000, "webhook_id": "wh_0123456789abcdef"}
+    )
+    assert answer.status_code == 404
+
+
+async def test_a_tenant_admin_key_sets_lists_and_deletes_its_own_tenants_budgets_only(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    theirs = await _budget(client, tenant="globex", limit=1000)
+    own_key = bearer(await keys.create("admin", tenant="acme"))
+    made = await client.post(
+        "/v1/budgets", headers=own_key, json={"metric": "requests", "window": "day", "limit": 5}
+    )
+    assert made.status_code == 201
+    assert made.json()["tenant"] == "acme"
+    other = await client.post(
+        "/v1/budgets", headers=own_key, json={**DAILY, "tenant": "globex", "limit": 5}
+    )
+    assert other.status_code == 403
+    listed = (await client.get("/v1/budgets", headers=own_key)).json()["budgets"]
+    assert [b["id"] for b in listed] == [made.json()["id"]]
+    assert (await client.delete(f"/v1/budgets/{theirs['id']}", headers=own_key)).status_code == 404
+
+
+# --- The check ----------------------------------------------------------------------------------
+
+
+async def test_the_check_answers_every_budget_that_applies_to_the_call_with_its_exact_use(
+    client: httpx.AsyncClient,
+) -> None:
+    whole = await _budget(client, limit=5000)
+    large = await _budget(client, model="m-large", limit=1000)
+    await _budget(client, project="chat", limit=1000)
+    await _budget(client, tenant="globex", limit=1000)
+    await _post(client, event(), event(model="m-small"), event(tenant="globex"))
+    check = await client.get("/v1/budgets/check", params={"tenant": "acme", "model": "m-large"})
+    assert check.status_code == 200
+    answered = check.json()
+    assert answered["tenant"] == "acme"
+    assert {b["id"]: (b["used"], b["remaining"], b["exceeded"]) for b in answered["budgets"]} == {
+        whole["id"]: (4000, 1000, False),
+        large["id"]: (2000, 0, True),
+    }
+    assert answered["exceeded"] is True
+    assert {(b["window_start"], b["window_end"]) for b in answered["budgets"]} == {
+        ("2026-11-27T00:00:00Z", "2026-11-28T00:00:00Z")
+    }
+    # An event acknowledged is counted by the very next check.
+    await _post(client, event(model="m-small", input_tokens=1000, output_tokens=0))
+    again = (await client.get("/v1/budgets/check", params={"tenant": "acme"})).json()
+    assert [(b["used"], b["exceeded"]) for b in again["budgets"]] == [(5000, True)]
+
+
+async def test_the_check_of_a_cost_budget_answers_exact_decimals_and_null_while_unpriced(
+    client: httpx.AsyncClient,
+) -> None:
+    made = await _budget(client, metric="cost", limit="0.01")
+    await _post(client, event(input_tokens=1000, output_tokens=0))
+    unpriced = (await client.get("/v1/budgets/check", params={"tenant": "acme"})).json()
+    assert unpriced["budgets"][0] | {"id": made["id"]} == {
+        **unpriced["budgets"][0],
+        "used": None,
+        "remaining": None,
+        "exceeded": False,
+    }
+    price = {
+        "effective_from": "2026-11-01T00:00:00Z",
+        "per_million_tokens": {"input": "3", "output": "15"},
+    }
+    assert (await client.put("/v1/prices/m-large", json=price)).status_code == 201
+    priced = (await client.get("/v1/budgets/check", params={"tenant": "acme"})).json()
+    assert [(b["limit"], b["used"], b["remaining"]) for b in priced["budgets"]] == [
+        ("0.01", "0.003", "0.007")
+    ]
+
+
+async def test_a_tenant_bound_read_key_checks_its_own_tenant_only(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    await _budget(client, limit=1000)
+    read = bearer(await keys.create("read", tenant="acme"))
+    own = await client.get("/v1/budgets/check", headers=read)
+    assert own.status_code == 200
+    assert len(own.json()["budgets"]) == 1
+    other = await client.get("/v1/budgets/check", headers=read, params={"tenant": "globex"})
+    assert other.status_code == 403
+    platform = await client.get("/v1/budgets/check")
+    assert platform.status_code == 422
+
+
+# --- Crossings ----------------------------------------------------------------------------------
+
+
+async def test_each_threshold_is_notified_once_at_the_exact_crossing_event(
     make_client: ClientFactory, monotonic: Ticker
 ) -> None:
     async with make_client(**FAST) as client:
-        made = await client.post(
-            "/v1/budgets",
-            json={
-                "tenant": "acme",
-                "metric": "total_tokens",
-                "limit": 10000,
-                "window": "day",
-                "thresholds": [50, 100],
-            },
-        )
-        assert made.status_code == 201, made.text
-        budget = made.json()
+        made = await _budget(client, limit=10000, thresholds=[50, 100], amounts=[2000])
         events = [event(event_id=f"e{i}", at=NOW - timedelta(minutes=10 - i)) for i in range(6)]
-        assert (await client.post("/v1/events", json={"events": events})).status_code == 200
-        listed = await _notified(client, monotonic, 2)
-        bodies = sorted((n["body"] for n in listed), key=lambda body: body["amount"])
-        assert [
-            (b["threshold"], b["amount"], b["event_id"], b["value_at_crossing"]) for b in bodies
-        ] == [
+        await _post(client, *events)
+        bodies = await _notified(client, monotonic, 3)
+        assert _crossings(bodies) == [
+            (None, 2000, "e0", 2000),
             (50, 5000, "e2", 6000),
             (100, 10000, "e4", 10000),
         ]
-        assert bodies[0]["budget_id"] == budget["id"]
-        assert bodies[0]["crossed_at"] == format_rfc3339(NOW - timedelta(minutes=8))
-        assert bodies[0]["window_start"] == "2026-11-27T00:00:00Z"
-        check = await client.get("/v1/budgets/check", params={"tenant": "acme"})
-        assert check.json()["budgets"][0]["used"] == 12000
-        assert check.json()["exceeded"] is True
-        monotonic.advance(5)
-        await asyncio.sleep(0.3)
-        assert len((await client.get("/v1/notifications")).json()["notifications"]) == 2
+        assert bodies[1] == {
+            "type": "budget.threshold_crossed",
+            "id": bodies[1]["id"],
+            "budget_id": made["id"],
+            "tenant": "acme",
+            "metric": "total_tokens",
+            "limit": 10000,
+            "threshold": 50,
+            "amount": 5000,
+            "window_start": "2026-11-27T00:00:00Z",
+            "window_end": "2026-11-28T00:00:00Z",
+            "value_at_crossing": 6000,
+            "crossed_at": format_rfc3339(NOW - timedelta(minutes=8)),
+            "event_id": "e2",
+        }
+        await _post(client, event(at=NOW - timedelta(minutes=2)))
+        assert len(await _searched(client, monotonic)) == 3
+
+
+async def test_events_of_one_instant_cross_in_event_id_order_by_code_point(
+    make_client: ClientFactory, monotonic: Ticker
+) -> None:
+    async with make_client(**FAST) as client:
+        await _budget(client, limit=3000)
+        at = NOW - timedelta(minutes=3)
+        await _post(client, event(event_id="b", at=at), event(event_id="B", at=at))
+        assert _crossings(await _notified(client, monotonic, 1)) == [(100, 3000, "b", 4000)]
+
+
+async def test_a_late_event_that_moves_a_crossing_earlier_corrects_it_and_notifies_nothing_new(
+    make_client: ClientFactory, monotonic: Ticker
+) -> None:
+    async with make_client(**FAST) as client:
+        await _budget(client, limit=4000, thresholds=[100])
+        await _post(client, event(event_id="a", at=NOW - timedelta(minutes=5)))
+        await _post(client, event(event_id="b", at=NOW - timedelta(minutes=4)))
+        (first,) = await _notified(client, monotonic, 1)
+        assert (first["event_id"], first["value_at_crossing"]) == ("b", 4000)
+        await _post(client, event(event_id="late", at=NOW - timedelta(hours=3), input_tokens=9000))
+        for _ in range(100):
+            (listed,) = await _searched(client, monotonic)
+            if listed["corrected_at"] is not None:
+                break
+        assert listed["id"] == first["id"]
+        assert _crossings([listed["body"]]) == [(100, 4000, "late", 9800)]
+        assert listed["body"]["crossed_at"] == format_rfc3339(NOW - timedelta(hours=3))
+
+
+async def test_a_new_window_starts_from_nothing_and_the_window_just_gone_still_notifies_late_events(
+    make_client: ClientFactory, clock: Clock, monotonic: Ticker
+) -> None:
+    clock.now = datetime(2026, 11, 27, 23, 50, tzinfo=UTC)
+    async with make_client(**FAST) as client:
+        await _budget(client, limit=4000)
+        await _post(client, event(event_id="y1", at=clock.now - timedelta(minutes=5)))
+        clock.now = datetime(2026, 11, 28, 0, 10, tzinfo=UTC)
+        await _post(
+            client,
+            event(event_id="t1", at=clock.now - timedelta(minutes=5)),
+            event(event_id="t2", at=clock.now - timedelta(minutes=4)),
+            # Late, for yesterday: it crosses yesterday's threshold.
+            event(event_id="y2", at=datetime(2026, 11, 27, 23, 59, tzinfo=UTC)),
+        )
+        bodies = await _notified(client, monotonic, 2)
+        assert sorted((b["window_start"], b["event_id"]) for b in bodies) == [
+            ("2026-11-27T00:00:00Z", "y2"),
+            ("2026-11-28T00:00:00Z", "t2"),
+        ]
+
+
+async def test_a_budget_notifies_no_crossing_of_a_window_that_ended_before_it_was_set(
+    make_client: ClientFactory, clock: Clock, monotonic: Ticker
+) -> None:
+    async with make_client(**FAST) as client:
+        await _post(client, *[event(at=NOW - timedelta(hours=11)) for _ in range(2)])
+        await _budget(client, limit=4000)
+        (body,) = await _notified(client, monotonic, 1)
+        assert body["window_start"] == "2026-11-27T00:00:00Z"
+        clock.now = datetime(2026, 11, 28, 0, 30, tzinfo=UTC)
+        await _post(client, event(at=datetime(2026, 11, 26, 23, 0, tzinfo=UTC)))
+        assert len(await _searched(client, monotonic)) == 1
+
+
+@pytest.mark.parametrize(
+    ("now", "start", "end"),
+    [
+        # Summer time ends: the day in Berlin lasts 25 hours.
+        (datetime(2026, 10, 25, 22, 30), "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z"),
+        # Summer time starts: 23 hours.
+        (datetime(2026, 3, 29, 21, 30), "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z"),
+    ],
+)
+async def test_a_day_in_the_budgets_zone_runs_from_midnight_to_midnight_across_a_change_of_offset(
+    make_client: ClientFactory,
+    clock: Clock,
+    monotonic: Ticker,
+    now: datetime,
+    start: str,
+    end: str,
+) -> None:
+    clock.now = now.replace(tzinfo=UTC)
+    first = datetime.fromisoformat(start)
+    async with make_client(**FAST) as client:
+        await _budget(client, limit=4000, tz="Europe/Berlin")
+        await _post(
+            client,
+            # The last microsecond of the day before: not counted.
+            event(event_id="before", at=first - timedelta(microseconds=1), input_tokens=9000),
+            event(event_id="first", at=first),
+            event(event_id="last", at=clock.now - timedelta(minutes=1)),
+        )
+        check = (await client.get("/v1/budgets/check", params={"tenant": "acme"})).json()
+        (budget,) = check["budgets"]
+        assert (budget["window_start"], budget["window_end"], budget["used"]) == (start, end, 4000)
+        (body,) = await _notified(client, monotonic, 1)
+        assert (body["window_start"], body["window_end"], body["event_id"]) == (start, end, "last")
+
+
+async def test_a_cost_budget_crosses_at_the_event_whose_cost_reaches_the_amount(
+    make_client: ClientFactory, monotonic: Ticker
+) -> None:
+    async with make_client(**FAST) as client:
+        price = {
+            "effective_from": "2026-11-01T00:00:00Z",
+            "per_million_tokens": {"input": "3", "output": "15"},
+        }
+        assert (await client.put("/v1/prices/m-large", json=price)).status_code == 201
+        await _budget(client, metric="cost", limit="0.05", thresholds=[50, 100])
+        # Each costs 1200 * 3 + 800 * 15 per million: 0.0156.
+        events = [event(event_id=f"c{i}", at=NOW - timedelta(minutes=9 - i)) for i in range(4)]
+        await _post(client, *events)
+        bodies = await _notified(client, monotonic, 2)
+        assert _crossings(bodies) == [
+            (50, "0.025", "c1", "0.0312"),
+            (100, "0.05", "c3", "0.0624"),
+        ]
+
+
+async def test_a_budget_since_an_instant_counts_from_it_in_one_window_that_never_ends(
+    make_client: ClientFactory, monotonic: Ticker
+) -> None:
+    async with make_client(**FAST) as client:
+        since = NOW - timedelta(days=3, seconds=30)
+        await _budget(client, window="since", since=format_rfc3339(since), limit=4000)
+        await _post(
+            client,
+            event(event_id="early", at=since - timedelta(microseconds=1), input_tokens=90000),
+            event(event_id="s1", at=since),
+            event(event_id="s2", at=NOW - timedelta(days=1)),
+        )
+        (body,) = await _notified(client, monotonic, 1)
+        assert (body["window_start"], body["window_end"], body["event_id"]) == (
+            format_rfc3339(since),
+            None,
+            "s2",
+        )
+
+
+async def test_a_deleted_budget_notifies_nothing_more(
+    make_client: ClientFactory, monotonic: Ticker
+) -> None:
+    async with make_client(**FAST) as client:
+        made = await _budget(client, limit=2000, thresholds=[100, 200])
+        await _post(client, event())
+        await _notified(client, monotonic, 1)
+        await client.delete(f"/v1/budgets/{made['id']}")
+        await _post(client, event())
+        assert len(await _searched(client, monotonic)) == 1
+
+
+async def test_a_tenant_admin_key_lists_its_own_tenants_notifications_only(
+    make_client: ClientFactory, keys: Keys, monotonic: Ticker
+) -> None:
+    async with make_client(**FAST) as client:
+        ours = await _budget(client, limit=2000)
+        theirs = await _budget(client, tenant="globex", limit=2000)
+        await _post(client, event(), event(tenant="globex"))
+        await _notified(client, monotonic, 2)
+        own = bearer(await keys.create("admin", tenant="acme"))
+        listed = (await client.get("/v1/notifications", headers=own)).json()["notifications"]
+        assert [n["body"]["budget_id"] for n in listed] == [ours["id"]]
+        filtered = await client.get(
+            "/v1/notifications", headers=own, params={"budget_id": theirs["id"]}
+        )
+        assert filtered.json()["notifications"] == []
