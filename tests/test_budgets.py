@@ -412,3 +412,44 @@ async def test_a_tenant_admin_key_lists_its_own_tenants_notifications_only(
             "/v1/notifications", headers=own, params={"budget_id": theirs["id"]}
         )
         assert filtered.json()["notifications"] == []
+
+
+async def test_a_budget_may_name_only_a_webhook_that_receives_budget_notifications(
+    client: httpx.AsyncClient,
+) -> None:
+    made = await client.post(
+        "/v1/webhooks",
+        json={"url": "https://hooks.example.com/launches", "events": ["launch.milestone_crossed"]},
+    )
+    answer = await client.post(
+        "/v1/budgets", json={**DAILY, "limit": 1000, "webhook_id": made.json()["id"]}
+    )
+    assert answer.status_code == 404
+    assert "budget.threshold_crossed" in answer.json()["error"]["message"]
+
+
+async def test_a_crossing_of_a_budget_whose_webhook_was_deleted_is_listed_and_sent_nowhere(
+    make_client: ClientFactory, monotonic: Ticker
+) -> None:
+    async with make_client(**FAST) as client:
+        webhook = (
+            await client.post("/v1/webhooks", json={"url": "https://hooks.example.com/a"})
+        ).json()
+        await _budget(client, limit=2000, webhook_id=webhook["id"])
+        assert (await client.delete(f"/v1/webhooks/{webhook['id']}")).status_code == 200
+        await _post(client, event())
+        await _notified(client, monotonic, 1)
+        (listed,) = (await client.get("/v1/notifications")).json()["notifications"]
+        assert listed["deliveries"] == []
+
+
+async def test_a_budget_since_an_instant_still_ahead_has_used_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    ahead = format_rfc3339(NOW + timedelta(days=2))
+    await _budget(client, window="since", since=ahead, limit=1000)
+    await _post(client, event())
+    (checked,) = (await client.get("/v1/budgets/check", params={"tenant": "acme"})).json()[
+        "budgets"
+    ]
+    assert (checked["used"], checked["window_start"]) == (0, ahead)

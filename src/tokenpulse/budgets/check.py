@@ -30,7 +30,9 @@ async def check_budgets(
     spans: dict[str, Span] = {}
     for budget in budgets:
         window = windows[budget.id]
-        spans[budget.id] = (window.start, until if window.end is None else min(window.end, until))
+        end = until if window.end is None else min(window.end, until)
+        # A window that starts later than anything stored (since an instant ahead) has used 0.
+        spans[budget.id] = (window.start, max(window.start, end))
     # Budgets of one selection are summed in one read, however many windows they have.
     by_selection: dict[Any, list[Budget]] = defaultdict(list)
     for budget in budgets:

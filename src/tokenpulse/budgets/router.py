@@ -31,7 +31,7 @@ from tokenpulse.request_body import read_model
 from tokenpulse.runtime import AppSettings, RequestEngine, Timeouts, WallClock
 from tokenpulse.scopes import Scope
 from tokenpulse.text import STRING_MAX, text_problem
-from tokenpulse.webhooks.store import WEBHOOK_ID, notifiable_webhook
+from tokenpulse.webhooks.store import BUDGET_CROSSED, WEBHOOK_ID, notifiable_webhook
 
 router = APIRouter(tags=["budgets"], route_class=CheckedQuery)
 Admin = Annotated[Caller, Depends(require(Scope.ADMIN))]
@@ -157,7 +157,10 @@ async def post_budget(
             not WEBHOOK_ID.fullmatch(draft.webhook_id)
             or await notifiable_webhook(connection, draft.webhook_id, tenant=tenant) is None
         ):
-            raise NotFound("there is no such webhook for this tenant")
+            raise NotFound(
+                "there is no webhook of this tenant (or platform one) that receives "
+                f"{BUDGET_CROSSED}"
+            )
         made = await create_budget(connection, draft)
     return JSONResponse(made.as_json(), status_code=201)
 

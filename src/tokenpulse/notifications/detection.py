@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import any_, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.budgets.rules import metric_text, percent_json, sought
@@ -179,7 +179,7 @@ async def _subscribed(connection: AsyncConnection, event: str) -> list[str]:
         select(webhook.c.id).where(
             webhook.c.deleted_at.is_(None),
             webhook.c.tenant.is_(None),
-            webhook.c.events.any(event),
+            literal(event) == any_(webhook.c.events),
         )
     )
     return [row.id for row in rows]

@@ -9,11 +9,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, literal_column, select
+from sqlalchemy import DateTime, func, literal, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenpulse.tables import delivery, notification
+from tokenpulse.tables import delivery, notification, webhook
 
 NOTIFICATION_ID = re.compile(r"msg_[0-9a-f]{24}")
 
@@ -80,32 +80,17 @@ async def record(
 async def send_to(
     connection: AsyncConnection, notification_id: str, webhooks: Sequence[str], now: datetime
 ) -> None:
-    """Deliveries of the notification to each webhook, due now."""
-    if webhooks:
-        await connection.execute(
-            insert(delivery)
-            .values(
-                [
-                    {
-                        "notification_id": notification_id,
-                        "webhook_id": webhook_id,
-                        "state": "pending",
-                        "next_attempt_at": now,
-                    }
-                    for webhook_id in webhooks
-                ]
-            )
-            .on_conflict_do_nothing()
-        )
-
-
-async def recorded_amounts(connection: AsyncConnection, subjects: Sequence[str]) -> set[Any]:
-    """(subject, amount) of every crossing recorded in `subjects`."""
-    if not subjects:
-        return set()
-    rows = await connection.execute(
-        select(notification.c.subject, notification.c.amount).where(
-            and_(notification.c.subject.in_(list(subjects)))
-        )
+    """Deliveries of the notification, due now, to each of `webhooks` not deleted."""
+    if not webhooks:
+        return
+    alive = select(
+        literal(notification_id).label("notification_id"),
+        webhook.c.id,
+        literal("pending").label("state"),
+        literal(now, DateTime(timezone=True)).label("next_attempt_at"),
+    ).where(webhook.c.id.in_(list(webhooks)), webhook.c.deleted_at.is_(None))
+    await connection.execute(
+        insert(delivery)
+        .from_select(["notification_id", "webhook_id", "state", "next_attempt_at"], alive)
+        .on_conflict_do_nothing()
     )
-    return {(subject, amount) for subject, amount in rows}
