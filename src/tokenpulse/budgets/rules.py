@@ -4,7 +4,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -93,11 +93,11 @@ def thresholds_of(
     """Each threshold once, in increasing amount: a percentage's amount, for a measure raised to
     a whole count (a running sum of counts reaches 12.5 only at 13)."""
     found: dict[Decimal, Threshold] = {}
-    for percent in percents:
-        amount = (limit * percent / 100).normalize(EXACT) if metric == COST else None
-        if amount is None:
-            amount = Decimal(math.ceil(limit * percent / 100))
-        found.setdefault(amount, Threshold(percent, amount))
+    with localcontext(EXACT):
+        for percent in percents:
+            share = (limit * percent / 100).normalize()
+            amount = share if metric == COST else Decimal(math.ceil(share))
+            found.setdefault(amount, Threshold(percent, amount))
     for amount in amounts:
         found.setdefault(amount, Threshold(None, amount))
     return sorted(found.values(), key=lambda threshold: threshold.amount)
