@@ -12,6 +12,7 @@ from tokenpulse.budgets.rules import metric_text
 from tokenpulse.budgets.store import DIMENSIONS, Budget, applying_budgets
 from tokenpulse.budgets.windows import Window
 from tokenpulse.instants import format_rfc3339
+from tokenpulse.rollups.costs import COST
 from tokenpulse.rollups.cover import Span
 from tokenpulse.rollups.exact import exact_totals
 
@@ -39,7 +40,12 @@ async def check_budgets(
         by_selection[tuple(getattr(budget, name) for name in DIMENSIONS)].append(budget)
     used: dict[str, Decimal | None] = {}
     for alike in by_selection.values():
-        totals = await exact_totals(connection, alike[0].selection, [spans[b.id] for b in alike])
+        totals = await exact_totals(
+            connection,
+            alike[0].selection,
+            [spans[b.id] for b in alike],
+            priced=any(b.metric == COST for b in alike),
+        )
         for budget, sums in zip(alike, totals, strict=True):
             value = sums[budget.metric]
             used[budget.id] = None if value is None else Decimal(value)

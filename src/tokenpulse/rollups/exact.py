@@ -31,17 +31,26 @@ from tokenpulse.tables import ROLLUP_COUNTS
 
 
 async def exact_totals(
-    connection: AsyncConnection, selection: Selection, ranges: Sequence[Span]
+    connection: AsyncConnection,
+    selection: Selection,
+    ranges: Sequence[Span],
+    *,
+    priced: bool = True,
 ) -> list[dict[str, Any]]:
     """The seven measures and the cost over each [start, end) of `ranges`, for any instants:
     rollups for the whole minutes inside, raw events for the parts of a minute at either edge.
-    Two round trips: the prices' boundaries, then the sums."""
+    Two round trips: the prices' boundaries, then the sums; one, answering no cost, when not
+    `priced`."""
     assert not selection.group_by, "exact totals are not grouped"
     empty = [{**dict.fromkeys(MEASURES, 0), "cost": None} for _ in ranges]
     if not ranges or selection.matches_nothing:
         return empty
-    inside = await price_bounds(
-        connection, selection, min(start for start, _ in ranges), max(end for _, end in ranges)
+    inside = (
+        await price_bounds(
+            connection, selection, min(start for start, _ in ranges), max(end for _, end in ranges)
+        )
+        if priced
+        else None
     )
     # Each part: the range it counts toward, and its grain (None: raw events).
     shape: list[tuple[int, Grain | None]] = []
