@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import NOW, ClientFactory, Clock, Keys, Ticker, bearer
 from tests.factories import event
+from tokenpulse.budgets.windows import window_at
 from tokenpulse.instants import format_rfc3339
 
 FAST = {
@@ -143,6 +144,56 @@ async def test_a_tenant_admin_key_sets_lists_and_deletes_its_own_tenants_budgets
     listed = (await client.get("/v1/budgets", headers=own_key)).json()["budgets"]
     assert [b["id"] for b in listed] == [made.json()["id"]]
     assert (await client.delete(f"/v1/budgets/{theirs['id']}", headers=own_key)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("period", "tz", "at", "start", "end"),
+    [
+        (
+            "day",
+            "Europe/Berlin",
+            "2026-10-25T12:00:00Z",
+            "2026-10-24T22:00:00Z",
+            "2026-10-25T23:00:00Z",
+        ),
+        # Midnight skipped: the day starts at the change, 01:00 local.
+        (
+            "day",
+            "America/Havana",
+            "2026-03-08T05:30:00Z",
+            "2026-03-08T05:00:00Z",
+            "2026-03-09T04:00:00Z",
+        ),
+        # A day skipped altogether: the day before ends where the day after starts.
+        (
+            "day",
+            "Pacific/Apia",
+            "2011-12-29T15:00:00Z",
+            "2011-12-29T10:00:00Z",
+            "2011-12-30T10:00:00Z",
+        ),
+        ("week", "UTC", "2026-12-03T03:00:00Z", "2026-11-30T00:00:00Z", "2026-12-07T00:00:00Z"),
+        (
+            "month",
+            "America/New_York",
+            "2026-11-01T03:59:59Z",
+            "2026-10-01T04:00:00Z",
+            "2026-11-01T04:00:00Z",
+        ),
+        (
+            "month",
+            "Asia/Kathmandu",
+            "2026-12-31T18:15:00Z",
+            "2026-12-31T18:15:00Z",
+            "2027-01-31T18:15:00Z",
+        ),
+    ],
+)
+def test_a_window_runs_from_midnight_to_midnight_in_its_zone(
+    period: str, tz: str, at: str, start: str, end: str
+) -> None:
+    window = window_at(period, tz, None, datetime.fromisoformat(at))
+    assert (format_rfc3339(window.start), window.end and format_rfc3339(window.end)) == (start, end)
 
 
 # --- The check ----------------------------------------------------------------------------------

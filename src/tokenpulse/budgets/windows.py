@@ -16,15 +16,9 @@ class Window:
 
 
 def _midnight(day: date, zone: ZoneInfo) -> datetime:
-    """The first instant of `day` in `zone`: its midnight, or where a zone skips midnight, the
-    first local time after it."""
-    local = datetime.combine(day, time(0), tzinfo=zone)
-    # A local time skipped by a change of offset comes back from UTC as a later one; the
-    # earliest instant on `day` is then the instant of the change itself.
-    instant = local.astimezone(UTC)
-    if instant.astimezone(zone).date() != day:
-        instant = local.replace(fold=1).astimezone(UTC)
-    return instant
+    """The first instant of `day` in `zone`. Where a change of offset skips midnight, a local
+    time that never was is read at the offset before the change: the instant of the change."""
+    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
 def _period_start(period: str, day: date) -> date:
