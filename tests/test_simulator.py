@@ -1,6 +1,7 @@
 """The simulator: a seeded launch day that is valid and shaped like one, a ledger that predicts
-crossings by the contract's rule and prices tokens exactly, and runs against a live server that
-pass their ledger check, one of them going on in real time until it is stopped."""
+crossings by the contract's rule (of milestones and of budgets, window by window) and prices
+tokens exactly, and runs against a live server that pass their ledger check, one of them going on
+in real time until it is stopped."""
 
 import asyncio
 import gzip
@@ -28,8 +29,10 @@ from tokenpulse.ingest.events import Event as StoredEvent
 from tokenpulse.ingest.events import EventRules
 from tokenpulse.ingest.validation import validate_event
 from tokenpulse.instants import format_rfc3339
+from tokenpulse.simulator.budgets import BudgetSpec, BudgetWatch
 from tokenpulse.simulator.launchday import LaunchDay, apportion, occurred_at
 from tokenpulse.simulator.ledger import Crossing, Ledger, Measures, predict_crossings
+from tokenpulse.simulator.notifications import BudgetCheck, MadeBudget, check_notifications
 from tokenpulse.simulator.pacing import RateCap, SimulatedClock, due_batches
 from tokenpulse.simulator.prices import FLAGSHIP, MINI, Prices, table_prices
 from tokenpulse.simulator.sender import Delivery, encode
@@ -279,6 +282,217 @@ def test_a_model_named_mini_is_priced_as_a_mini_one_and_every_other_as_a_flagshi
     assert table_prices("pulse-2") == table_prices("legacy-7") == FLAGSHIP
 
 
+def spent(event_id: str, at: str, total_tokens: int, tenant: str = "acme") -> dict[str, Any]:
+    """A usage event of `tenant` in project p, all its tokens uncached input."""
+    return {**usage(event_id, at, total_tokens, model="pulse-2"), "tenant": tenant, "project": "p"}
+
+
+def watched(
+    spec: str, *events: dict[str, Any], prices: dict[str, Prices] | None = None
+) -> BudgetWatch:
+    watch = BudgetWatch(
+        BudgetSpec.parse(spec), tenant="acme", project="p", since=LAUNCH, prices=prices
+    )
+    for event in events:
+        watch.add(event, occurred_at(event))
+    return watch
+
+
+def test_a_budget_is_metric_limit_window_and_percents_by_default_fifty_eighty_and_a_hundred() -> (
+    None
+):
+    tokens = BudgetSpec.parse("total_tokens:10^6:day@Europe/Berlin")
+    cost = BudgetSpec.parse("cost:0.50:since:12.5,100")
+    # A measure's amount is raised to a whole count; two percentages of one amount are one.
+    requests = BudgetSpec.parse("requests:3:week:50,60,100")
+
+    assert (tokens.metric, tokens.limit, tokens.period, tokens.tz) == (
+        "total_tokens",
+        10**6,
+        "day",
+        "Europe/Berlin",
+    )
+    assert [(t.percent, t.amount) for t in tokens.thresholds] == [
+        (Decimal(50), 500_000),
+        (Decimal(80), 800_000),
+        (Decimal(100), 1_000_000),
+    ]
+    assert [(t.percent, t.amount) for t in cost.thresholds] == [
+        (Decimal("12.5"), Decimal("0.0625")),
+        (Decimal(100), Decimal("0.5")),
+    ]
+    assert [(t.percent, t.amount) for t in requests.thresholds] == [
+        (Decimal(50), 2),
+        (Decimal(100), 3),
+    ]
+    assert tokens.request(tenant="acme", project="p", since=LAUNCH) == {
+        "tenant": "acme",
+        "project": "p",
+        "metric": "total_tokens",
+        "limit": "1000000",
+        "window": "day",
+        "tz": "Europe/Berlin",
+        "thresholds": [50, 80, 100],
+    }
+    assert cost.request(tenant="acme", project="p", since=LAUNCH)["since"] == "2026-11-27T09:00:00Z"
+
+
+def test_a_budgets_crossings_are_predicted_window_by_window_of_its_zone_for_its_tenant_alone() -> (
+    None
+):
+    # Berlin's day of 2026-11-28 begins at 23:00 UTC on the 27th. Events come in crossing
+    # order, as the ledger folds them.
+    watch = watched(
+        "total_tokens:1000:day@Europe/Berlin:50,100",
+        spent("a", "2026-11-27T22:00:00Z", 400),
+        spent("b", "2026-11-27T22:30:00Z", 700, tenant="other"),
+        spent("c", "2026-11-27T22:59:59.999999Z", 100),
+        spent("d", "2026-11-27T23:00:00Z", 600),
+        spent("e", "2026-11-27T23:00:00Z", 400),
+    )
+
+    assert [
+        (
+            w.window.start,
+            w.window.end,
+            [(c.threshold.percent, c.event_id, c.value) for c in w.crossings],
+        )
+        for w in watch.windows
+    ] == [
+        (
+            datetime(2026, 11, 26, 23, tzinfo=UTC),
+            datetime(2026, 11, 27, 23, tzinfo=UTC),
+            [(Decimal(50), "c", 500)],
+        ),
+        (
+            datetime(2026, 11, 27, 23, tzinfo=UTC),
+            datetime(2026, 11, 28, 23, tzinfo=UTC),
+            [(Decimal(50), "d", 600), (Decimal(100), "e", 1000)],
+        ),
+    ]
+    assert watch.windows[0].crossings[0].crossed_at == datetime(
+        2026, 11, 27, 22, 59, 59, 999_999, tzinfo=UTC
+    )
+
+
+def test_a_cost_budget_sums_what_each_event_costs_at_its_models_prices_exactly() -> None:
+    # A million uncached input tokens of pulse-2 cost 2.50; a tenth of a token, 0.00000025.
+    watch = watched(
+        "cost:5.0000001:since:50,100",
+        spent("a", "2026-11-27T09:00:00Z", 1_000_000),
+        spent("b", "2026-11-27T09:01:00Z", 1_000_000),
+        spent("c", "2026-11-27T09:02:00Z", 1),
+        prices={"pulse-2": FLAGSHIP},
+    )
+
+    [window] = watch.windows
+    assert window.window.end is None
+    assert [(c.threshold.amount, c.event_id, c.value) for c in window.crossings] == [
+        (Decimal("2.50000005"), "b", Decimal("5")),
+        (Decimal("5.0000001"), "c", Decimal("5.0000025")),
+    ]
+
+
+def crossing_notice(percent: int, amount: int, event_id: str, at: str) -> dict[str, Any]:
+    """A notification of a `requests:2:since` budget's crossing, as /v1/notifications lists it."""
+    return {
+        "id": f"msg_{event_id}{amount}",
+        "corrected_at": None,
+        "body": {
+            "threshold": percent,
+            "amount": amount,
+            "window_start": "2026-11-27T09:00:00Z",
+            "window_end": None,
+            "crossed_at": at,
+            "event_id": event_id,
+            "value_at_crossing": amount,
+        },
+    }
+
+
+class ListingServer:
+    """GET /v1/notifications answering each listing in turn, the last one ever after; a clock
+    that each wait of the check moves on."""
+
+    def __init__(self, *listings: list[dict[str, Any]]) -> None:
+        self.listings = list(listings)
+        self.seconds = 0.0
+        self.reads = 0
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        assert request.url.params["budget_id"] == "bud_0123456789abcdef"
+        listing = self.listings[min(self.reads, len(self.listings) - 1)]
+        self.reads += 1
+        return httpx.Response(200, json={"notifications": listing, "next_before": None})
+
+    async def sleep(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
+async def checked_against(server: ListingServer, wait_seconds: float = 10) -> BudgetCheck:
+    budget = MadeBudget(
+        "bud_0123456789abcdef",
+        LAUNCH,
+        watched(
+            "requests:2:since:50,100",
+            spent("a", "2026-11-27T09:00:00Z", 1),
+            spent("b", "2026-11-27T09:01:00Z", 1),
+        ),
+    )
+    transport = httpx.MockTransport(server.answer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tokenpulse") as admin:
+        [check] = await check_notifications(
+            admin,
+            [budget],
+            wait_seconds=wait_seconds,
+            give_up_seconds=1,
+            monotonic=lambda: server.seconds,
+            sleep=server.sleep,
+        )
+    return check
+
+
+RIGHT = [
+    crossing_notice(50, 1, "a", "2026-11-27T09:00:00Z"),
+    crossing_notice(100, 2, "b", "2026-11-27T09:01:00Z"),
+]
+
+
+async def test_the_budget_check_reads_the_notifications_again_until_they_are_as_predicted() -> None:
+    server = ListingServer([], RIGHT[:1], RIGHT)
+
+    check = await checked_against(server)
+
+    assert check.matches
+    assert [len(threshold.notified) for threshold in check.thresholds] == [1, 1]
+    # Listed right at the third read, and read on until the server has had time to list more.
+    assert server.reads > 3
+    assert server.seconds >= 3
+
+
+async def test_a_notification_at_another_event_or_one_not_predicted_fails_the_budget_check() -> (
+    None
+):
+    server = ListingServer(
+        [
+            RIGHT[0],
+            crossing_notice(100, 2, "a", "2026-11-27T09:00:00Z"),
+            crossing_notice(150, 3, "b", "2026-11-27T09:01:00Z"),
+        ]
+    )
+
+    check = await checked_against(server, wait_seconds=5)
+
+    assert [(t.threshold.amount, t.matches) for t in check.thresholds] == [
+        (1, True),
+        (2, False),
+        (3, False),
+    ]
+    assert check.problem is not None
+    assert check.problem.startswith("waited 5 s (--budget-wait): the server notifies 1 of the 2")
+    assert server.seconds == 5
+
+
 def test_the_simulated_clock_runs_speedup_times_real_time_and_never_past_now() -> None:
     seconds = [100.0]
     wall = [LAUNCH + timedelta(hours=2)]
@@ -512,20 +726,25 @@ PER_MILLION = {
 }
 
 
+def event_cost_by_hand(e: dict[str, Any]) -> Fraction:
+    """What one event costs at PER_MILLION, in an exact fraction."""
+    price = {part: Fraction(text) for part, text in PER_MILLION[e["model"]].items()}
+    cached, written = e["cached_input_tokens"], e["cache_write_input_tokens"]
+    cost: Fraction = (
+        (e["input_tokens"] - cached - written) * price["input"]
+        + cached * price["cached_input"]
+        + written * price["cache_write_input"]
+        + (e["output_tokens"] - e["reasoning_tokens"]) * price["output"]
+        + e["reasoning_tokens"] * price["reasoning"]
+    ) / 1_000_000
+    return cost
+
+
 def cost_by_hand(events: list[dict[str, Any]]) -> dict[str, Fraction]:
     """What each model's events cost at PER_MILLION, event by event, in exact fractions."""
     costs: dict[str, Fraction] = {}
     for e in events:
-        price = {part: Fraction(text) for part, text in PER_MILLION[e["model"]].items()}
-        cached, written = e["cached_input_tokens"], e["cache_write_input_tokens"]
-        cost = (
-            (e["input_tokens"] - cached - written) * price["input"]
-            + cached * price["cached_input"]
-            + written * price["cache_write_input"]
-            + (e["output_tokens"] - e["reasoning_tokens"]) * price["output"]
-            + e["reasoning_tokens"] * price["reasoning"]
-        ) / 1_000_000
-        costs[e["model"]] = costs.get(e["model"], Fraction(0)) + cost
+        costs[e["model"]] = costs.get(e["model"], Fraction(0)) + event_cost_by_hand(e)
     return costs
 
 
@@ -626,6 +845,146 @@ async def test_other_prices_in_effect_during_a_run_with_prices_end_it_with_statu
     assert f"pulse-1 has other prices in effect from {other}" in refused.stderr
     assert "run without --prices" in refused.stderr
     assert totals.json()["results"] == [], "nothing was sent"
+
+
+def crossings_by_hand(
+    values: list[tuple[dict[str, Any], Fraction]], amounts: list[Fraction]
+) -> list[tuple[str, str, Fraction]]:
+    """(crossed_at, event_id, running sum) where the running sum of `values`, events in order,
+    first reaches each amount reached."""
+    found, running, pending = [], Fraction(0), sorted(amounts)
+    for event, value in values:
+        running += value
+        while pending and running >= pending[0]:
+            pending.pop(0)
+            found.append((event["occurred_at"], event["event_id"], running))
+    return found
+
+
+def notified_crossings(bodies: list[dict[str, Any]]) -> list[tuple[str, str, Fraction]]:
+    """(crossed_at, event_id, value_at_crossing) of notification bodies, in increasing amount."""
+    ordered = sorted(bodies, key=lambda body: Fraction(str(body["amount"])))
+    return [
+        (body["crossed_at"], body["event_id"], Fraction(str(body["value_at_crossing"])))
+        for body in ordered
+    ]
+
+
+def midnight_zone(instant: datetime) -> str:
+    """An Etc/GMT zone whose midnight is `instant`, a whole UTC hour."""
+    offset = -instant.hour % 24
+    offset = offset - 24 if offset > 14 else offset
+    return f"Etc/GMT{-offset:+d}"
+
+
+@pytest.mark.process
+async def test_a_run_with_budgets_sees_each_threshold_it_crosses_notified_once_where_predicted(
+    keys: Keys, database_url: str, tmp_path: Path
+) -> None:
+    start = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
+    # A zone whose day begins at a whole hour 30 to 90 minutes into the run: the day before
+    # ended before the budget was made, so its crossings are counted but never notified.
+    midnight = (start + timedelta(minutes=90)).replace(minute=0)
+    zone = midnight_zone(midnight)
+    day = LaunchDay(
+        start=start,
+        seed=49,
+        models=("pulse-2", "pulse-2-mini"),
+        events=4000,
+        duration=timedelta(hours=2),
+        tenants=100,
+        api_keys=1000,
+    )
+    largest = [event for event in day if event["tenant"] == "tenant-0001"]
+    today = [
+        (event, Fraction(event["input_tokens"] + event["output_tokens"]))
+        for event in largest
+        if occurred_at(event) >= midnight
+    ]
+    tokens_limit = int(sum(value for _, value in today) / Fraction(6, 5))
+    costs = [(event, event_cost_by_hand(event)) for event in largest]
+    cost_limit = Fraction(int(sum(value for _, value in costs) * 80), 100)
+    run = [
+        *("--seed", "49", "--events", "4000", "--hours", "2", "--speedup", "0", "--quiet"),
+        *("--start", format_rfc3339(start), "--models", "pulse-2,pulse-2-mini", "--prices"),
+        *("--tenants", "100", "--api-keys", "1000"),
+        *("--budget", f"total_tokens:{tokens_limit}:day@{zone}:25,50,100,1000"),
+        *("--budget", f"cost:{Decimal(cost_limit.numerator) / cost_limit.denominator}:since"),
+    ]
+    env = {"TOKENPULSE_DATABASE_URL": database_url, **UNLIMITED_ENV}
+
+    with running_server(tmp_path, env=env) as server:
+        done = simulate(server.url, *run, key=keys.admin)
+        # Repeated, the run sets budgets of its own, notified from the events the server holds.
+        again = simulate(server.url, *run, key=keys.admin)
+        async with httpx.AsyncClient(base_url=server.url, headers=bearer(keys.admin)) as http:
+            budgets = (await http.get("/v1/budgets")).json()["budgets"][:2]
+            listed = await http.get(
+                "/v1/notifications", params={"type": "budget.threshold_crossed", "limit": "500"}
+            )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "totals, their cost, crossings and budget notifications equal the ledger's" in done.stdout
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 accepted, 4,000 duplicates, 0 rejected" in again.stdout
+    assert "budget notifications equal the ledger's" in again.stdout
+    by_metric = {budget["metric"]: budget for budget in budgets}
+    tokens_budget, cost_budget = by_metric["total_tokens"], by_metric["cost"]
+    assert (tokens_budget["tenant"], tokens_budget["project"], tokens_budget["tz"]) == (
+        "tenant-0001",
+        "sim-49",
+        zone,
+    )
+    bodies = [each["body"] for each in listed.json()["notifications"]]
+    tokens_bodies = [body for body in bodies if body["budget_id"] == tokens_budget["id"]]
+    cost_bodies = [body for body in bodies if body["budget_id"] == cost_budget["id"]]
+    # Once each, at the event the test finds by its own arithmetic; 1,000 % is not reached.
+    assert sorted(body["threshold"] for body in tokens_bodies) == [25, 50, 100]
+    assert {body["window_start"] for body in tokens_bodies} == {format_rfc3339(midnight)}
+    assert notified_crossings(tokens_bodies) == crossings_by_hand(
+        today, [Fraction(tokens_limit * percent, 100) for percent in (25, 50, 100)]
+    )
+    assert sorted(body["threshold"] for body in cost_bodies) == [50, 80, 100]
+    assert notified_crossings(cost_bodies) == crossings_by_hand(
+        costs, [cost_limit * percent / 100 for percent in (50, 80, 100)]
+    )
+    assert re.search(
+        rf"^  the window from {re.escape(format_rfc3339(midnight - timedelta(days=1)))} ended "
+        "before the budget was made",
+        done.stdout,
+        re.M,
+    ), done.stdout
+    assert len(re.findall(r"^  \S+Z\s+\d+% \(.*\)\s+\S+Z sim49-.*\s+ok$", done.stdout, re.M)) == 6
+    assert "not reached from" in done.stdout
+
+
+@pytest.mark.process
+async def test_budget_notifications_not_found_in_time_fail_the_check_with_status_1(
+    keys: Keys, database_url: str, tmp_path: Path
+) -> None:
+    run = [
+        *("--seed", "50", "--events", "300", "--hours", "1", "--speedup", "0", "--quiet"),
+        *("--tenants", "10", "--api-keys", "100", "--budget", "requests:10:since"),
+        *("--budget-wait", "1"),
+    ]
+    # The server searches for crossings once as it starts, and then not for an hour.
+    env = {
+        "TOKENPULSE_DATABASE_URL": database_url,
+        "TOKENPULSE_NOTIFY_INTERVAL": "3600",
+        **UNLIMITED_ENV,
+    }
+
+    with running_server(tmp_path, env=env) as server:
+        done = simulate(server.url, *run, key=keys.admin)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ledger check FAILED" in done.stdout
+    assert re.search(
+        r"^  \S+Z\s+50% \(5\)\s+\S+Z sim50-\d+ at 5\s+not notified\s+✗$", done.stdout, re.M
+    ), done.stdout
+    assert "waited 1 s (--budget-wait): the server notifies 0 of the 3 crossings" in done.stdout
 
 
 async def line_saying(stream: asyncio.StreamReader, text: str) -> str:
@@ -743,6 +1102,12 @@ def test_a_server_that_cannot_be_reached_ends_the_run_with_status_2(
         ("--batch", "10001", "--batch must be at most 10,000"),
         ("--start", "2026-11-27T09:00:30Z", "start must be a whole minute"),
         ("--thresholds", "1e9,lots", "'lots' is not a number"),
+        ("--budget", "total_tokens:lots:day", "a total_tokens limit is a positive whole number"),
+        ("--budget", "total_tokens:5e6:fortnight", "window 'fortnight' is not one of"),
+        ("--budget", "total_tokens:5e6:day@Mars/Olympus", "'Mars/Olympus' is not an IANA"),
+        ("--budget", "requests:10:day:50,0", "threshold '0' must be a percentage more than 0"),
+        ("--budget", "cost:250:day", "a cost budget needs --prices"),
+        ("--budget-tenant", "acme", "'acme' is not a simulated tenant"),
     ],
 )
 def test_unusable_options_end_the_run_with_status_2_and_say_why(

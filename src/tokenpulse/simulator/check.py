@@ -1,8 +1,8 @@
-"""The ledger against the server: its totals and their cost per model, and the milestone
-crossings it reports."""
+"""The ledger against the server: its totals and their cost per model, the milestone crossings
+it reports, and (checked in `notifications`) the crossings of the run's budgets."""
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
@@ -10,6 +10,7 @@ import httpx
 
 from tokenpulse.instants import format_rfc3339, parse_rfc3339
 from tokenpulse.simulator.ledger import MEASURES, Crossing, Ledger, Measures
+from tokenpulse.simulator.notifications import BudgetCheck
 from tokenpulse.simulator.prices import Prices, PricesUnreadable, during, versions_of
 from tokenpulse.simulator.retries import describe, request_until_answered
 
@@ -76,6 +77,7 @@ class Checks:
     milestones: list[MilestoneCheck]
     prices_problem: str | None = None
     """Why the prices to check the cost at could not be read, if they could not."""
+    budgets: list[BudgetCheck] = field(default_factory=list)
 
     @property
     def priced(self) -> bool:
@@ -92,6 +94,7 @@ class Checks:
             and self.prices_problem is None
             and all(check.matches for check in self.totals)
             and all(check.matches for check in self.milestones)
+            and all(check.matches for check in self.budgets)
         )
 
 

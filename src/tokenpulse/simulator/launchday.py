@@ -67,6 +67,15 @@ def occurred_at(event: Mapping[str, Any]) -> datetime:
     return instant
 
 
+def tenant_name(rank: int, tenants: int) -> str:
+    """The name of the tenant of `rank` (1 the largest) among `tenants`."""
+    return f"tenant-{rank:0{_tenant_digits(tenants)}d}"
+
+
+def _tenant_digits(tenants: int) -> int:
+    return max(4, len(str(tenants)))
+
+
 def project_of(seed: int) -> str:
     """The project every event of a seed's run belongs to, which keeps runs apart."""
     return f"sim-{seed}"
@@ -136,6 +145,20 @@ class LaunchDay:
     @property
     def end(self) -> datetime:
         return self.start + self.duration
+
+    @property
+    def largest_tenant(self) -> str:
+        """The tenant drawn most often: the first of the Zipf ranks."""
+        return tenant_name(1, self.tenants)
+
+    def has_tenant(self, name: str) -> bool:
+        prefix, _, rank = name.partition("-")
+        return (
+            prefix == "tenant"
+            and rank.isdigit()
+            and 1 <= int(rank) <= self.tenants
+            and name == tenant_name(int(rank), self.tenants)
+        )
 
     @cached_property
     def minute_counts(self) -> list[int]:
@@ -231,11 +254,11 @@ class _Tables:
         extra_keys = apportion(
             day.api_keys - day.tenants, [w**KEYS_PER_TENANT_GROWTH for w in tenant_weights]
         )
-        tenant_digits = max(4, len(str(day.tenants)))
+        tenant_digits = _tenant_digits(day.tenants)
         keys: list[tuple[str, str]] = []
         key_weights: list[float] = []
         for rank, (tenant_weight, extra) in enumerate(zip(tenant_weights, extra_keys, strict=True)):
-            tenant = f"tenant-{rank + 1:0{tenant_digits}d}"
+            tenant = tenant_name(rank + 1, day.tenants)
             key_digits = max(2, len(str(extra + 1)))
             shares = zipf_weights(extra + 1, KEY_ZIPF)
             in_tenant = sum(shares)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, localcontext
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 from tokenpulse.decimals import EXACT, per_million
 from tokenpulse.simulator.launchday import occurred_at
@@ -118,6 +118,13 @@ def predict_crossings(
     return watch.crossings
 
 
+class EventWatch(Protocol):
+    """Something more the ledger folds each stored event into, in (occurred_at, event_id)
+    order: a budget's running sums."""
+
+    def add(self, event: Mapping[str, Any], instant: datetime) -> None: ...
+
+
 class Ledger:
     """The events the server answered for: every accepted or duplicate one is stored there.
 
@@ -126,7 +133,9 @@ class Ledger:
     crossings are predicted without keeping the events.
     """
 
-    def __init__(self, *, since: datetime, thresholds: Iterable[int]) -> None:
+    def __init__(
+        self, *, since: datetime, thresholds: Iterable[int], watches: Sequence[EventWatch] = ()
+    ) -> None:
         self.accepted = 0
         self.duplicates = 0
         self.rejected = 0
@@ -135,6 +144,7 @@ class Ledger:
         self.latest: datetime | None = None
         """The newest occurred_at folded in so far: how far into the day the server has acked."""
         self._watch = CrossingWatch(since=since, thresholds=thresholds)
+        self._watches = list(watches)
         self._waiting: dict[int, tuple[Sequence[Mapping[str, Any]], set[int]]] = {}
         self._next = 0
 
@@ -172,7 +182,7 @@ class Ledger:
             self._next += 1
 
     def _fold(self, events: Sequence[Mapping[str, Any]], rejected: set[int]) -> None:
-        totals, add = self.totals, self._watch.add
+        totals, add, watches = self.totals, self._watch.add, self._watches
         instant = None
         for index, event in enumerate(events):
             if index in rejected:
@@ -184,6 +194,8 @@ class Ledger:
             measures.add(event)
             instant = occurred_at(event)
             add(model, instant, event["event_id"], _total_tokens(event))
+            for watch in watches:
+                watch.add(event, instant)
         if instant is not None:
             self.latest = instant
 

@@ -1,5 +1,5 @@
-"""The final report of a run: what was sent, and the ledger's totals, their cost and milestone
-crossings next to the server's."""
+"""The final report of a run: what was sent, and the ledger's totals, their cost, milestone
+crossings and budget notifications next to the server's."""
 
 from collections.abc import Sequence
 from datetime import datetime
@@ -7,9 +7,11 @@ from decimal import Decimal
 
 from tokenpulse.decimals import EXACT
 from tokenpulse.instants import format_rfc3339
+from tokenpulse.simulator.budgets import BudgetCrossing, Sum, amount_text, percent_text
 from tokenpulse.simulator.check import Checks, MilestoneCheck, TotalsCheck
 from tokenpulse.simulator.launchday import LaunchDay
 from tokenpulse.simulator.ledger import MEASURES, Crossing, Ledger
+from tokenpulse.simulator.notifications import BudgetCheck, ThresholdCheck
 from tokenpulse.simulator.retries import Traffic
 
 MAX_REJECTIONS_SHOWN = 5
@@ -47,9 +49,15 @@ def render_report(
         reasons = "; ".join(f"{e['field']}: {e['message']}" for e in rejection["errors"])
         lines.append(f"    rejected {rejection['event_id']}: {reasons}")
     lines += ["", *_totals(day.start, end, checks), "", *_milestones(day.start, checks), ""]
+    for budget in checks.budgets:
+        lines += [*_budget(budget), ""]
     if checks.passed and not ledger.rejected:
-        totals = "totals, their cost" if checks.priced else "totals"
-        lines.append(f"ledger check passed: the server's {totals} and crossings equal the ledger's")
+        checked = ["totals", "their cost"] if checks.priced else ["totals"]
+        checked.append("crossings")
+        if checks.budgets:
+            checked.append("budget notifications")
+        listed = ", ".join(checked[:-1]) + " and " + checked[-1]
+        lines.append(f"ledger check passed: the server's {listed} equal the ledger's")
     elif checks.passed:
         lines.append("ledger check FAILED: the server rejected events the simulator made")
     else:
@@ -145,6 +153,83 @@ def _reported(check: MilestoneCheck) -> str:
     if check.reported is None:
         return "not reached"
     return f"{format_rfc3339(check.reported.crossed_at)} {check.reported.event_id}"
+
+
+def _budget(check: BudgetCheck) -> list[str]:
+    """A budget's thresholds in each window: where the ledger predicts each is crossed, and the
+    notification the server lists for it."""
+    budget = check.budget
+    watch = budget.watch
+    lines = [f"budget {budget.id}: {budget.spec.describe()}, {watch.tenant} in {watch.project}"]
+    rows = [["window from", "threshold", "ledger predicts", "server notifies", ""]]
+    notes = []
+    for start in dict.fromkeys(c.window.start for c in check.thresholds):
+        in_window = [c for c in check.thresholds if c.window.start == start]
+        if not any(c.expected for c in in_window):
+            crossed = sum(1 for c in in_window if c.predicted is not None)
+            notes.append(
+                f"  the window from {format_rfc3339(start)} ended before the budget was made: "
+                f"counted, never notified ({crossed} crossed in the ledger)"
+            )
+        shown = [c for c in in_window if c.notified or (c.expected and c.predicted is not None)]
+        rows += [_threshold_row(c) for c in shown]
+        unreached = [c for c in in_window if c.expected and c not in shown]
+        if unreached:
+            names = ", ".join(_threshold_name(c) for c in unreached)
+            notes.append(f"  not reached from {format_rfc3339(start)}: {names}")
+    if not check.thresholds:
+        notes.append(f"  none of the ledger's events is {watch.tenant}'s: nothing to notify")
+    lines += [*(_table(rows) if len(rows) > 1 else []), *notes]
+    if check.problem is not None:
+        lines.append(f"  ✗ {check.problem}")
+    return lines
+
+
+def _threshold_row(check: ThresholdCheck) -> list[str]:
+    predicted = (
+        _budget_crossing(check.predicted)
+        if check.expected
+        else "none: the window ended before the budget"
+    )
+    return [
+        format_rfc3339(check.window.start),
+        _threshold_name(check),
+        predicted,
+        _notified(check),
+        "ok" if check.matches else "✗",
+    ]
+
+
+def _threshold_name(check: ThresholdCheck) -> str:
+    threshold = check.threshold
+    return f"{percent_text(threshold.percent)} ({amount_text(threshold.amount)})"
+
+
+def _budget_crossing(crossing: BudgetCrossing | None) -> str:
+    if crossing is None:
+        return "not reached"
+    return _at(crossing.crossed_at, crossing.event_id, crossing.value)
+
+
+def _notified(check: ThresholdCheck) -> str:
+    if not check.notified:
+        return "not notified"
+    if len(check.notified) > 1:
+        return f"notified {len(check.notified)} times"
+    [notified] = check.notified
+    text = _at(notified.crossed_at, notified.event_id, notified.value)
+    if notified.window != check.window:
+        until = (
+            "without end" if notified.window.end is None else format_rfc3339(notified.window.end)
+        )
+        text += f", its window ending {until}"
+    if check.predicted is not None and notified.percent != check.predicted.threshold.percent:
+        text += f", as {percent_text(notified.percent)}"
+    return text
+
+
+def _at(crossed_at: datetime, event_id: str, value: Sum) -> str:
+    return f"{format_rfc3339(crossed_at)} {event_id} at {amount_text(value)}"
 
 
 def _threshold(threshold: int) -> str:

@@ -1,7 +1,7 @@
 """`tokenpulse simulate`: send a seeded launch day to a tokenpulse server, then check that the
-server's totals, their cost and its milestone crossings equal the ledger of what it acknowledged.
-With `--live`, the launch goes on in real time past now until the run is stopped, and is checked
-then."""
+server's totals, their cost, its milestone crossings and the notifications of the budgets it was
+given equal the ledger of what it acknowledged. With `--live`, the launch goes on in real time
+past now until the run is stopped, and is checked then."""
 
 import argparse
 import asyncio
@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from urllib.parse import quote
@@ -19,9 +19,16 @@ from urllib.parse import quote
 import httpx
 
 from tokenpulse.instants import floor_to, format_rfc3339, parse_rfc3339
+from tokenpulse.simulator.budgets import COST, BadBudget, BudgetSpec, BudgetWatch, parse_budgets
 from tokenpulse.simulator.check import check_server
-from tokenpulse.simulator.launchday import MINUTE, LaunchDay
+from tokenpulse.simulator.launchday import MINUTE, LaunchDay, tenant_name
 from tokenpulse.simulator.ledger import Ledger
+from tokenpulse.simulator.notifications import (
+    BudgetRefused,
+    MadeBudget,
+    check_notifications,
+    set_budgets,
+)
 from tokenpulse.simulator.pacing import RateCap, SimulatedClock, due_batches
 from tokenpulse.simulator.prices import (
     Prices,
@@ -63,6 +70,10 @@ class Plan:
     server's own prices, whatever they are."""
     quiet: bool
     live: bool
+    budgets: list[BudgetSpec]
+    budget_tenant: str
+    """Whose usage the budgets watch."""
+    budget_wait: float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TOKENPULSE_KEY"),
         help="an ingest or admin key (default: $TOKENPULSE_KEY)",
     )
-    parser.add_argument("--admin-key", help="registers launches and prices (default: --key)")
+    parser.add_argument(
+        "--admin-key",
+        help="registers launches, prices and budgets and lists notifications (default: --key)",
+    )
     parser.add_argument(
         "--read-key", help="reads totals and prices (default: --admin-key, else --key)"
     )
@@ -148,6 +162,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="register each model's prices from --start (a flagship's, or a mini's for a name "
         "ending in -mini) and check the cost at them",
     )
+    parser.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="METRIC:LIMIT:WINDOW[:PERCENTS]",
+        help="set a budget on --budget-tenant's usage in the run's project before sending, and "
+        "check that each threshold is notified once, at the crossing the ledger predicts: "
+        "METRIC a measure or cost (with --prices), WINDOW day, week or month (UTC, or as "
+        "day@Europe/Berlin) or since (the launch), PERCENTS such as 50,80,100 (the default); "
+        "repeatable (needs an admin key)",
+    )
+    parser.add_argument(
+        "--budget-tenant",
+        metavar="TENANT",
+        help="whose usage --budget watches (default: the largest tenant)",
+    )
+    parser.add_argument(
+        "--budget-wait",
+        type=float,
+        metavar="SECONDS",
+        default=60.0,
+        help="seconds to wait after the run for the budget notifications (default: 60)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -170,7 +207,7 @@ def _plan(args: argparse.Namespace, *, now: datetime) -> Plan:
         raise Unusable("give a key with --key or TOKENPULSE_KEY")
     if args.speedup is None:
         args.speedup = 0.0 if args.live else 3600.0
-    for name in ("hours", "speedup", "rate", "timeout", "give_up"):
+    for name in ("hours", "speedup", "rate", "timeout", "give_up", "budget_wait"):
         if not math.isfinite(getattr(args, name)):
             raise Unusable(f"--{name.replace('_', '-')} must be a finite number")
     minutes = args.hours * 60
@@ -192,6 +229,7 @@ def _plan(args: argparse.Namespace, *, now: datetime) -> Plan:
         ("--rate", args.rate, 0),
         ("--timeout", args.timeout, 0.001),
         ("--give-up", args.give_up, 0),
+        ("--budget-wait", args.budget_wait, 0),
     ]:
         if value < least:
             raise Unusable(f"{name} must be at least {least}")
@@ -209,6 +247,21 @@ def _plan(args: argparse.Namespace, *, now: datetime) -> Plan:
         )
     except ValueError as exc:
         raise Unusable(str(exc)) from None
+    try:
+        budgets = parse_budgets(args.budget)
+    except BadBudget as bad:
+        raise Unusable(str(bad)) from None
+    if not args.prices and (cost := next((b for b in budgets if b.metric == COST), None)):
+        raise Unusable(
+            f"--budget {cost.text}: a cost budget needs --prices, for the ledger to "
+            "know what each event costs"
+        )
+    budget_tenant = args.budget_tenant or day.largest_tenant
+    if not day.has_tenant(budget_tenant):
+        raise Unusable(
+            f"--budget-tenant: {budget_tenant!r} is not a simulated tenant: they are "
+            f"{day.largest_tenant} (the largest) to {tenant_name(day.tenants, day.tenants)}"
+        )
     admin_key = args.admin_key or args.key
     return Plan(
         day=day,
@@ -231,6 +284,9 @@ def _plan(args: argparse.Namespace, *, now: datetime) -> Plan:
         prices={model: table_prices(model) for model in day.models} if args.prices else None,
         quiet=args.quiet,
         live=args.live,
+        budgets=budgets,
+        budget_tenant=budget_tenant,
+        budget_wait=args.budget_wait,
     )
 
 
@@ -253,6 +309,7 @@ def _thresholds(text: str) -> list[int]:
 
 async def _run(plan: Plan) -> int:
     day = plan.day
+    give_up = plan.delivery.give_up_seconds
     limits = httpx.Limits(max_connections=plan.delivery.concurrency)
     async with (
         httpx.AsyncClient(
@@ -261,10 +318,14 @@ async def _run(plan: Plan) -> int:
         httpx.AsyncClient(
             base_url=plan.url, timeout=plan.timeout, headers=_bearer(plan.read_key)
         ) as reader,
+        httpx.AsyncClient(
+            base_url=plan.url, timeout=plan.timeout, headers=_bearer(plan.admin_key)
+        ) as admin,
     ):
         try:
-            await _prepare(reader, plan)
-            ledger, traffic, seconds = await _send(ingest, plan)
+            await _prepare(reader, admin, plan)
+            budgets = await set_budgets(admin, _watches(plan), give_up_seconds=give_up)
+            ledger, traffic, seconds = await _send(ingest, plan, budgets)
             end = _sent_until(ledger, day) if plan.live else day.end
             checks = await check_server(
                 reader,
@@ -273,10 +334,20 @@ async def _run(plan: Plan) -> int:
                 start=day.start,
                 end=end,
                 thresholds=plan.thresholds,
-                give_up_seconds=plan.delivery.give_up_seconds,
+                give_up_seconds=give_up,
                 prices=plan.prices,
             )
-        except (DeliveryFailed, GaveUp, PricesRefused, PricesUnreadable) as exc:
+            if budgets:
+                if not plan.quiet:
+                    print(
+                        f"waiting up to {plan.budget_wait:g} s for the budget notifications",
+                        file=sys.stderr,
+                    )
+                notified = await check_notifications(
+                    admin, budgets, wait_seconds=plan.budget_wait, give_up_seconds=give_up
+                )
+                checks = replace(checks, budgets=notified)
+        except (BudgetRefused, DeliveryFailed, GaveUp, PricesRefused, PricesUnreadable) as exc:
             raise Unusable(str(exc)) from None
         except httpx.TransportError as exc:
             raise Unusable(f"cannot reach {plan.url}: {type(exc).__name__} {exc}") from None
@@ -284,12 +355,32 @@ async def _run(plan: Plan) -> int:
     return PASSED if checks.passed and not ledger.rejected else MISMATCH
 
 
-async def _send(ingest: httpx.AsyncClient, plan: Plan) -> tuple[Ledger, Traffic, float]:
+def _watches(plan: Plan) -> list[BudgetWatch]:
+    """The ledger's running sums of each budget: the tenant's usage in the run's project."""
+    return [
+        BudgetWatch(
+            spec,
+            tenant=plan.budget_tenant,
+            project=plan.day.project,
+            since=plan.day.start,
+            prices=plan.prices,
+        )
+        for spec in plan.budgets
+    ]
+
+
+async def _send(
+    ingest: httpx.AsyncClient, plan: Plan, budgets: list[MadeBudget]
+) -> tuple[Ledger, Traffic, float]:
     """Send the day as its events fall due; the ledger of the answers, and how long it took."""
     day = plan.day
     if not plan.quiet:
         print(_sending(plan), file=sys.stderr)
-    ledger = Ledger(since=day.start, thresholds=plan.thresholds)
+    ledger = Ledger(
+        since=day.start,
+        thresholds=plan.thresholds,
+        watches=[budget.watch for budget in budgets],
+    )
     traffic = Traffic()
     progress = ProgressLine(
         ledger=ledger,
@@ -371,7 +462,7 @@ def _sent_until(ledger: Ledger, day: LaunchDay) -> datetime:
     return floor_to(ledger.latest, MINUTE) + MINUTE
 
 
-async def _prepare(reader: httpx.AsyncClient, plan: Plan) -> None:
+async def _prepare(reader: httpx.AsyncClient, admin: httpx.AsyncClient, plan: Plan) -> None:
     """Fail before sending anything when the server is not there or the keys cannot do the job."""
     health = await reader.get("/healthz")
     if health.status_code != 200:
@@ -389,28 +480,24 @@ async def _prepare(reader: httpx.AsyncClient, plan: Plan) -> None:
     if plan.launch:
         for model in plan.day.models:
             response = await request_until_answered(
-                reader,
+                admin,
                 "PUT",
                 f"/v1/launches/{quote(model, safe='')}",
                 json={"launched_at": format_rfc3339(plan.day.start)},
-                headers=_bearer(plan.admin_key),
                 give_up_seconds=give_up,
             )
             if response.status_code not in (200, 201):
                 raise Unusable(f"registering the launch of {model}: {describe(response)}")
     if plan.prices is not None:
-        async with httpx.AsyncClient(
-            base_url=plan.url, timeout=plan.timeout, headers=_bearer(plan.admin_key)
-        ) as admin:
-            for model, prices in plan.prices.items():
-                await register_prices(
-                    admin,
-                    model,
-                    prices,
-                    start=plan.day.start,
-                    end=None if plan.live else plan.day.end,
-                    give_up_seconds=give_up,
-                )
+        for model, prices in plan.prices.items():
+            await register_prices(
+                admin,
+                model,
+                prices,
+                start=plan.day.start,
+                end=None if plan.live else plan.day.end,
+                give_up_seconds=give_up,
+            )
 
 
 def _bearer(key: str) -> dict[str, str]:
