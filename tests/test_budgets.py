@@ -504,3 +504,21 @@ async def test_a_budget_since_an_instant_still_ahead_has_used_nothing(
         "budgets"
     ]
     assert (checked["used"], checked["window_start"]) == (0, ahead)
+
+
+async def test_notifications_are_listed_newest_first_and_paged_on_with_next_before(
+    make_client: ClientFactory, monotonic: Ticker
+) -> None:
+    async with make_client(**FAST) as client:
+        await _budget(client, limit=1000, thresholds=[100, 200, 300])
+        await _post(client, event(input_tokens=2000, output_tokens=1000))
+        await _notified(client, monotonic, 3)
+        first = (await client.get("/v1/notifications", params={"limit": 2})).json()
+        assert [n["body"]["threshold"] for n in first["notifications"]] == [300, 200]
+        rest = await client.get(
+            "/v1/notifications", params={"limit": 2, "before": first["next_before"]}
+        )
+        assert [n["body"]["threshold"] for n in rest.json()["notifications"]] == [100]
+        assert rest.json()["next_before"] is None
+        unknown = await client.get("/v1/notifications", params={"before": "msg_" + "0" * 24})
+        assert unknown.status_code == 422

@@ -301,6 +301,8 @@ notification = Table(
     "notification",
     metadata,
     Column("id", Text, nullable=False),
+    # The order notifications were recorded in: of one search, in increasing amount.
+    Column("seq", BigInteger, Identity(), nullable=False),
     Column("type", Text, nullable=False),
     Column("subject", Text, nullable=False),
     Column("amount", AMOUNT, nullable=False),
@@ -312,7 +314,7 @@ notification = Table(
     Column("corrected_at", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("id"),
     Index("uq_notification_subject_amount", "subject", "amount", unique=True),
-    Index("ix_notification_found_at", "found_at"),
+    Index("ix_notification_found_at", "found_at", "seq"),
 )
 
 # One notification's way to one webhook: due at `next_attempt_at` while `pending`. A sender

@@ -30,7 +30,7 @@ async def list_notifications(
     row = notification.c
     statement = select(
         row.id, row.type, row.tenant, row.body, row.found_at, row.corrected_at
-    ).order_by(row.found_at.desc(), row.id.desc())
+    ).order_by(row.found_at.desc(), row.seq.desc())
     if tenant is not None:
         statement = statement.where(row.tenant == tenant)
     if budget_id is not None:
@@ -41,11 +41,11 @@ async def list_notifications(
         statement = statement.where(row.id.in_(list(ids)))
     if before is not None:
         after = (
-            await connection.execute(select(row.found_at).where(row.id == before))
-        ).scalar_one_or_none()
+            await connection.execute(select(row.found_at, row.seq).where(row.id == before))
+        ).one_or_none()
         if after is None:
             raise UnknownNotification(before)
-        statement = statement.where(tuple_(row.found_at, row.id) < tuple_(after, before))
+        statement = statement.where(tuple_(row.found_at, row.seq) < tuple_(*after))
     rows = (await connection.execute(statement.limit(limit + 1))).all()
     page = rows[:limit]
     deliveries = await _deliveries(connection, [each.id for each in page])

@@ -70,6 +70,7 @@ def upgrade() -> None:
     op.create_table(
         "notification",
         sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), sa.Identity(), nullable=False),
         sa.Column("type", sa.Text(), nullable=False),
         sa.Column("subject", sa.Text(), nullable=False),
         sa.Column("amount", AMOUNT, nullable=False),
@@ -83,7 +84,7 @@ def upgrade() -> None:
     op.create_index(
         "uq_notification_subject_amount", "notification", ["subject", "amount"], unique=True
     )
-    op.create_index("ix_notification_found_at", "notification", ["found_at"])
+    op.create_index("ix_notification_found_at", "notification", ["found_at", "seq"])
     op.create_table(
         "delivery",
         sa.Column("notification_id", sa.Text(), nullable=False),
