@@ -1,28 +1,32 @@
 """The dashboard at `/`: its files and headers, and, in headless Chromium against a real server,
-that it shows what the API answers, follows new events and keeps a tenant's key to its tenant."""
+that it shows what the API answers, follows new events, keeps a tenant's key to its tenant and
+shows budgets and notifications to an admin key only."""
 
 import asyncio
 import re
 import shutil
 import struct
+import threading
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, ViewportSize
+from playwright.async_api import Browser, ConsoleMessage, ViewportSize
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.browsers import LAPTOP, WAIT_MS, Tab, chromium, open_tab
 from tests.conftest import ClientFactory, Keys, bearer
 from tests.factories import event
 from tests.servers import Server, running_server
-from tokenpulse.instants import format_rfc3339
+from tokenpulse.instants import format_rfc3339, parse_rfc3339
 from tokenpulse.simulator.launchday import LaunchDay, occurred_at
 from tokenpulse.simulator.prices import table_prices
 
@@ -30,6 +34,10 @@ PHONE = ViewportSize(width=390, height=844)
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
 SEND_BATCH = 5000
 SEND_IN_FLIGHT = 2
+# How Chromium reports a request answered 403, on the console, whatever the page does with it.
+REFUSED = "Failed to load resource: the server responded with a status of 403"
+NOTIFY_INTERVAL = {"TOKENPULSE_NOTIFY_INTERVAL": "0.2"}
+NOTIFICATION_SEARCHES = 300
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +47,27 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @contextmanager
-def tokenpulse(database_url: str, log_dir: Path, *args: str) -> Iterator[Server]:
+def tokenpulse(
+    database_url: str, log_dir: Path, *args: str, settings: dict[str, str] | None = None
+) -> Iterator[Server]:
     """A real server with the default rate limits: the page must live within them."""
     # The launch is loaded as fast as the server takes it, past a tenant's events a second.
     env = {"TOKENPULSE_DATABASE_URL": database_url, "TOKENPULSE_RATE_LIMIT_INGEST_EVENTS": "0"}
-    with running_server(log_dir, *args, env=env) as server:
+    with running_server(log_dir, *args, env={**env, **(settings or {})}) as server:
         yield server
 
 
+@dataclass
 class Dashboard(Tab):
+    refused: list[str] = field(default_factory=list)
+    """The URLs the API refused the page's key (403): Chromium reports each on the console."""
+
+    def note_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error" and message.text.startswith(REFUSED):
+            self.refused.append(message.location["url"])
+        else:
+            super().note_console(message)
+
     async def wait_for_title(self, selector: str, title: str) -> None:
         await self.page.wait_for_function(
             "([selector, title]) => document.querySelector(selector)?.title === title",
@@ -61,6 +81,27 @@ class Dashboard(Tab):
             arg=[selector, text],
             timeout=WAIT_MS,
         )
+
+    async def wait_for_shown(self, script: str, expected: Any) -> None:
+        """Until what `script` reads off the page is `expected`."""
+        await self.page.wait_for_function(
+            f"expected => JSON.stringify(({script})()) === JSON.stringify(expected)",
+            arg=expected,
+            timeout=WAIT_MS,
+        )
+
+    async def notes(self) -> dict[str, tuple[str, str]]:
+        """(text, title) of the notes of the budgets and notifications panels, once shown."""
+        panels = ("budgets", "notifications")
+        for panel in panels:
+            await self.page.wait_for_selector(f"#{panel}-note:not([hidden])", timeout=WAIT_MS)
+        return {
+            panel: (
+                await self.page.text_content(f"#{panel}-note") or "",
+                await self.page.get_attribute(f"#{panel}-note", "title") or "",
+            )
+            for panel in panels
+        }
 
     async def tenants(self) -> list[tuple[str, str]]:
         """(tenant, exact tokens) of each row of the top tenants."""
@@ -216,6 +257,7 @@ async def test_the_page_shows_the_totals_the_api_answers_and_follows_new_events(
                 tenants_after = await page.tenants()
                 readiness = await page.page.inner_text("#readiness")
                 stored = await page.page.evaluate("localStorage.getItem('tokenpulse.key')")
+                notes = await page.notes()
 
             assert tenants_after == await top_tenants(http, read)
 
@@ -224,6 +266,14 @@ async def test_the_page_shows_the_totals_the_api_answers_and_follows_new_events(
     assert readiness == "ready"
     assert page.errors == []
     assert stored == read
+    # Budgets and notifications are an admin key's: asked once, refused, and said so.
+    reason = "this key has the read scope; this needs admin"
+    assert notes == {
+        "budgets": ("an admin key shows the budgets here", reason),
+        "notifications": ("an admin key shows the notifications here", reason),
+    }
+    assert page.refused == [f"{server.url}/v1/budgets"]
+    assert not any("/v1/notifications" in request.url for request in page.requests)
     api_calls = [request for request in page.requests if "/v1/" in request.url]
     assert api_calls
     assert all(request.headers.get("authorization") == f"Bearer {read}" for request in api_calls)
@@ -372,6 +422,222 @@ async def test_the_page_shows_spend_beside_tokens_once_prices_exist(
     assert page.errors == []
 
 
+@contextmanager
+def webhook_endpoint() -> Iterator[str]:
+    """An endpoint that takes every notification posted to it (204): its URL."""
+
+    class Taking(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    endpoint = ThreadingHTTPServer(("127.0.0.1", 0), Taking)
+    serving = threading.Thread(target=endpoint.serve_forever, daemon=True)
+    serving.start()
+    try:
+        yield f"http://127.0.0.1:{endpoint.server_port}/tokenpulse"
+    finally:
+        endpoint.shutdown()
+        endpoint.server_close()
+        serving.join()
+
+
+async def post(
+    http: httpx.AsyncClient, admin: str, path: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    response = await http.post(path, json=body, headers=bearer(admin))
+    assert response.status_code == 201, response.text
+    made: dict[str, Any] = response.json()
+    return made
+
+
+async def notified(http: httpx.AsyncClient, admin: str, count: int) -> list[dict[str, Any]]:
+    """The ten newest notifications, once `count` are listed and none is still to be delivered:
+    crossings are searched for behind ingest, every notify interval."""
+    listed: list[dict[str, Any]] = []
+    for _ in range(NOTIFICATION_SEARCHES):
+        response = await http.get("/v1/notifications?limit=10", headers=bearer(admin))
+        listed = response.json()["notifications"]
+        states = [d["state"] for n in listed for d in n["deliveries"]]
+        if len(listed) >= count and "pending" not in states:
+            return listed
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{count} notifications delivered were not listed: {listed}")
+
+
+async def checked_budgets(
+    http: httpx.AsyncClient, key: str, budgets: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Each budget's check, by its id, asked for the selection it names."""
+    checked = {}
+    for budget in budgets:
+        call = {name: budget[name] for name in ("tenant", "project", "model", "api_key_id")}
+        params = {name: value for name, value in call.items() if value is not None}
+        response = await http.get("/v1/budgets/check", params=params, headers=bearer(key))
+        assert response.status_code == 200, response.text
+        checked[budget["id"]] = next(
+            b for b in response.json()["budgets"] if b["id"] == budget["id"]
+        )
+    return checked
+
+
+UNITS = {"requests": "requests", "total_tokens": "tokens", "input_tokens": "input tokens"}
+
+
+def exactly(metric: str, amount: int | str | None) -> str:
+    """An exact amount of `metric` as the page's hover titles write it."""
+    if amount is None:
+        return "not priced"
+    if metric == "cost":
+        assert isinstance(amount, str)
+        return dollars(amount)
+    assert isinstance(amount, int)
+    return f"{amount:,} {UNITS[metric]}"
+
+
+def budget_shown(budget: dict[str, Any], checked: dict[str, Any]) -> dict[str, str]:
+    """The row of `budget` as the page should show it, from the API's list and check."""
+    metric = budget["metric"]
+    dimensions = {"project": "project", "model": "model", "api_key_id": "key"}
+    named = [f"{word} {budget[name]}" for name, word in dimensions.items() if budget[name]]
+    end = "on" if checked["window_end"] is None else f"to {checked['window_end']}"
+    return {
+        "budget": budget["id"],
+        "tenant": budget["tenant"],
+        "selection": ", ".join(named) or "all usage",
+        "metric": "cost" if metric == "cost" else UNITS[metric],
+        "window": f"from {checked['window_start']} {end}",
+        "used": exactly(metric, checked["used"]),
+        "limit": exactly(metric, checked["limit"]),
+        "remaining": exactly(metric, checked["remaining"]),
+        "state": "exceeded" if checked["exceeded"] else "within",
+    }
+
+
+def newest_first(notifications: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """In the page's order: the newest found first, and of those found in one search the latest
+    crossing first."""
+
+    def found_and_crossed(notification: dict[str, Any]) -> tuple[datetime, datetime]:
+        crossed = notification["body"].get("crossed_at") or notification["found_at"]
+        found, crossed_at = parse_rfc3339(notification["found_at"]), parse_rfc3339(crossed)
+        assert found is not None
+        assert crossed_at is not None
+        return found, crossed_at
+
+    return sorted(notifications, key=found_and_crossed, reverse=True)
+
+
+def notification_shown(notification: dict[str, Any]) -> dict[str, str]:
+    """The item of a budget's `notification` as the page should show it."""
+    body = notification["body"]
+    assert notification["type"] == "budget.threshold_crossed"
+    metric = body["metric"]
+    crossed = f"{body['threshold']}% of {exactly(metric, body['limit'])}"
+    states = {delivery["state"] for delivery in notification["deliveries"]}
+    return {
+        "notification": notification["id"],
+        "type": notification["type"],
+        "subject": body["tenant"],
+        "crossed": f"{crossed}: {exactly(metric, body['amount'])}",
+        "at": body["crossed_at"],
+        "event": body["event_id"],
+        "delivery": states.pop() if len(states) == 1 else "",
+    }
+
+
+BUDGET_ROWS = """() => [...document.querySelectorAll('#budgets tr')].map((row) => {
+  const title = (name) => row.querySelector(`.${name}`).title;
+  const text = (name) => row.querySelector(`.${name}`).textContent;
+  return {
+    budget: row.dataset.budget, tenant: text('tenant'), selection: text('selection'),
+    metric: text('metric'), window: title('window'), used: title('used'), limit: title('limit'),
+    remaining: title('remaining'), state: text('state'),
+  };
+})"""
+NOTIFICATION_ITEMS = """() => [...document.querySelectorAll('#notifications li')].map((item) => {
+  const title = (name) => item.querySelector(`.${name}`).title;
+  return {
+    notification: item.dataset.notification, type: item.dataset.type,
+    subject: item.querySelector('.subject').textContent, crossed: title('crossed'),
+    at: title('at'), event: title('event'), delivery: item.querySelector('.delivery').textContent,
+  };
+})"""
+
+
+@pytest.mark.process
+async def test_an_admin_key_sees_each_budget_checked_and_the_notifications_of_its_crossings(
+    db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path, browser: Browser
+) -> None:
+    now = datetime.now(UTC)
+    hour_ago = minute_floor(now) - timedelta(hours=1)
+    ingest, admin = await keys.create("ingest"), keys.admin
+    with (
+        webhook_endpoint() as url,
+        tokenpulse(database_url, tmp_path, settings=NOTIFY_INTERVAL) as server,
+    ):
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            await put_prices(http, admin, "m-large", hour_ago)
+            webhook = await post(http, admin, "/v1/webhooks", {"url": url})
+            # Some $18 of acme's m-large: past both thresholds of its $10, notified each once.
+            spend = {"metric": "cost", "limit": "10", "thresholds": [50, 100]}
+            since = {"window": "since", "since": format_rfc3339(hour_ago)}
+            await post(
+                http,
+                admin,
+                "/v1/budgets",
+                {"tenant": "acme", **spend, **since, "webhook_id": webhook["id"]},
+            )
+            # Far from its limit; and a budget of a selection, which a check of the tenant alone
+            # leaves out.
+            daily = {"window": "day", "tz": "Europe/Berlin", "thresholds": [80]}
+            await post(http, admin, "/v1/budgets", {"tenant": "globex", "limit": 10**7, **daily})
+            await post(
+                http,
+                admin,
+                "/v1/budgets",
+                {"tenant": "acme", "model": "m-small", "metric": "requests", "limit": 50, **daily},
+            )
+            await send(http, ingest, usage_of("acme", "m-large", 20, now))
+            await send(http, ingest, usage_of("acme", "m-small", 4, now))
+            await send(http, ingest, usage_of("globex", "m-small", 5, now))
+            notifications = await notified(http, admin, 2)
+            budgets = (await http.get("/v1/budgets", headers=bearer(admin))).json()["budgets"]
+            checked = await checked_budgets(http, admin, budgets)
+
+            async with dashboard(browser, server, admin) as page:
+                expected_items = [notification_shown(n) for n in newest_first(notifications)]
+                await page.wait_for_shown(NOTIFICATION_ITEMS, expected_items)
+                expected_rows = [budget_shown(b, checked[b["id"]]) for b in budgets]
+                await page.wait_for_shown(BUDGET_ROWS, expected_rows)
+                rows = await page.page.evaluate(BUDGET_ROWS)
+                items = await page.page.evaluate(NOTIFICATION_ITEMS)
+                shown = await page.page.locator("#notifications .crossed").all_inner_texts()
+                kinds = await page.page.locator("#notifications .kind").all_text_contents()
+                notes = await page.page.locator(".budgets .note, .notifications .note").all()
+                hidden = [await note.is_hidden() for note in notes]
+                await page.page.mouse.move(0, 0)
+                await page.page.screenshot(path=tmp_path / "budgets.png", full_page=True)
+
+    assert rows == expected_rows
+    assert [row["state"] for row in rows] == ["exceeded", "within", "within"]
+    assert items == expected_items
+    assert sorted((n["body"]["threshold"], n["body"]["amount"]) for n in notifications) == [
+        (50, "5"),
+        (100, "10"),
+    ]
+    assert sorted(shown) == ["100% of $10.00", "50% of $10.00"]
+    assert kinds == ["budget", "budget"]
+    assert {item["delivery"] for item in items} == {"delivered"}
+    assert hidden == [True, True]
+    assert page.refused == []
+    assert page.errors == []
+
+
 @pytest.mark.process
 async def test_a_key_the_api_refuses_brings_back_the_prompt_with_the_reason(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path, browser: Browser
@@ -441,6 +707,66 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
+def round_limit(used: Decimal, share: str) -> Decimal:
+    """A limit of two significant digits of which `used` is about `share`."""
+    return Decimal(f"{used / Decimal(share):.2g}")
+
+
+async def budgets_of_the_largest(
+    http: httpx.AsyncClient, admin: str, start: datetime, webhook_id: str
+) -> None:
+    """Budgets of the three largest tenants since `start`: the first over its spend, the second
+    past half its tokens, the third far from its day's requests of one model."""
+    response = await http.get(
+        "/v1/totals",
+        params={"start": format_rfc3339(start), "group_by": "tenant,model"},
+        headers=bearer(admin),
+    )
+    results = response.json()["results"]
+    tokens_of: dict[str, int] = {}
+    for result in results:
+        tokens_of[result["tenant"]] = tokens_of.get(result["tenant"], 0) + result["total_tokens"]
+    first, second, third = sorted(tokens_of, key=lambda tenant: -tokens_of[tenant])[:3]
+    spent = sum((Decimal(r["cost"]) for r in results if r["tenant"] == first), Decimal(0))
+    requests = next(
+        r["requests"] for r in results if (r["tenant"], r["model"]) == (third, "pulse-2")
+    )
+    since = {"window": "since", "since": format_rfc3339(start), "webhook_id": webhook_id}
+    budgets: list[dict[str, Any]] = [
+        {
+            "tenant": first,
+            "metric": "cost",
+            "limit": format(round_limit(spent, "1.25"), "f"),
+            "thresholds": [50, 80, 100],
+            **since,
+        },
+        {
+            "tenant": second,
+            "limit": int(round_limit(Decimal(tokens_of[second]), "0.7")),
+            "thresholds": [50, 80],
+            **since,
+        },
+        {
+            "tenant": third,
+            "model": "pulse-2",
+            "metric": "requests",
+            "limit": int(round_limit(Decimal(requests), "0.3")),
+            "window": "day",
+            "tz": "America/New_York",
+            "thresholds": [90],
+        },
+    ]
+    for budget in budgets:
+        await post(http, admin, "/v1/budgets", budget)
+
+
+SHOWN_STATES = """() => [
+  [...document.querySelectorAll('#notifications li')].map((item) => item.dataset.notification),
+  [...document.querySelectorAll('#notifications .delivery')].map((state) => state.textContent),
+  [...document.querySelectorAll('#budgets .state')].map((state) => state.textContent),
+]"""
+
+
 @pytest.mark.process
 async def test_a_simulated_launch_reads_well_on_a_laptop_and_a_phone(
     db: AsyncEngine,
@@ -452,31 +778,57 @@ async def test_a_simulated_launch_reads_well_on_a_laptop_and_a_phone(
 ) -> None:
     start = minute_floor(datetime.now(UTC)) - timedelta(hours=2)
     day = launch_day(start)
-    ingest, read = await keys.create("ingest"), await keys.create("read")
+    ingest, read, admin = await keys.create("ingest"), await keys.create("read"), keys.admin
     laptop, phone = tmp_path / "dashboard.png", tmp_path / "phone.png"
-    with tokenpulse(database_url, tmp_path, "--workers", "2") as server:
+    with (
+        webhook_endpoint() as url,
+        tokenpulse(database_url, tmp_path, "--workers", "2", settings=NOTIFY_INTERVAL) as server,
+    ):
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
             for model in day.models:
-                await put_launch(http, keys.admin, model, start)
+                await put_launch(http, admin, model, start)
                 priced = {
                     "effective_from": format_rfc3339(start),
                     "per_million_tokens": table_prices(model).as_json(),
                 }
-                response = await http.put(
-                    f"/v1/prices/{model}", json=priced, headers=bearer(keys.admin)
-                )
+                response = await http.put(f"/v1/prices/{model}", json=priced, headers=bearer(admin))
                 assert response.status_code == 201, response.text
+            everything = ["budget.threshold_crossed", "launch.milestone_crossed"]
+            webhook = await post(http, admin, "/v1/webhooks", {"url": url, "events": everything})
             await send_so_far(http, ingest, day)
-            summary = (await http.get("/v1/launches/pulse-2", headers=bearer(read))).json()
+            await budgets_of_the_largest(http, admin, start, webhook["id"])
+            summaries = [
+                (await http.get(f"/v1/launches/{model}", headers=bearer(read))).json()
+                for model in day.models
+            ]
+            milestones = sum(
+                m["crossed_at"] is not None for summary in summaries for m in summary["milestones"]
+            )
+            # Three thresholds of the first budget, one of the second, and the launches'.
+            notifications = await notified(http, admin, 3 + 1 + milestones)
+            budgets = (await http.get("/v1/budgets", headers=bearer(admin))).json()["budgets"]
+            checked = await checked_budgets(http, admin, budgets)
+            summary = summaries[0]
 
-            async with dashboard(browser, server, read) as page:
+            async with dashboard(browser, server, admin) as page:
                 total = summary["since_launch"]["total_tokens"]
                 await page.wait_for_title("#counter", tokens(total))
                 await page.wait_for_text("#counter", f"{total:,}")
                 await page.wait_for_title("#spend", f"{summary['since_launch']['cost']} usd")
+                await page.wait_for_shown(
+                    SHOWN_STATES,
+                    [
+                        [n["id"] for n in newest_first(notifications)],
+                        ["delivered"] * len(notifications),
+                        ["exceeded" if checked[b["id"]]["exceeded"] else "within" for b in budgets],
+                    ],
+                )
                 reached = await page.page.locator(
                     '#milestones li.reached[data-metric="total_tokens"]'
                 ).count()
+                launch_crossings = await page.page.locator(
+                    '#notifications li[data-type="launch.milestone_crossed"] .crossed'
+                ).evaluate_all("items => items.map((item) => item.title)")
                 await page.page.mouse.move(0, 0)
                 await page.page.screenshot(path=laptop, full_page=True)
                 await page.page.set_viewport_size(PHONE)
@@ -489,10 +841,18 @@ async def test_a_simulated_launch_reads_well_on_a_laptop_and_a_phone(
                 await page.page.screenshot(path=phone, full_page=True)
 
     assert reached == sum(m["crossed_at"] is not None for m in summary["milestones"]) >= 1
+    assert [checked[b["id"]]["exceeded"] for b in budgets] == [True, False, False]
+    assert launch_crossings == [
+        f"{n['body']['amount']:,} tokens since launch"
+        for n in newest_first(notifications)
+        if n["type"] == "launch.milestone_crossed"
+    ]
+    assert launch_crossings
     assert png_size(laptop)[0] == LAPTOP["width"]
     assert png_size(phone)[0] == PHONE["width"]
     assert overflow <= 0
     assert len({(box["x"], box["width"]) for box in panels if box}) == 1, "one column on a phone"
     assert page.errors == []
+    assert page.refused == []
     if pytestconfig.getoption("--update-screenshot"):
         shutil.copyfile(laptop, SCREENSHOT)

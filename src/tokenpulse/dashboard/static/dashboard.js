@@ -1,11 +1,14 @@
-// The tokenpulse dashboard. It polls the public REST API every few seconds with a read key kept
-// in this browser's localStorage and draws what the answers say; only rates and projections are
-// worked out here, from the API's per-minute series.
+// The tokenpulse dashboard. It polls the public REST API every few seconds with a read key (or an
+// admin key, which also sees budgets and notifications) kept in this browser's localStorage and
+// draws what the answers say; only rates and projections are worked out here, from the API's
+// per-minute series.
 
 const POLL_SECONDS = 5;
 const RATE_MINUTES = 5;
 const CHART_MINUTES = 60;
 const TOP_TENANTS = 10;
+const BUDGETS_SHOWN = 20;
+const NOTIFICATIONS_SHOWN = 10;
 const COUNT_UP_MS = 1200;
 const MINUTE_MS = 60_000;
 const KEY_ITEM = "tokenpulse.key";
@@ -570,6 +573,259 @@ function drawTenants(totals) {
   $("tenants").replaceChildren(...rows);
 }
 
+// Budgets and the notifications of their crossings. Listing either needs an admin key, checking
+// a budget a read key; a key refused the list once is not asked again, as its scope never
+// changes.
+
+const DIMENSIONS = ["project", "model", "api_key_id"];
+const DIMENSION_NAMES = { project: "project", model: "model", api_key_id: "key" };
+const UNITS_OF = {
+  requests: "requests",
+  input_tokens: "input tokens",
+  cached_input_tokens: "cached input tokens",
+  cache_write_input_tokens: "cache write input tokens",
+  output_tokens: "output tokens",
+  reasoning_tokens: "reasoning tokens",
+  total_tokens: "tokens",
+};
+const KINDS = {
+  "budget.threshold_crossed": "budget",
+  "launch.milestone_crossed": "launch",
+  "webhook.test": "test",
+};
+
+let budgetsRefused = { key: null, reason: "" };
+
+/** How amounts of `metric` read: money for cost, else a count of its unit. */
+function amountsOf(metric) {
+  if (metric === "cost") {
+    return { name: "cost", text: (value) => money(value), counted: (value) => money(value), exact: exactMoney };
+  }
+  const unit = UNITS_OF[metric] ?? metric.replaceAll("_", " ");
+  return {
+    name: unit,
+    text: (value) => short(value),
+    counted: (value) => `${short(value)} ${unit}`,
+    exact: (value) => exact(value, unit),
+  };
+}
+
+function selectionOf(budget) {
+  const named = DIMENSIONS.filter((name) => budget[name] !== null);
+  return Object.fromEntries(named.map((name) => [name, budget[name]]));
+}
+
+/** The fewest checks that answer every budget: the check of a call answers each budget of its
+ * tenant whose every named dimension is the call's. */
+function checksFor(budgets) {
+  const calls = new Map();
+  for (const budget of budgets) {
+    const call = { tenant: budget.tenant, ...selectionOf(budget) };
+    calls.set(JSON.stringify(call), call);
+  }
+  const answers = (wide, narrow) => Object.entries(narrow).every(([name, value]) => wide[name] === value);
+  const distinct = [...calls.values()];
+  return distinct.filter((call) => !distinct.some((other) => other !== call && answers(other, call)));
+}
+
+/** The budgets with what their current windows have used, and the newest notifications. */
+async function watchBudgets() {
+  if (budgetsRefused.key === key) return { refused: budgetsRefused.reason };
+  const asked = key;
+  const listed = await settle(api("/v1/budgets"));
+  if (listed.error?.status === 403) {
+    budgetsRefused = { key: asked, reason: listed.error.message };
+    return { refused: listed.error.message };
+  }
+  const shown = listed.value?.budgets.slice(0, BUDGETS_SHOWN) ?? [];
+  const [checks, notifications] = await Promise.all([
+    settle(Promise.all(checksFor(shown).map((call) => api("/v1/budgets/check", call)))),
+    settle(api("/v1/notifications", { limit: NOTIFICATIONS_SHOWN })),
+  ]);
+  return { refused: null, listed, checks, notifications };
+}
+
+function labelled(tag, className, text, title = "") {
+  const made = element(tag, { class: className }, text);
+  if (title) made.title = title;
+  return made;
+}
+
+/** The thresholds a budget notifies at: its percentages of the limit, then its amounts. */
+function thresholdsOf(budget, amounts) {
+  const percents = budget.thresholds.length ? [`${budget.thresholds.join(", ")}%`] : [];
+  return [...percents, ...budget.amounts.map((amount) => amounts.text(amount))].join(", ");
+}
+
+/** The exact bounds of the window a budget's check counted. */
+function boundsOf(checked) {
+  if (!checked) return "";
+  const end = checked.window_end === null ? "on" : `to ${checked.window_end}`;
+  return `from ${checked.window_start} ${end}`;
+}
+
+function budgetRow(budget, checked) {
+  const amounts = amountsOf(budget.metric);
+  const figure = (className, value) =>
+    value === null || value === undefined
+      ? labelled("td", className, "–", checked ? "not priced" : "not checked")
+      : labelled("td", className, amounts.text(value), amounts.exact(value));
+  const named = Object.entries(selectionOf(budget)).map(([name, value]) => `${DIMENSION_NAMES[name]} ${value}`);
+  const period = budget.window === "since" ? `since ${when(budget.since)}` : `${budget.window}, ${budget.tz}`;
+  const limit = figure("limit", budget.limit);
+  limit.dataset.label = "limit";
+  limit.append(labelled("span", "notify", `at ${thresholdsOf(budget, amounts)}`));
+  const used = figure("used", checked?.used);
+  if (checked && checked.used !== null) {
+    const share = Number(checked.used) / Number(checked.limit);
+    const bar = element("progress", { max: 1, value: Math.min(1, share) });
+    bar.title = `${(100 * share).toFixed(1)}% of the limit`;
+    used.append(bar);
+  }
+  const remaining = figure("remaining", checked?.remaining);
+  remaining.dataset.label = "remaining";
+  const state = checked ? (checked.exceeded ? "exceeded" : "within") : "unknown";
+  return element(
+    "tr",
+    { "data-budget": budget.id },
+    element(
+      "td",
+      {},
+      labelled("span", "tenant", budget.tenant, budget.id),
+      labelled("span", "selection", named.length ? named.join(", ") : "all usage"),
+    ),
+    element(
+      "td",
+      {},
+      labelled("span", "metric", amounts.name),
+      labelled("span", "window", period, boundsOf(checked)),
+    ),
+    used,
+    limit,
+    remaining,
+    labelled("td", `state ${state}`, state === "unknown" ? "–" : state),
+  );
+}
+
+function drawBudgets(watched) {
+  const note = $("budgets-note");
+  if (watched.refused !== null) {
+    $("budgets-table").hidden = true;
+    note.hidden = false;
+    note.textContent = "an admin key shows the budgets here";
+    note.title = watched.refused;
+    return;
+  }
+  const { listed, checks } = watched;
+  if (!listed.value) return;
+  const budgets = listed.value.budgets;
+  const checked = new Map(
+    (checks.value ?? []).flatMap((answer) => answer.budgets).map((budget) => [budget.id, budget]),
+  );
+  const rows = budgets.slice(0, BUDGETS_SHOWN).map((budget) => budgetRow(budget, checked.get(budget.id)));
+  $("budgets").replaceChildren(...rows);
+  $("budgets-table").hidden = rows.length === 0;
+  note.hidden = budgets.length <= BUDGETS_SHOWN && rows.length > 0;
+  note.title = "";
+  note.textContent =
+    rows.length === 0
+      ? "no budgets: an admin key sets one, POST /v1/budgets"
+      : `the first ${BUDGETS_SHOWN} of ${budgets.length} budgets`;
+}
+
+/** What crossed, as a notification's body says: a budget's threshold or amount, or a launch's
+ * milestone; a test crosses nothing. */
+function crossingOf(notification) {
+  const body = notification.body;
+  if (notification.type === "budget.threshold_crossed") {
+    const amounts = amountsOf(body.metric);
+    const amount = amounts.exact(body.amount);
+    if (body.threshold === null) {
+      return { subject: body.tenant, text: amounts.counted(body.amount), title: `${amount} of ${amounts.name}` };
+    }
+    return {
+      subject: body.tenant,
+      text: `${body.threshold}% of ${amounts.counted(body.limit)}`,
+      title: `${body.threshold}% of ${amounts.exact(body.limit)}: ${amount}`,
+    };
+  }
+  if (notification.type === "launch.milestone_crossed") {
+    const amounts = amountsOf(body.metric);
+    return { subject: body.model, text: amounts.counted(body.amount), title: `${amounts.exact(body.amount)} since launch` };
+  }
+  return { subject: body.webhook_id ?? "", text: notification.type === "webhook.test" ? "a test" : notification.type, title: "" };
+}
+
+/** Where a notification stands: each delivery's state, and its attempts in the title. */
+function deliveryOf(deliveries) {
+  if (deliveries.length === 0) return { text: "not sent", state: "none", title: "no webhook receives it" };
+  const counts = new Map();
+  for (const delivery of deliveries) counts.set(delivery.state, (counts.get(delivery.state) ?? 0) + 1);
+  const states = [...counts.keys()];
+  const lines = deliveries.map((delivery) => {
+    const tried = delivery.attempts.length;
+    const last = delivery.attempts.at(-1);
+    const parts = [`${delivery.webhook_id}: ${delivery.state}`, `${tried} attempt${tried === 1 ? "" : "s"}`];
+    if (last) parts.push(`the last answered ${last.status ?? last.error}`);
+    if (delivery.next_attempt_at) parts.push(`the next at ${delivery.next_attempt_at}`);
+    return parts.join(", ");
+  });
+  return {
+    text: deliveries.length === 1 ? states[0] : [...counts].map(([state, count]) => `${count} ${state}`).join(", "),
+    state: states.length === 1 ? states[0] : "mixed",
+    title: lines.join("\n"),
+  };
+}
+
+function notificationItem(notification) {
+  const body = notification.body;
+  const crossing = crossingOf(notification);
+  const delivery = deliveryOf(notification.deliveries);
+  const at = body.crossed_at ?? notification.found_at;
+  const corrected = notification.corrected_at ? `, corrected at ${notification.corrected_at}` : "";
+  return element(
+    "li",
+    { "data-notification": notification.id, "data-type": notification.type },
+    labelled("span", "kind", KINDS[notification.type] ?? notification.type, notification.type),
+    element(
+      "span",
+      { class: "what" },
+      labelled("span", "subject", crossing.subject),
+      " ",
+      labelled("span", "crossed", crossing.text, crossing.title),
+    ),
+    labelled("span", "at", `${when(at)}${corrected ? " (corrected)" : ""}`, `${at}${corrected}`),
+    labelled("span", "event", body.event_id ? `event ${body.event_id}` : "", body.event_id ?? ""),
+    labelled("span", `delivery ${delivery.state}`, delivery.text, delivery.title),
+  );
+}
+
+/** Newest first, as the API lists them; of those found in one search, the latest crossing first,
+ * which the API leaves in no particular order. */
+function newestFirst(notifications) {
+  const crossed = (notification) => Date.parse(notification.body.crossed_at ?? notification.found_at);
+  return [...notifications].sort(
+    (a, b) => Date.parse(b.found_at) - Date.parse(a.found_at) || crossed(b) - crossed(a),
+  );
+}
+
+function drawNotifications(watched) {
+  const note = $("notifications-note");
+  if (watched.refused !== null) {
+    $("notifications").replaceChildren();
+    note.hidden = false;
+    note.textContent = "an admin key shows the notifications here";
+    note.title = watched.refused;
+    return;
+  }
+  const listed = watched.notifications.value;
+  if (!listed) return;
+  $("notifications").replaceChildren(...newestFirst(listed.notifications).map(notificationItem));
+  note.hidden = listed.notifications.length > 0;
+  note.title = "";
+  note.textContent = "no notifications yet";
+}
+
 function drawReadiness(outcome) {
   const badge = $("readiness");
   const failed = Object.entries(outcome.value?.checks ?? {}).filter(([, verdict]) => verdict !== "ok");
@@ -587,11 +843,12 @@ function drawReadiness(outcome) {
 // One round of polling: every panel asks for its own data and shows its own trouble.
 
 async function refresh() {
-  const [ready, launches, usage, tenants] = await Promise.all([
+  const [ready, launches, usage, tenants, watched] = await Promise.all([
     settle(readiness()),
     settle(api("/v1/launches")),
     settle(lastHour()),
     settle(api("/v1/totals", { window: "24h", group_by: "tenant" })),
+    watchBudgets(),
   ]);
   const launch = launches.value ? chooseLaunch(launches.value.launches) : null;
   const none = { value: null, error: null };
@@ -606,8 +863,10 @@ async function refresh() {
     ? await settle(Promise.all(COST_THRESHOLDS.map((threshold) => costMilestone(launch.model, threshold))))
     : { value: [], error: null };
 
+  const watching = watched.refused === null ? [watched.listed, watched.checks, watched.notifications] : [];
+  const outcomes = [launches, usage, tenants, summary, prices, costMilestones, ...watching];
   // /v1/launches is open to every read key: refused there, the key itself is wrong.
-  const refused = [launches, usage, tenants, summary, prices, costMilestones].find((outcome) => [401, 403].includes(outcome.error?.status));
+  const refused = outcomes.find((outcome) => [401, 403].includes(outcome.error?.status));
   if (refused && (refused === launches || refused.error.status === 401)) {
     askForKey(refused.error.message);
     return null;
@@ -632,8 +891,12 @@ async function refresh() {
   showProblem("milestones-problem", summary.error ?? costMilestones.error);
   if (tenants.value) drawTenants(tenants.value);
   showProblem("tenants-problem", tenants.error);
+  drawBudgets(watched);
+  showProblem("budgets-problem", watched.refused === null ? (watched.listed.error ?? watched.checks.error) : null);
+  drawNotifications(watched);
+  showProblem("notifications-problem", watched.refused === null ? watched.notifications.error : null);
 
-  const failures = [launches, usage, tenants, summary, prices, costMilestones].filter((outcome) => outcome.error);
+  const failures = outcomes.filter((outcome) => outcome.error);
   $("updated").textContent = failures.length
     ? `update at ${timeWithSeconds.format(new Date())} incomplete: ${failures[0].error.message}`
     : `updated ${timeWithSeconds.format(new Date())}, every ${POLL_SECONDS} s`;
