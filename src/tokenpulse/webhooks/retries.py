@@ -15,7 +15,11 @@ class RetryPolicy:
 
     def wait(self, attempts: int) -> timedelta:
         """The wait after the `attempts`-th attempt failed."""
-        if attempts > 40:
-            return self.longest
-        wait: timedelta = self.first * 2 ** (attempts - 1)
+        wait = self.first
+        # Doubled a step at a time up to the longest: `first * 2 ** (attempts - 1)` outgrows
+        # what a timedelta holds after a few dozen attempts of a long first wait.
+        for _ in range(attempts - 1):
+            if wait >= self.longest:
+                break
+            wait *= 2
         return min(wait, self.longest)

@@ -144,13 +144,25 @@ class Sender:
         # A figure of real time, even where the service's clock is set by a test.
         started = time.perf_counter()
         try:
-            answer = await self._client.post(claimed.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            # httpx times each read on its own: an answer that trickles in would outlast the
+            # claim, and another sender would attempt the delivery meanwhile.
+            async with (
+                asyncio.timeout(self._timeout),
+                self._client.stream("POST", claimed.url, content=body, headers=headers) as answer,
+            ):
+                # The status is the answer: the body, of any size, is never read.
+                status = answer.status_code
+        except TimeoutError:
+            error = f"TimeoutError: no answer within {self._timeout:g} s"
+            return Outcome(claimed, attempted_at, None, error, time.perf_counter() - started)
+        except Exception as exc:
+            # Whatever ends this attempt is its outcome alone, never that of the deliveries
+            # attempted beside it: a URL that httpx cannot send to raises no HTTPError.
+            if not isinstance(exc, httpx.HTTPError):
+                log.warning("a webhook delivery attempt could not be made", exc_info=exc)
             error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARACTERS]
             return Outcome(claimed, attempted_at, None, error, time.perf_counter() - started)
-        return Outcome(
-            claimed, attempted_at, answer.status_code, None, time.perf_counter() - started
-        )
+        return Outcome(claimed, attempted_at, status, None, time.perf_counter() - started)
 
     def _log_failure(self, exc: BaseException) -> None:
         if not is_unavailable(exc):
