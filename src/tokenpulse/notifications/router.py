@@ -1,6 +1,7 @@
 """`/v1/notifications` and test notifications: what was found, and what was sent where (admin,
 own tenant if bound)."""
 
+import secrets
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -9,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from tokenpulse.auth import Caller, require
 from tokenpulse.budgets.store import BUDGET_ID
+from tokenpulse.database import snapshot
 from tokenpulse.errors import InvalidParameters, NotFound, Problem
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.notifications.answers import NotificationAnswer, NotificationsAnswer
@@ -50,7 +52,8 @@ async def test_webhook(
         recorded = await record(
             connection,
             type=TEST,
-            subject=f"test:{found.id}:{format_rfc3339(now)}",
+            # Each test is one of its own, however many are sent at one instant.
+            subject=f"test:{found.id}:{secrets.token_hex(8)}",
             amount=Decimal(0),
             tenant=found.tenant,
             budget_id=None,
@@ -92,7 +95,8 @@ async def get_notifications(
         problems.append(Problem("type", f"must be one of {', '.join(TYPES)}"))
     if problems:
         raise InvalidParameters.listing(problems)
-    async with engine.connect() as connection:
+    # One snapshot: a delivery and its attempts as they were at one moment.
+    async with snapshot(engine) as connection:
         try:
             listed, next_before = await list_notifications(
                 connection,

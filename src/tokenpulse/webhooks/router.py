@@ -4,6 +4,7 @@ own tenant if bound)."""
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -49,6 +50,11 @@ def _url(value: str) -> str:
         raise ValueError("must be an absolute http or https URL, such as https://example.com/hook")
     if any(character.isspace() for character in value):
         raise ValueError("must not contain spaces")
+    try:
+        # The host as the sender will ask for it (an IDNA name decoded).
+        _ = httpx.URL(value).host
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"is not a URL that can be sent to: {exc}") from None
     return value
 
 
