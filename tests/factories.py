@@ -4,6 +4,8 @@ import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
+
 from tests.conftest import NOW
 from tokenpulse.instants import format_rfc3339
 
@@ -46,3 +48,9 @@ def measures(*events: dict[str, Any], cost: str | None = None) -> dict[str, Any]
         "total_tokens": sums["input_tokens"] + sums["output_tokens"],
         "cost": cost,
     }
+
+
+async def post_accepted(client: httpx.AsyncClient, *events: dict[str, Any]) -> None:
+    """Send `events` in one batch, each of which must be accepted."""
+    answer = await client.post("/v1/events", json={"events": list(events)})
+    assert answer.json()["accepted"] == len(events), answer.text

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import NOW, ClientFactory, Clock, Keys, Ticker, bearer
-from tests.factories import event
+from tests.factories import event, post_accepted
 from tokenpulse.budgets.windows import window_at
 from tokenpulse.instants import format_rfc3339
 
@@ -25,11 +25,6 @@ async def _budget(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
     assert made.status_code == 201, made.text
     body: dict[str, Any] = made.json()
     return body
-
-
-async def _post(client: httpx.AsyncClient, *events: dict[str, Any]) -> None:
-    answer = await client.post("/v1/events", json={"events": list(events)})
-    assert answer.json()["accepted"] == len(events), answer.text
 
 
 async def _notified(
@@ -206,7 +201,7 @@ async def test_the_check_answers_every_budget_that_applies_to_the_call_with_its_
     large = await _budget(client, model="m-large", limit=1000)
     await _budget(client, project="chat", limit=1000)
     await _budget(client, tenant="globex", limit=1000)
-    await _post(client, event(), event(model="m-small"), event(tenant="globex"))
+    await post_accepted(client, event(), event(model="m-small"), event(tenant="globex"))
     check = await client.get("/v1/budgets/check", params={"tenant": "acme", "model": "m-large"})
     assert check.status_code == 200
     answered = check.json()
@@ -220,7 +215,7 @@ async def test_the_check_answers_every_budget_that_applies_to_the_call_with_its_
         ("2026-11-27T00:00:00Z", "2026-11-28T00:00:00Z")
     }
     # An event acknowledged is counted by the very next check.
-    await _post(client, event(model="m-small", input_tokens=1000, output_tokens=0))
+    await post_accepted(client, event(model="m-small", input_tokens=1000, output_tokens=0))
     again = (await client.get("/v1/budgets/check", params={"tenant": "acme"})).json()
     assert [(b["used"], b["exceeded"]) for b in again["budgets"]] == [(5000, True)]
 
@@ -229,7 +224,7 @@ async def test_the_check_of_a_cost_budget_answers_exact_decimals_and_null_while_
     client: httpx.AsyncClient,
 ) -> None:
     made = await _budget(client, metric="cost", limit="0.01")
-    await _post(client, event(input_tokens=1000, output_tokens=0))
+    await post_accepted(client, event(input_tokens=1000, output_tokens=0))
     unpriced = (await client.get("/v1/budgets/check", params={"tenant": "acme"})).json()
     assert unpriced["budgets"][0] | {"id": made["id"]} == {
         **unpriced["budgets"][0],
@@ -271,7 +266,7 @@ async def test_each_threshold_is_notified_once_at_the_exact_crossing_event(
     async with make_client(**FAST) as client:
         made = await _budget(client, limit=10000, thresholds=[50, 100], amounts=[2000])
         events = [event(event_id=f"e{i}", at=NOW - timedelta(minutes=10 - i)) for i in range(6)]
-        await _post(client, *events)
+        await post_accepted(client, *events)
         bodies = await _notified(client, monotonic, 3)
         assert _crossings(bodies) == [
             (None, 2000, "e0", 2000),
@@ -293,7 +288,7 @@ async def test_each_threshold_is_notified_once_at_the_exact_crossing_event(
             "crossed_at": format_rfc3339(NOW - timedelta(minutes=8)),
             "event_id": "e2",
         }
-        await _post(client, event(at=NOW - timedelta(minutes=2)))
+        await post_accepted(client, event(at=NOW - timedelta(minutes=2)))
         assert len(await _searched(client, monotonic)) == 3
 
 
@@ -303,7 +298,7 @@ async def test_events_of_one_instant_cross_in_event_id_order_by_code_point(
     async with make_client(**FAST) as client:
         await _budget(client, limit=3000)
         at = NOW - timedelta(minutes=3)
-        await _post(client, event(event_id="b", at=at), event(event_id="B", at=at))
+        await post_accepted(client, event(event_id="b", at=at), event(event_id="B", at=at))
         assert _crossings(await _notified(client, monotonic, 1)) == [(100, 3000, "b", 4000)]
 
 
@@ -312,11 +307,13 @@ async def test_a_late_event_that_moves_a_crossing_earlier_corrects_it_and_notifi
 ) -> None:
     async with make_client(**FAST) as client:
         await _budget(client, limit=4000, thresholds=[100])
-        await _post(client, event(event_id="a", at=NOW - timedelta(minutes=5)))
-        await _post(client, event(event_id="b", at=NOW - timedelta(minutes=4)))
+        await post_accepted(client, event(event_id="a", at=NOW - timedelta(minutes=5)))
+        await post_accepted(client, event(event_id="b", at=NOW - timedelta(minutes=4)))
         (first,) = await _notified(client, monotonic, 1)
         assert (first["event_id"], first["value_at_crossing"]) == ("b", 4000)
-        await _post(client, event(event_id="late", at=NOW - timedelta(hours=3), input_tokens=9000))
+        await post_accepted(
+            client, event(event_id="late", at=NOW - timedelta(hours=3), input_tokens=9000)
+        )
         for _ in range(100):
             (listed,) = await _searched(client, monotonic)
             if listed["corrected_at"] is not None:
@@ -332,9 +329,9 @@ async def test_a_new_window_starts_from_nothing_and_the_window_just_gone_still_n
     clock.now = datetime(2026, 11, 27, 23, 50, tzinfo=UTC)
     async with make_client(**FAST) as client:
         await _budget(client, limit=4000)
-        await _post(client, event(event_id="y1", at=clock.now - timedelta(minutes=5)))
+        await post_accepted(client, event(event_id="y1", at=clock.now - timedelta(minutes=5)))
         clock.now = datetime(2026, 11, 28, 0, 10, tzinfo=UTC)
-        await _post(
+        await post_accepted(
             client,
             event(event_id="t1", at=clock.now - timedelta(minutes=5)),
             event(event_id="t2", at=clock.now - timedelta(minutes=4)),
@@ -352,12 +349,12 @@ async def test_a_budget_notifies_no_crossing_of_a_window_that_ended_before_it_wa
     make_client: ClientFactory, clock: Clock, monotonic: Ticker
 ) -> None:
     async with make_client(**FAST) as client:
-        await _post(client, *[event(at=NOW - timedelta(hours=11)) for _ in range(2)])
+        await post_accepted(client, *[event(at=NOW - timedelta(hours=11)) for _ in range(2)])
         await _budget(client, limit=4000)
         (body,) = await _notified(client, monotonic, 1)
         assert body["window_start"] == "2026-11-27T00:00:00Z"
         clock.now = datetime(2026, 11, 28, 0, 30, tzinfo=UTC)
-        await _post(client, event(at=datetime(2026, 11, 26, 23, 0, tzinfo=UTC)))
+        await post_accepted(client, event(at=datetime(2026, 11, 26, 23, 0, tzinfo=UTC)))
         assert len(await _searched(client, monotonic)) == 1
 
 
@@ -382,7 +379,7 @@ async def test_a_day_in_the_budgets_zone_runs_from_midnight_to_midnight_across_a
     first = datetime.fromisoformat(start)
     async with make_client(**FAST) as client:
         await _budget(client, limit=4000, tz="Europe/Berlin")
-        await _post(
+        await post_accepted(
             client,
             # The last microsecond of the day before: not counted.
             event(event_id="before", at=first - timedelta(microseconds=1), input_tokens=9000),
@@ -408,7 +405,7 @@ async def test_a_cost_budget_crosses_at_the_event_whose_cost_reaches_the_amount(
         await _budget(client, metric="cost", limit="0.05", thresholds=[50, 100])
         # Each costs 1200 * 3 + 800 * 15 per million: 0.0156.
         events = [event(event_id=f"c{i}", at=NOW - timedelta(minutes=9 - i)) for i in range(4)]
-        await _post(client, *events)
+        await post_accepted(client, *events)
         bodies = await _notified(client, monotonic, 2)
         assert _crossings(bodies) == [
             (50, "0.025", "c1", "0.0312"),
@@ -422,7 +419,7 @@ async def test_a_budget_since_an_instant_counts_from_it_in_one_window_that_never
     async with make_client(**FAST) as client:
         since = NOW - timedelta(days=3, seconds=30)
         await _budget(client, window="since", since=format_rfc3339(since), limit=4000)
-        await _post(
+        await post_accepted(
             client,
             event(event_id="early", at=since - timedelta(microseconds=1), input_tokens=90000),
             event(event_id="s1", at=since),
@@ -441,10 +438,10 @@ async def test_a_deleted_budget_notifies_nothing_more(
 ) -> None:
     async with make_client(**FAST) as client:
         made = await _budget(client, limit=2000, thresholds=[100, 200])
-        await _post(client, event())
+        await post_accepted(client, event())
         await _notified(client, monotonic, 1)
         await client.delete(f"/v1/budgets/{made['id']}")
-        await _post(client, event())
+        await post_accepted(client, event())
         assert len(await _searched(client, monotonic)) == 1
 
 
@@ -454,7 +451,7 @@ async def test_a_tenant_admin_key_lists_its_own_tenants_notifications_only(
     async with make_client(**FAST) as client:
         ours = await _budget(client, limit=2000)
         theirs = await _budget(client, tenant="globex", limit=2000)
-        await _post(client, event(), event(tenant="globex"))
+        await post_accepted(client, event(), event(tenant="globex"))
         await _notified(client, monotonic, 2)
         own = bearer(await keys.create("admin", tenant="acme"))
         listed = (await client.get("/v1/notifications", headers=own)).json()["notifications"]
@@ -488,7 +485,7 @@ async def test_a_crossing_of_a_budget_whose_webhook_was_deleted_is_listed_and_se
         ).json()
         await _budget(client, limit=2000, webhook_id=webhook["id"])
         assert (await client.delete(f"/v1/webhooks/{webhook['id']}")).status_code == 200
-        await _post(client, event())
+        await post_accepted(client, event())
         await _notified(client, monotonic, 1)
         (listed,) = (await client.get("/v1/notifications")).json()["notifications"]
         assert listed["deliveries"] == []
@@ -499,7 +496,7 @@ async def test_a_budget_since_an_instant_still_ahead_has_used_nothing(
 ) -> None:
     ahead = format_rfc3339(NOW + timedelta(days=2))
     await _budget(client, window="since", since=ahead, limit=1000)
-    await _post(client, event())
+    await post_accepted(client, event())
     (checked,) = (await client.get("/v1/budgets/check", params={"tenant": "acme"})).json()[
         "budgets"
     ]
@@ -511,7 +508,7 @@ async def test_notifications_are_listed_newest_first_and_paged_on_with_next_befo
 ) -> None:
     async with make_client(**FAST) as client:
         await _budget(client, limit=1000, thresholds=[100, 200, 300])
-        await _post(client, event(input_tokens=2000, output_tokens=1000))
+        await post_accepted(client, event(input_tokens=2000, output_tokens=1000))
         await _notified(client, monotonic, 3)
         first = (await client.get("/v1/notifications", params={"limit": 2})).json()
         assert [n["body"]["threshold"] for n in first["notifications"]] == [300, 200]

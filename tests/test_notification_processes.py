@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Keys, bearer
-from tests.factories import event
+from tests.factories import event, post_accepted
 from tests.faults import blocking, server_env
 from tests.gateways import until
 from tests.receivers import Receiver
@@ -95,12 +95,6 @@ async def _setup(
     return webhook
 
 
-async def _post(client: httpx.AsyncClient, *events: dict[str, Any]) -> None:
-    answer = await client.post("/v1/events", json={"events": list(events)})
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["accepted"] == len(events), answer.text
-
-
 @pytest.mark.process
 async def test_a_service_killed_mid_delivery_leaves_it_to_be_delivered_again_under_one_webhook_id(
     db: AsyncEngine, keys: Keys, database_url: str, tmp_path: Path
@@ -113,7 +107,7 @@ async def test_a_service_killed_mid_delivery_leaves_it_to_be_delivered_again_und
         try:
             async with _client(server, keys.admin) as client:
                 webhook = await _setup(client, receiver, now - timedelta(hours=1), limit=2000)
-                await _post(client, event(event_id="e1", at=now - timedelta(minutes=1)))
+                await post_accepted(client, event(event_id="e1", at=now - timedelta(minutes=1)))
                 (held,) = await receiver.until_received(1)
                 await asyncio.to_thread(_killed, server)
             (before,) = await _crossings(database_url)
@@ -166,7 +160,7 @@ async def test_a_service_killed_mid_search_again_and_again_notifies_each_thresho
                     # A search records a crossing, then waits to write its delivery.
                     await blocker.execute("LOCK TABLE delivery IN SHARE MODE")
                     async with _client(server, keys.admin) as client:
-                        await _post(client, *events)
+                        await post_accepted(client, *events)
                     await until(
                         lambda: _search_stalled(database_url), "a search stalled mid-transaction"
                     )

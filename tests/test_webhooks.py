@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.conftest import ClientFactory, Clock, Keys, Ticker, bearer
-from tests.factories import event
+from tests.factories import event, post_accepted
 from tests.receivers import Answer, Received, Receiver
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.settings import Settings
@@ -63,11 +63,6 @@ async def _budget(client: httpx.AsyncClient, since: datetime, **fields: Any) -> 
     assert made.status_code == 201, made.text
     body: dict[str, Any] = made.json()
     return body
-
-
-async def _post(client: httpx.AsyncClient, *events: dict[str, Any]) -> None:
-    answer = await client.post("/v1/events", json={"events": list(events)})
-    assert answer.json()["accepted"] == len(events), answer.text
 
 
 async def _tested(
@@ -163,7 +158,7 @@ async def test_a_crossing_is_delivered_signed_so_that_a_standard_webhooks_librar
             budget = await _budget(
                 client, clock.now - timedelta(hours=1), limit=2000, webhook_id=webhook["id"]
             )
-            await _post(client, event(event_id="e1", at=clock.now - timedelta(minutes=1)))
+            await post_accepted(client, event(event_id="e1", at=clock.now - timedelta(minutes=1)))
             (listed,) = await _listed(client, monotonic, delivered(1))
             (request,) = receiver.received
 
@@ -288,7 +283,9 @@ async def test_an_endpoint_answering_503_for_a_while_gets_each_notification_unde
                 thresholds=[50, 100],
                 webhook_id=webhook["id"],
             )
-            await _post(client, *(event(at=clock.now - timedelta(minutes=1)) for _ in range(2)))
+            await post_accepted(
+                client, *(event(at=clock.now - timedelta(minutes=1)) for _ in range(2))
+            )
             for attempts in (1, 2):
                 listed = await _listed(client, monotonic, attempted(attempts, of=2))
                 clock.now = max(instant(d["next_attempt_at"]) for d in _deliveries(listed))
@@ -425,7 +422,7 @@ async def test_an_endpoint_whose_address_cannot_be_resolved_fails_only_its_own_d
             for webhook in (broken, healthy):
                 await _budget(client, since, limit=2000, webhook_id=webhook["id"])
             # One search finds both crossings: their deliveries are sent together.
-            await _post(client, event())
+            await post_accepted(client, event())
             listed = await _listed(client, monotonic, attempted(1, of=2))
             clock.now += timedelta(hours=1)
             listed = await _listed(client, monotonic, lambda listed: _attempts(listed) == [1, 2])
@@ -595,7 +592,7 @@ async def test_a_platform_webhook_of_launch_milestones_is_notified_once_per_mile
                 "/v1/launches/m-large", json={"launched_at": format_rfc3339(launched)}
             )
             assert put.status_code == 201
-            await _post(
+            await post_accepted(
                 client,
                 event(event_id="before", at=launched - timedelta(seconds=1), **big),
                 *(
@@ -605,7 +602,9 @@ async def test_a_platform_webhook_of_launch_milestones_is_notified_once_per_mile
                 event(event_id="other", model="m-small", **big),
             )
             listed = await _listed(client, monotonic, delivered(2))
-            await _post(client, event(event_id="later", at=clock.now - timedelta(minutes=1), **big))
+            await post_accepted(
+                client, event(event_id="later", at=clock.now - timedelta(minutes=1), **big)
+            )
             again = await _idle(client, monotonic)
             acme = bearer(await keys.create("admin", tenant="acme"))
             tenants = (await client.get("/v1/notifications", headers=acme)).json()
