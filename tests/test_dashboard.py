@@ -36,7 +36,11 @@ SEND_BATCH = 5000
 SEND_IN_FLIGHT = 2
 # How Chromium reports a request answered 403, on the console, whatever the page does with it.
 REFUSED = "Failed to load resource: the server responded with a status of 403"
-NOTIFY_INTERVAL = {"TOKENPULSE_NOTIFY_INTERVAL": "0.2"}
+NOTIFY_INTERVAL = {
+    "TOKENPULSE_NOTIFY_INTERVAL": "0.2",
+    # The test's receiver listens on 127.0.0.1.
+    "TOKENPULSE_WEBHOOK_PRIVATE_ADDRESSES": "true",
+}
 NOTIFICATION_SEARCHES = 300
 
 

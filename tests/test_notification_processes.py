@@ -22,7 +22,12 @@ from tests.receivers import Receiver
 from tests.servers import Server, start_server, stop_server
 from tokenpulse.instants import format_rfc3339
 
-FAST = {"notify_interval": "0.05", "materialise_interval": "0.05"}
+FAST = {
+    "notify_interval": "0.05",
+    "materialise_interval": "0.05",
+    # The receivers listen on 127.0.0.1.
+    "webhook_private_addresses": "true",
+}
 STALLED_SEARCH = (
     "SELECT count(*) FROM pg_stat_activity AS a JOIN pg_locks AS l ON l.pid = a.pid"
     " WHERE a.datname = current_database() AND a.application_name = 'tokenpulse-materialiser'"

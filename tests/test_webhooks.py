@@ -3,6 +3,7 @@ verifies them, retried with waits that double until the endpoint answers, given 
 period is over, cancelled with their webhook, and each tenant's own."""
 
 import asyncio
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -24,6 +25,8 @@ from tokenpulse.webhooks.retries import RetryPolicy
 FAST = {
     "notify_interval": timedelta(milliseconds=20),
     "materialise_interval": timedelta(milliseconds=20),
+    # The receivers listen on 127.0.0.1.
+    "webhook_private_addresses": True,
 }
 Listed = list[dict[str, Any]]
 
@@ -642,3 +645,45 @@ async def test_a_platform_webhook_of_launch_milestones_is_notified_once_per_mile
     assert budgets.received == []
     assert [n["id"] for n in again] == [n["id"] for n in listed]
     assert tenants["notifications"] == []
+
+
+# --- The service's own network ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:5432/",
+        "http://localhost/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://10.1.2.3/hook",
+        "http://[::1]/hook",
+        "http://[::ffff:192.168.0.1]/hook",
+    ],
+)
+async def test_a_url_naming_an_address_of_the_services_own_network_is_refused(
+    client: httpx.AsyncClient, url: str
+) -> None:
+    refused = await client.post("/v1/webhooks", json={"url": url})
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["error"]["errors"]
+    assert error["field"] == "url"
+    assert "own network" in error["message"]
+
+
+async def test_a_host_that_resolves_into_the_services_own_network_is_never_sent_to(
+    make_client: ClientFactory, clock: Clock, monotonic: Ticker
+) -> None:
+    with Receiver() as receiver:
+        settings = {**FAST, "webhook_private_addresses": False}
+        async with make_client(**settings) as client:
+            # A name, not an address: it is refused as it resolves, at each attempt.
+            url = receiver.url.replace("127.0.0.1", socket.gethostname())
+            webhook = await _webhook(client, url)
+            await _tested(client, clock, webhook)
+            listed = await _listed(client, monotonic, attempted(1, of=1))
+    (attempt,) = _deliveries(listed)[0]["attempts"]
+    assert attempt["status"] is None
+    assert attempt["error"].startswith("refused: "), attempt
+    assert "loopback address" in attempt["error"]
+    assert receiver.received == []

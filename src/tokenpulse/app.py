@@ -116,6 +116,8 @@ def create_app(
         sender = Sender(
             engine,
             clock=clock,
+            monotonic=monotonic,
+            private_addresses=settings.webhook_private_addresses,
             interval=settings.notify_interval.total_seconds(),
             timeout=settings.webhook_timeout.total_seconds(),
             retries=RetryPolicy(

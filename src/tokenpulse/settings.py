@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         description="Wait after a delivery's first failed attempt; each further wait is twice "
         "as long, up to an hour.",
     )
+    webhook_private_addresses: bool = Field(
+        default=False,
+        description="Whether webhooks may be sent to loopback, private and link-local "
+        "addresses (the service's own network); otherwise such a URL is refused, and a host "
+        "that resolves to one is refused at each attempt.",
+    )
     webhook_retry_for: Duration = Field(
         default=timedelta(hours=24),
         description="How long after a notification is found its deliveries are still tried.",

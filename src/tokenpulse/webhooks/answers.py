@@ -1,4 +1,4 @@
-"""The shapes of webhook and notification answers, as the OpenAPI document describes them."""
+"""The shapes of webhook answers, as the OpenAPI document describes them."""
 
 from typing import Annotated
 

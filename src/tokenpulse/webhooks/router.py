@@ -1,5 +1,4 @@
-"""`/v1/webhooks` and `/v1/notifications`: where notifications go, and what was sent there (admin,
-own tenant if bound)."""
+"""`/v1/webhooks`: where notifications go (admin, own tenant if bound)."""
 
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -14,7 +13,7 @@ from tokenpulse.errors import Forbidden, InvalidParameters, NotFound
 from tokenpulse.openapi import AUTHENTICATED, answers, json_body, needs_key
 from tokenpulse.query_string import CheckedQuery
 from tokenpulse.request_body import read_model
-from tokenpulse.runtime import RequestEngine, Timeouts, WallClock
+from tokenpulse.runtime import AppSettings, RequestEngine, Timeouts, WallClock
 from tokenpulse.scopes import Scope
 from tokenpulse.text import text_problem
 from tokenpulse.webhooks.answers import (
@@ -22,6 +21,7 @@ from tokenpulse.webhooks.answers import (
     WebhookAnswer,
     WebhooksAnswer,
 )
+from tokenpulse.webhooks.destinations import literal_problem
 from tokenpulse.webhooks.store import (
     BUDGET_CROSSED,
     EVENTS,
@@ -36,7 +36,6 @@ router = APIRouter(tags=["webhooks"], route_class=CheckedQuery)
 Admin = Annotated[Caller, Depends(require(Scope.ADMIN))]
 
 URL_MAX = 2048
-NOTIFICATIONS_MOST = 500
 
 
 def _url(value: str) -> str:
@@ -96,12 +95,19 @@ async def post_webhook(
     timeouts: Timeouts,
     engine: RequestEngine,
     clock: WallClock,
+    settings: AppSettings,
 ) -> JSONResponse:
     request = await read_model(http_request, WebhookRequest, timeouts)
     await authentication.recheck(caller)
     for index, event in enumerate(request.events):
         if event not in EVENTS:
             raise InvalidParameters.of(f"events[{index}]", f"must be one of {', '.join(EVENTS)}")
+    if not settings.webhook_private_addresses and (problem := literal_problem(request.url)):
+        raise InvalidParameters.of(
+            "url",
+            f"points at the service's own network ({problem}); webhooks go to public "
+            "addresses unless TOKENPULSE_WEBHOOK_PRIVATE_ADDRESSES is set",
+        )
     if LAUNCH_CROSSED in request.events and caller.tenant is not None:
         raise Forbidden("launch milestones concern every tenant: only a platform key subscribes")
     async with engine.begin() as connection:

@@ -19,15 +19,17 @@ import httpx
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tokenpulse.clock import Clock
+from tokenpulse.clock import Clock, Monotonic
 from tokenpulse.database import is_unavailable
 from tokenpulse.tables import delivery, delivery_attempt, notification, webhook
+from tokenpulse.webhooks.destinations import RefusedDestination, pinned, public_address
 from tokenpulse.webhooks.retries import RetryPolicy
 from tokenpulse.webhooks.signing import signed_headers
 
 log = logging.getLogger(__name__)
 
-CLAIMED_AT_ONCE = 20
+IN_FLIGHT_MOST = 20
+"""Attempts one sender makes at once."""
 LEASE_MARGIN = timedelta(seconds=30)
 """Added to the attempt timeout: how much later than an attempt should have ended its delivery
 is due again, when no outcome was written."""
@@ -71,25 +73,35 @@ def body_bytes(body: dict[str, Any]) -> bytes:
 
 
 class Sender:
-    """Sends due deliveries every `interval` seconds, and again at once while some were due."""
+    """Keeps up to IN_FLIGHT_MOST attempts going: every `interval` seconds it claims as many due
+    deliveries as it has room for, and each attempt writes its own outcome as soon as it ends,
+    so that an endpoint slow to answer holds up only its own deliveries."""
 
     def __init__(
         self,
         engine: AsyncEngine,
         *,
         clock: Clock,
+        monotonic: Monotonic,
         interval: float,
         timeout: float,
         retries: RetryPolicy,
+        private_addresses: bool,
         observer: SendObserver | None = None,
     ) -> None:
+        """`private_addresses`: whether a webhook may be sent to loopback, private and
+        link-local addresses, which are otherwise refused as its host resolves at each
+        attempt."""
         self._engine = engine
         self._clock = clock
+        self._monotonic = monotonic
         self._interval = interval
         self._timeout = timeout
         self._retries = retries
+        self._private_addresses = private_addresses
         self._observer = observer
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
         self._last_failure_log = float("-inf")
 
@@ -99,40 +111,51 @@ class Sender:
 
     async def close(self) -> None:
         """Stop; an attempt under way is abandoned, and made again once its claim runs out."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [*self._in_flight, *([self._task] if self._task is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
 
     async def _run(self) -> None:
         while True:
-            sent = 0
             try:
-                sent = await self.send_due()
+                await self.send_due()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._log_failure(exc)
-            await asyncio.sleep(0 if sent >= CLAIMED_AT_ONCE else self._interval)
+            await asyncio.sleep(self._interval)
 
     async def send_due(self) -> int:
-        """Attempt every delivery due now (up to CLAIMED_AT_ONCE): how many were attempted."""
+        """Claim due deliveries, as many as there is room for, and start their attempts: how
+        many were started."""
+        room = IN_FLIGHT_MOST - len(self._in_flight)
+        if room <= 0:
+            return 0
         now = self._clock()
         async with self._engine.begin() as connection:
             claimed = await _claim(
-                connection, now, now + timedelta(seconds=self._timeout) + LEASE_MARGIN
+                connection, now, now + timedelta(seconds=self._timeout) + LEASE_MARGIN, room
             )
-        if not claimed:
-            return 0
-        outcomes = await asyncio.gather(*(self._attempt(each) for each in claimed))
-        async with self._engine.begin() as connection:
-            for outcome in outcomes:
-                await _write(connection, outcome, self._retries)
-        if self._observer is not None:
-            for outcome in outcomes:
-                self._observer.attempted(outcome.delivered)
+        for each in claimed:
+            task = asyncio.create_task(self._deliver(each), name="tokenpulse-webhook-attempt")
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
         return len(claimed)
+
+    async def _deliver(self, claimed: Claimed) -> None:
+        outcome = await self._attempt(claimed)
+        try:
+            async with self._engine.begin() as connection:
+                await _write(connection, outcome, self._retries)
+        except Exception as exc:
+            # Unwritten, the attempt is made again once its claim runs out.
+            self._log_failure(exc)
+            return
+        if self._observer is not None:
+            self._observer.attempted(outcome.delivered)
 
     async def _attempt(self, claimed: Claimed) -> Outcome:
         assert self._client is not None
@@ -143,43 +166,69 @@ class Sender:
         )
         # A figure of real time, even where the service's clock is set by a test.
         started = time.perf_counter()
+
+        def failed(error: str) -> Outcome:
+            return Outcome(
+                claimed, attempted_at, None, error[:ERROR_CHARACTERS], time.perf_counter() - started
+            )
+
         try:
             # httpx times each read on its own: an answer that trickles in would outlast the
             # claim, and another sender would attempt the delivery meanwhile.
-            async with (
-                asyncio.timeout(self._timeout),
-                self._client.stream("POST", claimed.url, content=body, headers=headers) as answer,
-            ):
-                # The status is the answer: the body, of any size, is never read.
-                status = answer.status_code
+            async with asyncio.timeout(self._timeout):
+                url = httpx.URL(claimed.url)
+                extra: dict[str, str] = {}
+                extensions: dict[str, str] = {}
+                if not self._private_addresses:
+                    url, extra, extensions = pinned(claimed.url, await public_address(claimed.url))
+                request = self._client.stream(
+                    "POST", url, content=body, headers={**headers, **extra}, extensions=extensions
+                )
+                async with request as answer:
+                    # The status is the answer: the body, of any size, is never read.
+                    status = answer.status_code
         except TimeoutError:
-            error = f"TimeoutError: no answer within {self._timeout:g} s"
-            return Outcome(claimed, attempted_at, None, error, time.perf_counter() - started)
+            return failed(f"TimeoutError: no answer within {self._timeout:g} s")
+        except RefusedDestination as refused:
+            return failed(f"refused: {refused}")
         except Exception as exc:
             # Whatever ends this attempt is its outcome alone, never that of the deliveries
             # attempted beside it: a URL that httpx cannot send to raises no HTTPError.
             if not isinstance(exc, httpx.HTTPError):
                 log.warning("a webhook delivery attempt could not be made", exc_info=exc)
-            error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARACTERS]
-            return Outcome(claimed, attempted_at, None, error, time.perf_counter() - started)
+            return failed(f"{type(exc).__name__}: {exc}")
         return Outcome(claimed, attempted_at, status, None, time.perf_counter() - started)
 
     def _log_failure(self, exc: BaseException) -> None:
         if not is_unavailable(exc):
             log.error("sending webhook deliveries failed", exc_info=exc)
             return
-        now = time.monotonic()
+        now = self._monotonic()
         if now - self._last_failure_log >= 5:
             self._last_failure_log = now
             log.warning("the database is unavailable (%s); deliveries wait", type(exc).__name__)
 
 
-async def _claim(connection: AsyncConnection, now: datetime, until: datetime) -> list[Claimed]:
+async def _claim(
+    connection: AsyncConnection, now: datetime, until: datetime, most: int
+) -> list[Claimed]:
+    """Up to `most` deliveries due at `now`, each claimed until `until`."""
+    # A delivery made in the same moment as its webhook's deletion escaped the cancelling.
+    await connection.execute(
+        update(delivery)
+        .where(
+            delivery.c.state == "pending",
+            delivery.c.next_attempt_at <= now,
+            delivery.c.webhook_id == webhook.c.id,
+            webhook.c.deleted_at.is_not(None),
+        )
+        .values(state="cancelled", next_attempt_at=None)
+    )
     due = (
         select(delivery.c.notification_id, delivery.c.webhook_id)
         .where(delivery.c.state == "pending", delivery.c.next_attempt_at <= now)
         .order_by(delivery.c.next_attempt_at)
-        .limit(CLAIMED_AT_ONCE)
+        .limit(most)
         .with_for_update(skip_locked=True)
     )
     keys = (
