@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import NOW, ClientFactory, Clock, Keys, Ticker, bearer
 from tests.factories import event, post_accepted
@@ -519,3 +521,22 @@ async def test_notifications_are_listed_newest_first_and_paged_on_with_next_befo
         assert rest.json()["next_before"] is None
         unknown = await client.get("/v1/notifications", params={"before": "msg_" + "0" * 24})
         assert unknown.status_code == 422
+
+
+async def test_a_budget_whose_search_fails_keeps_no_other_from_being_notified(
+    make_client: ClientFactory, monotonic: Ticker, db: AsyncEngine
+) -> None:
+    async with make_client(**FAST) as client:
+        broken = await _budget(client, tenant="globex", limit=1000, tz="Europe/Berlin")
+        # As a zone the machine that searches has no rules for (older time zone data).
+        async with db.begin() as connection:
+            await connection.execute(
+                text("UPDATE budget SET tz = 'Mars/Olympus' WHERE id = :id"), {"id": broken["id"]}
+            )
+        await _budget(client, limit=2000)
+        await post_accepted(client, event(), event(tenant="globex"))
+        (body,) = await _notified(client, monotonic, 1)
+        assert body["tenant"] == "acme"
+        metrics = (await client.get("/metrics")).text.splitlines()
+        (failures,) = [m for m in metrics if m.startswith("tokenpulse_detection_failures_total")]
+        assert float(failures.split()[-1]) >= 1

@@ -44,6 +44,9 @@ class Detection(Protocol):
     @property
     def corrected(self) -> int: ...
 
+    @property
+    def failed(self) -> int: ...
+
 
 class Fold(Protocol):
     """One fold of pending deltas, as the materialiser reports it."""
@@ -160,9 +163,16 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.detection_seconds = Histogram(
+            "tokenpulse_detection_seconds",
+            "Time of one search for crossings of every budget and launch (it delays the fold "
+            "after it by as much).",
+            registry=self.registry,
+        )
         self.detection_failures = Counter(
             "tokenpulse_detection_failures",
-            "Searches for crossings that failed (the next one tries again).",
+            "Searches for crossings that failed, of one budget or launch or of them all (the "
+            "next detection tries again).",
             registry=self.registry,
         )
         self.webhook_attempts = Counter(
@@ -194,9 +204,11 @@ class Metrics:
     def fold_failed(self) -> None:
         self.fold_failures.inc()
 
-    def detected(self, detected: Detection) -> None:
+    def detected(self, detected: Detection, seconds: float) -> None:
+        self.detection_seconds.observe(seconds)
         self.notifications.labels("found").inc(detected.found)
         self.notifications.labels("corrected").inc(detected.corrected)
+        self.detection_failures.inc(detected.failed)
 
     def detection_failed(self) -> None:
         self.detection_failures.inc()

@@ -2,6 +2,9 @@
 launch's milestones, searched exactly as `/v1/milestones` searches, each new crossing written to
 the outbox in the same transaction."""
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -13,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenpulse.budgets.rules import metric_text, percent_json, sought
 from tokenpulse.budgets.store import Budget, list_budgets
 from tokenpulse.budgets.windows import Window, window_before
+from tokenpulse.database import is_unavailable
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.launches.milestones import (
     DEFAULT_THRESHOLDS,
@@ -27,6 +31,8 @@ from tokenpulse.rollups.selection import Selection
 from tokenpulse.tables import webhook
 from tokenpulse.webhooks.store import BUDGET_CROSSED, LAUNCH_CROSSED
 
+log = logging.getLogger(__name__)
+
 LAUNCH_METRIC = "total_tokens"
 
 
@@ -34,6 +40,8 @@ LAUNCH_METRIC = "total_tokens"
 class Detected:
     found: int = 0
     corrected: int = 0
+    failed: int = 0
+    """Budgets and launches whose search failed; the next detection tries them again."""
 
     def add(self, created: bool | None) -> None:
         if created is True:
@@ -51,14 +59,31 @@ async def detect(connection: AsyncConnection, *, now: datetime, lead: timedelta)
     detected = Detected()
     until = stored_until(now, lead)
     for budget in await list_budgets(connection):
-        for window in _watched(budget, now):
-            await _budget_window(connection, budget, window, until, now, detected)
+        async with _alone(connection, f"budget {budget.id}", detected):
+            for window in _watched(budget, now):
+                await _budget_window(connection, budget, window, until, now, detected)
     launches = await list_launches(connection)
     if launches:
         subscribed = await _subscribed(connection, LAUNCH_CROSSED)
         for launch in launches:
-            await _launch(connection, launch, subscribed, until, now, detected)
+            async with _alone(connection, f"the launch of {launch.model!r}", detected):
+                await _launch(connection, launch, subscribed, until, now, detected)
     return detected
+
+
+@asynccontextmanager
+async def _alone(connection: AsyncConnection, what: str, detected: Detected) -> AsyncIterator[None]:
+    """A savepoint for one budget's or launch's search: one that fails (a time zone this
+    machine has no rules for, a statement refused) is logged and counted, and the others go on.
+    The database's being unavailable ends the whole detection."""
+    try:
+        async with connection.begin_nested():
+            yield
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise
+        detected.failed += 1
+        log.error("searching %s for crossings failed", what, exc_info=exc)
 
 
 def _watched(budget: Budget, now: datetime) -> list[Window]:
