@@ -540,3 +540,28 @@ async def test_a_budget_whose_search_fails_keeps_no_other_from_being_notified(
         metrics = (await client.get("/metrics")).text.splitlines()
         (failures,) = [m for m in metrics if m.startswith("tokenpulse_detection_failures_total")]
         assert float(failures.split()[-1]) >= 1
+
+
+async def test_deleting_a_budget_cancels_the_deliveries_of_its_notifications_not_yet_made(
+    make_client: ClientFactory, monotonic: Ticker
+) -> None:
+    async with make_client(**FAST) as client:
+        # An endpoint that cannot be reached: its delivery waits for a retry.
+        url = "https://unreachable.invalid/hook"
+        webhook = (await client.post("/v1/webhooks", json={"url": url})).json()
+        made = await _budget(client, limit=2000, webhook_id=webhook["id"])
+        await post_accepted(client, event())
+        await _notified(client, monotonic, 1)
+        assert (await client.delete(f"/v1/budgets/{made['id']}")).status_code == 200
+        (listed,) = (await client.get("/v1/notifications")).json()["notifications"]
+        (delivery,) = listed["deliveries"]
+        assert (delivery["state"], delivery["next_attempt_at"]) == ("cancelled", None)
+
+
+async def test_text_no_tenant_can_have_is_refused_naming_the_parameter(
+    client: httpx.AsyncClient,
+) -> None:
+    for path in ("/v1/budgets", "/v1/budgets/check"):
+        answer = await client.get(path, params={"tenant": "ac\x00me"})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["errors"][0]["field"] == "tenant"

@@ -538,7 +538,7 @@ async def test_only_a_platform_key_subscribes_to_launch_milestones(
     assert made["events"] == ["launch.milestone_crossed"]
 
 
-async def test_a_budget_may_name_its_own_tenants_webhook_or_a_platform_one_and_no_other(
+async def test_a_budget_names_its_tenants_own_webhook_and_only_a_platform_key_a_platform_one(
     client: httpx.AsyncClient, clock: Clock, keys: Keys
 ) -> None:
     acme = bearer(await keys.create("admin", tenant="acme"))
@@ -548,17 +548,22 @@ async def test_a_budget_may_name_its_own_tenants_webhook_or_a_platform_one_and_n
     theirs = await _webhook(client, url, headers=globex)
     platform = await _webhook(client, url)
     budget = {"tenant": "acme", "metric": "requests", "window": "day", "limit": 10}
-    for headers in ({}, acme):
-        refused = await client.post(
-            "/v1/budgets", headers=headers, json={**budget, "webhook_id": theirs["id"]}
-        )
-        assert refused.status_code == 404, refused.text
-        for allowed in (ours, platform):
+    for headers, allowed, refused in (
+        ({}, (ours, platform), (theirs,)),
+        # A tenant cannot point its budgets at the operator's endpoints.
+        (acme, (ours,), (theirs, platform)),
+    ):
+        for webhook in refused:
+            answer = await client.post(
+                "/v1/budgets", headers=headers, json={**budget, "webhook_id": webhook["id"]}
+            )
+            assert answer.status_code == 404, answer.text
+        for webhook in allowed:
             made = await client.post(
-                "/v1/budgets", headers=headers, json={**budget, "webhook_id": allowed["id"]}
+                "/v1/budgets", headers=headers, json={**budget, "webhook_id": webhook["id"]}
             )
             assert made.status_code == 201, made.text
-            assert made.json()["webhook_id"] == allowed["id"]
+            assert made.json()["webhook_id"] == webhook["id"]
 
 
 async def test_a_key_without_the_admin_scope_sees_no_webhook_and_no_notification(
@@ -687,3 +692,17 @@ async def test_a_host_that_resolves_into_the_services_own_network_is_never_sent_
     assert attempt["error"].startswith("refused: "), attempt
     assert "loopback address" in attempt["error"]
     assert receiver.received == []
+
+
+async def test_a_tenant_key_cannot_page_from_another_tenants_notification(
+    make_client: ClientFactory, clock: Clock, monotonic: Ticker, keys: Keys
+) -> None:
+    async with make_client(**FAST) as client:
+        platform = await _webhook(client, "https://hooks.example.com/a")
+        made = await _tested(client, clock, platform)
+        acme = bearer(await keys.create("admin", tenant="acme"))
+        answer = await client.get("/v1/notifications", headers=acme, params={"before": made["id"]})
+        assert answer.status_code == 422
+        assert (
+            await client.get("/v1/notifications", params={"before": made["id"]})
+        ).status_code == 200

@@ -315,6 +315,8 @@ notification = Table(
     PrimaryKeyConstraint("id"),
     Index("uq_notification_subject_amount", "subject", "amount", unique=True),
     Index("ix_notification_found_at", "found_at", "seq"),
+    # A tenant's own, newest first, however many other tenants have.
+    Index("ix_notification_tenant", "tenant", "found_at", "seq"),
 )
 
 # One notification's way to one webhook: due at `next_attempt_at` while `pending`. A sender

@@ -3,7 +3,7 @@ is used, exactly."""
 
 from collections import defaultdict
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenpulse.budgets.rules import metric_text
 from tokenpulse.budgets.store import DIMENSIONS, Budget, applying_budgets
 from tokenpulse.budgets.windows import Window
+from tokenpulse.decimals import EXACT
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.rollups.costs import COST
 from tokenpulse.rollups.cover import Span
@@ -58,7 +59,8 @@ async def check_budgets(
 
 
 def _checked(budget: Budget, used: Decimal | None, window: Window) -> dict[str, Any]:
-    remaining = None if used is None else max(budget.limit - used, Decimal(0))
+    with localcontext(EXACT):
+        remaining = None if used is None else max(budget.limit - used, Decimal(0))
     return {
         "id": budget.id,
         "metric": budget.metric,

@@ -155,10 +155,14 @@ async def post_budget(
     async with engine.begin() as connection:
         if draft.webhook_id is not None and (
             not WEBHOOK_ID.fullmatch(draft.webhook_id)
-            or await notifiable_webhook(connection, draft.webhook_id, tenant=tenant) is None
+            or await notifiable_webhook(
+                connection, draft.webhook_id, tenant=tenant, platform=caller.tenant is None
+            )
+            is None
         ):
             raise NotFound(
-                "there is no webhook of this tenant (or platform one) that receives "
+                "there is no webhook of this tenant (or, for a platform key, a platform one) "
+                "that receives "
                 f"{BUDGET_CROSSED}"
             )
         made = await create_budget(connection, draft)
@@ -178,6 +182,8 @@ async def get_budgets(
     engine: RequestEngine,
     tenant: Annotated[str | None, Query(description="Only this tenant's budgets.")] = None,
 ) -> dict[str, Any]:
+    if tenant is not None and (problem := _name_problem(tenant)) is not None:
+        raise InvalidParameters.of("tenant", problem)
     async with engine.connect() as connection:
         budgets = await list_budgets(
             connection, tenant=_tenant_of(caller, tenant, "lists budgets of")

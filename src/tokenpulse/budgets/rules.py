@@ -12,7 +12,7 @@ from tokenpulse.budgets.windows import PERIODS
 from tokenpulse.decimals import EXACT, decimal_text
 from tokenpulse.errors import Problem
 from tokenpulse.launches.milestones import Sum
-from tokenpulse.launches.thresholds import AMOUNT_DIGITS
+from tokenpulse.launches.thresholds import AMOUNT, AMOUNT_DIGITS
 from tokenpulse.rollups.costs import COST
 from tokenpulse.rollups.selection import MEASURES
 
@@ -22,7 +22,6 @@ PERCENT_MOST = Decimal(1000)
 PERCENT_PLACES = 10
 
 _COUNT = re.compile(r"[1-9][0-9]{0,18}")
-_AMOUNT = re.compile(rf"[0-9]{{1,{AMOUNT_DIGITS[0]}}}(\.[0-9]{{1,{AMOUNT_DIGITS[1]}}})?")
 _BIGGEST = 2**63 - 1
 
 
@@ -43,7 +42,7 @@ def sought(metric: str, amount: Decimal) -> Sum:
 def amount_problem(metric: str, value: object) -> str | None:
     """Why `value` is not a limit or amount of `metric`, or None."""
     if metric == COST:
-        if not isinstance(value, str) or _AMOUNT.fullmatch(value) is None:
+        if not isinstance(value, str) or AMOUNT.fullmatch(value) is None:
             return (
                 f'must be an amount such as "500" or "0.50" for metric=cost, as a string (digits, '
                 f"an optional point, at most {AMOUNT_DIGITS[0]} digits before it and "

@@ -2,7 +2,6 @@
 
 import re
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -15,7 +14,7 @@ from tokenpulse.budgets.rules import Threshold, metric_text, percent_json, thres
 from tokenpulse.budgets.windows import Window, window_at
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.rollups.selection import Selection
-from tokenpulse.tables import budget
+from tokenpulse.tables import budget, delivery, notification
 
 BUDGET_ID = re.compile(r"bud_[0-9a-f]{16}")
 
@@ -152,17 +151,23 @@ async def applying_budgets(
 async def delete_budget(
     connection: AsyncConnection, budget_id: str, *, tenant: str | None, now: datetime
 ) -> Budget | None:
-    """Delete the budget (of `tenant`, when given): its notifications stop; the budget that was,
-    or None if there is no such budget."""
+    """Delete the budget (of `tenant`, when given): its notifications stop, and those not yet
+    delivered are cancelled; the budget that was, or None if there is no such budget."""
     statement = update(budget).where(budget.c.id == budget_id, budget.c.deleted_at.is_(None))
     if tenant is not None:
         statement = statement.where(budget.c.tenant == tenant)
     row = (
         await connection.execute(statement.values(deleted_at=now).returning(*_COLUMNS))
     ).one_or_none()
-    return None if row is None else _budget(row)
-
-
-async def find_budgets(connection: AsyncConnection, ids: Sequence[str]) -> dict[str, Budget]:
-    rows = await connection.execute(select(*_COLUMNS).where(budget.c.id.in_(list(ids))))
-    return {row.id: _budget(row) for row in rows}
+    if row is None:
+        return None
+    await connection.execute(
+        update(delivery)
+        .where(
+            delivery.c.state == "pending",
+            delivery.c.notification_id == notification.c.id,
+            notification.c.budget_id == budget_id,
+        )
+        .values(state="cancelled", next_attempt_at=None)
+    )
+    return _budget(row)

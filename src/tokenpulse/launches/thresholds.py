@@ -19,14 +19,15 @@ _COUNT = TypeAdapter(Annotated[int, Field(ge=1, le=2**63 - 1)])
 AMOUNT_DIGITS = (18, PRICE_PLACES + 6)
 """Digits an amount may have before and after its point: after it, as many as a cost has (a
 price's, per million tokens)."""
-_AMOUNT = re.compile(rf"[0-9]{{1,{AMOUNT_DIGITS[0]}}}(\.[0-9]{{1,{AMOUNT_DIGITS[1]}}})?")
+AMOUNT = re.compile(rf"[0-9]{{1,{AMOUNT_DIGITS[0]}}}(\.[0-9]{{1,{AMOUNT_DIGITS[1]}}})?")
+"""What an amount of money's text must match."""
 
 
 def parsed_threshold(metric: str, text: str) -> Sum:
     """The threshold `text` states for `metric`, in the units of its running sum: a count of a
     measure, or the millionths of an amount of cost (prices are per million tokens)."""
     if metric == COST:
-        if _AMOUNT.fullmatch(text) is None:
+        if AMOUNT.fullmatch(text) is None:
             raise InvalidParameters.of(
                 "threshold",
                 f'must be an amount such as "1000000" or "0.50" for metric=cost (digits, an '

@@ -40,9 +40,10 @@ async def list_notifications(
     if ids is not None:
         statement = statement.where(row.id.in_(list(ids)))
     if before is not None:
-        after = (
-            await connection.execute(select(row.found_at, row.seq).where(row.id == before))
-        ).one_or_none()
+        cursor = select(row.found_at, row.seq).where(row.id == before)
+        if tenant is not None:
+            cursor = cursor.where(row.tenant == tenant)
+        after = (await connection.execute(cursor)).one_or_none()
         if after is None:
             raise UnknownNotification(before)
         statement = statement.where(tuple_(row.found_at, row.seq) < tuple_(*after))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, any_, literal, or_, select, update
+from sqlalchemy import Row, and_, any_, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.instants import format_rfc3339
@@ -120,16 +120,18 @@ async def find_webhook(
 
 
 async def notifiable_webhook(
-    connection: AsyncConnection, webhook_id: str, *, tenant: str
+    connection: AsyncConnection, webhook_id: str, *, tenant: str, platform: bool
 ) -> Webhook | None:
-    """The webhook a budget of `tenant` may notify: the tenant's own, or a platform one, that
-    receives budget notifications."""
+    """The webhook a budget of `tenant` may notify, if it receives budget notifications: the
+    tenant's own, or, for a budget a platform key makes, a platform one."""
     row = (
         await connection.execute(
             select(*_COLUMNS).where(
                 webhook.c.id == webhook_id,
                 webhook.c.deleted_at.is_(None),
-                or_(webhook.c.tenant.is_(None), webhook.c.tenant == tenant),
+                or_(
+                    webhook.c.tenant == tenant, and_(webhook.c.tenant.is_(None), literal(platform))
+                ),
                 literal(BUDGET_CROSSED) == any_(webhook.c.events),
             )
         )

@@ -85,6 +85,7 @@ def upgrade() -> None:
         "uq_notification_subject_amount", "notification", ["subject", "amount"], unique=True
     )
     op.create_index("ix_notification_found_at", "notification", ["found_at", "seq"])
+    op.create_index("ix_notification_tenant", "notification", ["tenant", "found_at", "seq"])
     op.create_table(
         "delivery",
         sa.Column("notification_id", sa.Text(), nullable=False),
