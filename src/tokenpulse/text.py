@@ -19,3 +19,10 @@ def text_problem(value: str) -> str | None:
     except UnicodeEncodeError:
         return "must be valid Unicode (it holds a lone surrogate)"
     return None
+
+
+def storable(value: str) -> str:
+    """`value`, if it can be stored as text; a pydantic validator (AfterValidator)."""
+    if (problem := text_problem(value)) is not None:
+        raise ValueError(problem)
+    return value

@@ -30,20 +30,14 @@ from tokenpulse.query_string import CheckedQuery
 from tokenpulse.request_body import read_model
 from tokenpulse.runtime import AppSettings, RequestEngine, Timeouts, WallClock
 from tokenpulse.scopes import Scope
-from tokenpulse.text import STRING_MAX, text_problem
+from tokenpulse.text import STRING_MAX, storable, text_problem
 from tokenpulse.webhooks.store import BUDGET_CROSSED, WEBHOOK_ID, notifiable_webhook
 
 router = APIRouter(tags=["budgets"], route_class=CheckedQuery)
 Admin = Annotated[Caller, Depends(require(Scope.ADMIN))]
 
 
-def _storable(value: str) -> str:
-    if (problem := text_problem(value)) is not None:
-        raise ValueError(problem)
-    return value
-
-
-Name = Annotated[str, Field(min_length=1, max_length=STRING_MAX), AfterValidator(_storable)]
+Name = Annotated[str, Field(min_length=1, max_length=STRING_MAX), AfterValidator(storable)]
 
 
 class BudgetRequest(BaseModel):

@@ -15,7 +15,7 @@ from tokenpulse.query_string import CheckedQuery
 from tokenpulse.request_body import read_model
 from tokenpulse.runtime import AppSettings, RequestEngine, Timeouts, WallClock
 from tokenpulse.scopes import Scope
-from tokenpulse.text import text_problem
+from tokenpulse.text import storable, text_problem
 from tokenpulse.webhooks.answers import (
     CreatedWebhookAnswer,
     WebhookAnswer,
@@ -57,17 +57,11 @@ def _url(value: str) -> str:
     return value
 
 
-def _description(value: str) -> str:
-    if (problem := text_problem(value)) is not None:
-        raise ValueError(problem)
-    return value
-
-
 class WebhookRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     url: Annotated[str, Field(min_length=1, max_length=URL_MAX), AfterValidator(_url)]
-    description: Annotated[str, Field(max_length=1000), AfterValidator(_description)] = ""
+    description: Annotated[str, Field(max_length=1000), AfterValidator(storable)] = ""
     events: list[str] = Field(
         default=[BUDGET_CROSSED],
         min_length=1,
