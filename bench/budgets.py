@@ -27,8 +27,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tokenpulse.budgets.check import check_budgets
+from tokenpulse.budgets.store import applying_budgets
 from tokenpulse.database import async_url, snapshot
+from tokenpulse.launches.milestones import stored_until
 from tokenpulse.notifications.detection import detect
+from tokenpulse.rollups.costs import price_bounds
+from tokenpulse.rollups.exact import exact_totals
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules
 from costs import TENANT, instant, price_requests, send_all
@@ -115,6 +120,46 @@ async def detection_seconds(url: str, now: datetime, reps: int) -> list[float]:
     return seconds
 
 
+async def check_breakdown(url: str, now: datetime, reps: int) -> dict[str, list[float]]:
+    """Where one check of the busiest tenant (two budgets: tokens today, cost this month) spends
+    its time inside one process: each step as the check runs it, timed alone."""
+    engine: AsyncEngine = create_async_engine(async_url(url), pool_size=1)
+    steps: dict[str, list[float]] = {}
+
+    def timed_step(name: str, started: float) -> float:
+        ended = time.perf_counter()
+        steps.setdefault(name, []).append(ended - started)
+        return ended
+
+    until = stored_until(now, timedelta(minutes=5))
+    try:
+        for _ in range(reps):
+            started = time.perf_counter()
+            async with snapshot(engine) as connection, connection.begin():
+                await connection.exec_driver_sql("SELECT 1")
+                started = timed_step("a pooled connection, BEGIN and a first statement", started)
+                budgets = await applying_budgets(connection, TENANT, {})
+                started = timed_step("the budgets that apply (one statement)", started)
+                selection = budgets[0].selection
+                spans = [(b.window(now).start, until) for b in budgets]
+                await price_bounds(connection, selection, min(s for s, _ in spans), until)
+                started = timed_step("where price versions start (one statement)", started)
+                await exact_totals(connection, selection, spans)
+                started = timed_step(
+                    "exact totals of both windows, priced (two statements)", started
+                )
+                await exact_totals(connection, selection, spans, priced=False)
+                started = timed_step("the same without cost (one statement)", started)
+            timed_step("COMMIT and the connection back to the pool", started)
+            started = time.perf_counter()
+            async with snapshot(engine) as connection:
+                await check_budgets(connection, TENANT, {}, now=now, until=until)
+            timed_step("the whole check, in-process", started)
+    finally:
+        await engine.dispose()
+    return steps
+
+
 async def run(args: argparse.Namespace, server_url: str) -> int:
     size = TINY if args.tiny else FULL
     reps = 1 if args.tiny else args.reps
@@ -164,6 +209,7 @@ async def run(args: argparse.Namespace, server_url: str) -> int:
             ]
             await send_all(port, budget_requests(key, others), {201})
             many = await detection_seconds(url, now, reps * 3)
+            breakdown = await check_breakdown(url, now, size.query_repeats)
     for name in checks:
         latency, reference = checked[name], totals[name]
         rows.append(
@@ -181,6 +227,13 @@ async def run(args: argparse.Namespace, server_url: str) -> int:
                 f"one detection, {budgets_searched} budgets: p50 / p99 (ms)",
                 f"{percentile(seconds, 0.5) * 1000:.1f} / {percentile(seconds, 0.99) * 1000:.1f}",
                 f"{percentile(seconds, 0.5) * 1000 / budgets_searched:.2f} ms a budget",
+            )
+        )
+    for step, seconds in breakdown.items():
+        rows.append(
+            Row(
+                f"   in-process: {step}: p50 / p99 (ms)",
+                f"{percentile(seconds, 0.5) * 1000:.2f} / {percentile(seconds, 0.99) * 1000:.2f}",
             )
         )
     print(table(rows))
