@@ -113,8 +113,13 @@ def create_app(
             monotonic=monotonic,
             after_fold=notifier.when_due,
         )
+        # Deliveries have connections of their own, so that no number of slow dashboard reads
+        # can keep an outcome from being written, nor the sender's polls hold up a read.
+        webhook_engine = create_engine(
+            settings, database_url, pool_size=2, application_name="tokenpulse-webhooks"
+        )
         sender = Sender(
-            engine,
+            webhook_engine,
             clock=clock,
             monotonic=monotonic,
             private_addresses=settings.webhook_private_addresses,
@@ -199,6 +204,7 @@ def create_app(
             await sender.close()
             await materialiser.close()
             await materialiser_engine.dispose()
+            await webhook_engine.dispose()
             await ingest_engine.dispose()
             await engine.dispose()
 
