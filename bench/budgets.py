@@ -37,7 +37,7 @@ from tokenpulse.rollups.exact import exact_totals
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules
 from costs import TENANT, instant, price_requests, send_all
-from dataset import MODELS, fold_all, load, settle, thirty_days
+from dataset import MODELS, store_and_fold, thirty_days
 from loadgen import percentile, request_bytes
 from run import (
     FULL,
@@ -175,13 +175,7 @@ async def run(args: argparse.Namespace, server_url: str) -> int:
         now = datetime.now(UTC)
         end = now.replace(minute=0, second=0, microsecond=0)
         day = thirty_days(events, end)
-        engine: AsyncEngine = create_async_engine(async_url(url), pool_size=2)
-        try:
-            load_seconds = await load(engine, day)
-            folded_rows, fold_seconds = await fold_all(engine)
-            await settle(engine)
-        finally:
-            await engine.dispose()
+        load_seconds, folded_rows, fold_seconds = await store_and_fold(url, day)
         rows.append(
             Row(
                 f"load {number(events)} events and fold {number(folded_rows)} pending rows (s)",

@@ -24,14 +24,14 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tokenpulse.database import async_url
 from tokenpulse.keys.store import create_key
 from tokenpulse.scopes import Scope
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules
-from dataset import MODELS, fold_all, load, settle, thirty_days
+from dataset import MODELS, store_and_fold, thirty_days
 from loadgen import Latencies, closed_loop, request_bytes
 from run import (
     FULL,
@@ -135,13 +135,7 @@ async def run(args: argparse.Namespace, server_url: str) -> int:
         tenant = await read_key(url, TENANT)
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         day = thirty_days(events, end)
-        engine: AsyncEngine = create_async_engine(async_url(url), pool_size=2)
-        try:
-            load_seconds = await load(engine, day)
-            folded_rows, fold_seconds = await fold_all(engine)
-            await settle(engine)
-        finally:
-            await engine.dispose()
+        load_seconds, folded_rows, fold_seconds = await store_and_fold(url, day)
         rows.append(
             Row(
                 f"load {number(events)} events and fold {number(folded_rows)} pending rows (s)",

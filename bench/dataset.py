@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tokenpulse.database import async_url
 from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.writer import store_events
 from tokenpulse.rollups.fold import fold
@@ -98,3 +99,16 @@ async def settle(engine: AsyncEngine) -> None:
         autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
         await autocommit.exec_driver_sql("VACUUM (ANALYZE)")
         await autocommit.exec_driver_sql("CHECKPOINT")
+
+
+async def store_and_fold(url: str, day: LaunchDay) -> tuple[float, int, float]:
+    """Store the day in the database at `url`, fold it and settle it: the seconds the load took,
+    the pending rows folded, and the seconds the fold took."""
+    engine = create_async_engine(async_url(url), pool_size=2)
+    try:
+        load_seconds = await load(engine, day)
+        folded_rows, fold_seconds = await fold_all(engine)
+        await settle(engine)
+    finally:
+        await engine.dispose()
+    return load_seconds, folded_rows, fold_seconds

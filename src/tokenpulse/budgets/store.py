@@ -15,6 +15,7 @@ from tokenpulse.budgets.windows import Window, window_at
 from tokenpulse.instants import format_rfc3339
 from tokenpulse.rollups.selection import Selection
 from tokenpulse.tables import budget, delivery, notification
+from tokenpulse.webhooks.store import cancel_pending
 
 BUDGET_ID = re.compile(r"bud_[0-9a-f]{16}")
 
@@ -161,13 +162,9 @@ async def delete_budget(
     ).one_or_none()
     if row is None:
         return None
-    await connection.execute(
-        update(delivery)
-        .where(
-            delivery.c.state == "pending",
-            delivery.c.notification_id == notification.c.id,
-            notification.c.budget_id == budget_id,
-        )
-        .values(state="cancelled", next_attempt_at=None)
+    await cancel_pending(
+        connection,
+        delivery.c.notification_id == notification.c.id,
+        notification.c.budget_id == budget_id,
     )
     return _budget(row)

@@ -25,6 +25,7 @@ from tokenpulse.tables import delivery, delivery_attempt, notification, webhook
 from tokenpulse.webhooks.destinations import RefusedDestination, pinned, public_address
 from tokenpulse.webhooks.retries import RetryPolicy
 from tokenpulse.webhooks.signing import signed_headers
+from tokenpulse.webhooks.store import cancel_pending
 
 log = logging.getLogger(__name__)
 
@@ -214,15 +215,11 @@ async def _claim(
 ) -> list[Claimed]:
     """Up to `most` deliveries due at `now`, each claimed until `until`."""
     # A delivery made in the same moment as its webhook's deletion escaped the cancelling.
-    await connection.execute(
-        update(delivery)
-        .where(
-            delivery.c.state == "pending",
-            delivery.c.next_attempt_at <= now,
-            delivery.c.webhook_id == webhook.c.id,
-            webhook.c.deleted_at.is_not(None),
-        )
-        .values(state="cancelled", next_attempt_at=None)
+    await cancel_pending(
+        connection,
+        delivery.c.next_attempt_at <= now,
+        delivery.c.webhook_id == webhook.c.id,
+        webhook.c.deleted_at.is_not(None),
     )
     due = (
         select(delivery.c.notification_id, delivery.c.webhook_id)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, any_, literal, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, any_, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.instants import format_rfc3339
@@ -153,9 +153,14 @@ async def delete_webhook(
     ).one_or_none()
     if row is None:
         return None
+    await cancel_pending(connection, delivery.c.webhook_id == webhook_id)
+    return _webhook(row)
+
+
+async def cancel_pending(connection: AsyncConnection, *where: ColumnElement[bool]) -> None:
+    """Cancel the deliveries still to be made that `where` selects: none is attempted again."""
     await connection.execute(
         update(delivery)
-        .where(delivery.c.webhook_id == webhook_id, delivery.c.state == "pending")
+        .where(delivery.c.state == "pending", *where)
         .values(state="cancelled", next_attempt_at=None)
     )
-    return _webhook(row)
