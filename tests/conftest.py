@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tokenpulse.app import create_app
@@ -128,17 +129,29 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 async def empty_tables(engine: AsyncEngine, *, keep: tuple[str, ...] = ()) -> None:
-    """Every table emptied but those named in `keep`.
+    """Every table emptied but those named in `keep`, each locked in the order most of the
+    service's own transactions lock them: a detection still running reads the budgets, webhooks
+    and launches before anything else, and a fold takes the pending deltas before the rollups.
 
-    The pending deltas come first: a fold still running takes them before the rollups, and a
-    TRUNCATE that locked a rollup first would deadlock with it.
+    No one order suits every transaction (a sender locks deliveries before webhooks, a detection
+    after), so a TRUNCATE that deadlocks with one still running is made again.
     """
+    first = ("budget", "webhook", "launch", "rollup_pending")
     tables = sorted(
         (name for name in metadata.tables if name not in keep),
-        key=lambda name: name != "rollup_pending",
+        key=lambda name: first.index(name) if name in first else len(first),
     )
-    async with engine.begin() as connection:
-        await connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
+    for attempt in range(TRUNCATE_ATTEMPTS):
+        try:
+            async with engine.begin() as connection:
+                await connection.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
+            return
+        except DBAPIError as exc:
+            if attempt + 1 == TRUNCATE_ATTEMPTS or "deadlock" not in str(exc.orig):
+                raise
+
+
+TRUNCATE_ATTEMPTS = 5
 
 
 @pytest.fixture
