@@ -20,6 +20,7 @@ HTTP_LAYER = {
     "tokenpulse.cli",
     "tokenpulse.dashboard.router",
     "tokenpulse.error_handlers",
+    "tokenpulse.exports.router",
     "tokenpulse.health",
     "tokenpulse.http_protocol",
     "tokenpulse.request_body",
@@ -98,6 +99,7 @@ DOMAINS = {
     "litellm",
     "notifications",
     "openai_usage",
+    "exports",
     "prices",
     "rollups",
     "simulator",
@@ -112,6 +114,7 @@ MAY_READ = {
     "otlp": {"tokenpulse.ingest"},
     "litellm": {"tokenpulse.ingest"},
     "openai_usage": {"tokenpulse.rollups"},
+    "exports": {"tokenpulse.rollups", "tokenpulse.usage.params"},
     "budgets": {
         "tokenpulse.rollups",
         "tokenpulse.launches.milestones",
@@ -126,8 +129,8 @@ MAY_READ = {
     },
 }
 """What each domain may import of another: the aggregates read the rollups, a launch's summary
-answers in the measures of usage, and milestones are filtered as the aggregates are; budgets
-are searched as milestones are, and notify the webhooks they name."""
+answers in the measures of usage, and milestones and exports are filtered as the aggregates
+are; budgets are searched as milestones are, and notify the webhooks they name."""
 
 
 def domain_of(module: str) -> str | None:

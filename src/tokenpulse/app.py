@@ -22,6 +22,9 @@ from tokenpulse.clock import Clock, Monotonic, system_clock
 from tokenpulse.dashboard import router as dashboard_router
 from tokenpulse.database import create_engine
 from tokenpulse.error_handlers import install_error_handlers
+from tokenpulse.exports import router as exports_router
+from tokenpulse.exports.answers import ExportCursor, ExportedEvent
+from tokenpulse.exports.slots import ExportSlots
 from tokenpulse.http_protocol import BoundedHeadHttpProtocol
 from tokenpulse.ingest import dependencies as ingest
 from tokenpulse.ingest import router as ingest_router
@@ -58,6 +61,9 @@ from tokenpulse.webhooks import router as webhooks_router
 from tokenpulse.webhooks.retries import RetryPolicy
 from tokenpulse.webhooks.router import WebhookRequest
 from tokenpulse.webhooks.sender import Sender
+
+EXPORT_RETRY_AFTER_SECONDS = 5
+"""`Retry-After` of an export refused for want of a free slot: exports last a while."""
 
 
 class _Service(FastAPI):
@@ -131,6 +137,21 @@ def create_app(
             observer=metrics,
         )
 
+        # Exports hold a connection as long as their client reads: connections of their own,
+        # so that none keeps a dashboard read or a flush waiting.
+        export_engine = create_engine(
+            settings,
+            database_url,
+            pool_size=settings.export_max_concurrent,
+            application_name="tokenpulse-exports",
+        )
+        export_slots = ExportSlots(
+            export_engine,
+            most=settings.export_max_concurrent,
+            observer=metrics,
+            retry_after=EXPORT_RETRY_AFTER_SECONDS,
+        )
+
         async def find(key_id: str) -> StoredKey | None:
             async with engine.connect() as connection:
                 return await find_key(connection, key_id)
@@ -192,6 +213,7 @@ def create_app(
         )
         ingest.EVENT_RULES.provide(app, EventRules.of(settings))
         ingest.EVENT_RATE.provide(app, _event_rate(settings, monotonic))
+        exports_router.EXPORT_SLOTS.provide(app, export_slots)
         batcher.start()
         materialiser.start()
         sender.start()
@@ -205,6 +227,7 @@ def create_app(
             await materialiser.close()
             await materialiser_engine.dispose()
             await webhook_engine.dispose()
+            await export_engine.dispose()
             await ingest_engine.dispose()
             await engine.dispose()
 
@@ -227,6 +250,7 @@ def create_app(
     app.include_router(otlp_router.router)
     app.include_router(litellm_router.router)
     app.include_router(usage_router.router)
+    app.include_router(exports_router.router)
     app.include_router(openai_usage_router.router)
     app.include_router(launches_router.router)
     app.include_router(prices_router.router)
@@ -270,6 +294,8 @@ def create_app(
                         PriceRequest,
                         BudgetRequest,
                         WebhookRequest,
+                        ExportedEvent,
+                        ExportCursor,
                     ),
                 )
             )
@@ -301,6 +327,7 @@ def app_from_environment() -> FastAPI:
     # uvicorn builds each connection's handler from its own configuration, which has no room
     # for this one: the worker hands its setting to the class it builds them from.
     BoundedHeadHttpProtocol.head_timeout = settings.head_timeout.total_seconds()
+    BoundedHeadHttpProtocol.send_timeout = settings.send_timeout.total_seconds()
     # While a thread validates a large body, the event loop waits for the interpreter's lock at
     # every await; at Python's default interval of 5 ms, that is most of another tenant's
     # answer time.

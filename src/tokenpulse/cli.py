@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from tokenpulse.database import async_url, describe_failure, ensure_utf8
 from tokenpulse.embedded import EmbeddedFailed, embedded_postgres, has_database, is_installed
 from tokenpulse.errors import InvalidParameters
+from tokenpulse.exports import commands as export_commands
 from tokenpulse.http_protocol import BoundedHeadHttpProtocol
 from tokenpulse.instant_input import instant
 from tokenpulse.instants import format_rfc3339
@@ -44,7 +45,7 @@ log = logging.getLogger("tokenpulse")
 FIRST_KEY_LOCK = 0x746F6B656E71  # any constant shared by every instance
 OLD_DATA_DIR = Path(".tokenpulse")
 """Where earlier versions kept the embedded data by default: in the current directory."""
-DATA_COMMANDS = ("keys", "launches", "prices")
+DATA_COMMANDS = ("keys", "launches", "prices", "export")
 """Commands that change or show what a database holds: refused where there is none yet."""
 
 
@@ -91,6 +92,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 return asyncio.run(
                     prices_commands.run(
                         args, lambda: _transaction(database_url, settings), settings.currency
+                    )
+                )
+        elif args.command == "export":
+            with _refused_by_database(database_url):
+                return asyncio.run(
+                    export_commands.run(
+                        args, lambda: _transaction(database_url, settings), now=datetime.now(UTC)
                     )
                 )
         else:
@@ -146,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("model")
     prices_commands.add_arguments(
         commands.add_parser("prices", help="manage price versions in the database directly")
+    )
+    export_commands.add_arguments(
+        commands.add_parser("export", help="write stored events as NDJSON from the database")
     )
     simulate = commands.add_parser(
         "simulate",

@@ -1,9 +1,13 @@
-"""The HTTP/1.1 connection handler uvicorn runs: it bounds the size of a request's head and the
-time the head takes to arrive, and answers what it refuses in the service's one error shape."""
+"""The HTTP/1.1 connection handler uvicorn runs: it bounds the size of a request's head, the time
+the head takes to arrive and the time an answer waits for its client to read it, and answers what
+it refuses in the service's one error shape."""
 
 import asyncio
 import json
+import socket
+import struct
 import sys
+from contextlib import suppress
 from typing import ClassVar
 
 import httptools
@@ -30,6 +34,12 @@ _READ_MARGIN = 256 * 1024
 
 HEAD_TIMEOUT_SECONDS = 10.0
 
+# uvicorn waits for a client to read what it was sent for as long as the client likes: one that
+# stops reading a long answer (an export) would hold its connection, and whatever the answer
+# holds (a database transaction), for good.
+
+SEND_TIMEOUT_SECONDS = 30.0
+
 
 class BoundedHeadHttpProtocol(HttpToolsProtocol):
     head_timeout: ClassVar[float] = HEAD_TIMEOUT_SECONDS
@@ -47,6 +57,9 @@ class BoundedHeadHttpProtocol(HttpToolsProtocol):
     _received = False
     """Whether the client has sent anything at all: only then is a timeout answered."""
     _head_clock: asyncio.TimerHandle | None = None
+    send_timeout: ClassVar[float] = SEND_TIMEOUT_SECONDS
+    """Seconds an answer may wait for the client to take what was sent of it before the
+    connection is closed; each worker sets it from its settings."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -94,6 +107,11 @@ class BoundedHeadHttpProtocol(HttpToolsProtocol):
                 # answer, and the answer says so, or a client would send its next request down
                 # a connection that is being closed and see it reset.
                 cycle.keep_alive = False
+            if self.flow.write_paused and not cycle.disconnected:
+                try:
+                    await asyncio.wait_for(self.flow.drain(), self.send_timeout)
+                except TimeoutError:
+                    self._reset()
             await send(message)
 
         cycle.send = send_saying_whether_to_reuse  # type: ignore[method-assign]
@@ -130,6 +148,16 @@ class BoundedHeadHttpProtocol(HttpToolsProtocol):
             )
         else:
             self._refuse(400, BadRequest.code, _what_is_not_http())
+
+    def _reset(self) -> None:
+        """Close the connection at once, with a reset: what the kernel still holds for the
+        client is dropped rather than kept for it. The app hears that its client has gone, as
+        if it had left, and the sends that follow are dropped."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def _between_requests(self) -> bool:
         """No request is being read or answered: the connection waits for the next one."""

@@ -182,6 +182,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.exported_events = Counter(
+            "tokenpulse_exported_events",
+            "Events written to export answers.",
+            registry=self.registry,
+        )
+        self.exports_running = Gauge(
+            "tokenpulse_exports_running",
+            "Export answers being streamed.",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+
     def flushed(self, stats: Flush) -> None:
         self.batch_events.observe(stats.events)
         self.flush_seconds.observe(stats.seconds)
@@ -215,6 +227,12 @@ class Metrics:
 
     def attempted(self, delivered: bool) -> None:
         self.webhook_attempts.labels("delivered" if delivered else "failed").inc()
+
+    def exporting(self, running: int) -> None:
+        self.exports_running.set(running)
+
+    def exported(self, events: int) -> None:
+        self.exported_events.inc(events)
 
     def pending(self, rows: int, lag: float) -> None:
         self.pending_rows.set(rows)

@@ -236,6 +236,18 @@ class Settings(BaseSettings):
         "connection's opening or the request's first byte; beyond it 408 and the connection "
         "is closed (closed without an answer if nothing was sent).",
     )
+    export_max_concurrent: int = Field(
+        default=2,
+        ge=1,
+        le=50,
+        description="Exports one worker streams at once (one per tenant), each on a database "
+        "connection of its own; beyond them 503, and 429 for a tenant already streaming one.",
+    )
+    send_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="Longest an answer may wait for its client to read what was sent of it "
+        "(a long export to a client that stopped reading); beyond it the connection is closed.",
+    )
     keepalive_timeout: int = Field(
         default=5,
         ge=1,
