@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
 from tokenpulse import health, runtime
@@ -53,6 +54,7 @@ from tokenpulse.prices import router as prices_router
 from tokenpulse.prices.router import PriceRequest
 from tokenpulse.ratelimit import RateLimits, TokenBuckets
 from tokenpulse.readiness import CommitProbe
+from tokenpulse.replica import ReadRouting, Source
 from tokenpulse.rollups.materialiser import Materialiser, pending
 from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
@@ -139,14 +141,39 @@ def create_app(
 
         # Exports hold a connection as long as their client reads: connections of their own,
         # so that none keeps a dashboard read or a flush waiting.
-        export_engine = create_engine(
-            settings,
-            database_url,
-            pool_size=settings.export_max_concurrent,
-            application_name="tokenpulse-exports",
+        export_engines: dict[Source, AsyncEngine] = {
+            "primary": create_engine(
+                settings,
+                database_url,
+                pool_size=settings.export_max_concurrent,
+                application_name="tokenpulse-exports",
+            )
+        }
+        # Dashboards' reads may go to a replica: a pool of their own there.
+        replica_engine = None
+        if settings.read_database_url is not None:
+            replica_url = settings.read_database_url.get_secret_value()
+            replica_engine = create_engine(
+                settings,
+                replica_url,
+                pool_size=settings.db_pool_size,
+                application_name="tokenpulse-reads",
+            )
+            export_engines["replica"] = create_engine(
+                settings,
+                replica_url,
+                pool_size=settings.export_max_concurrent,
+                application_name="tokenpulse-exports",
+            )
+        routing = ReadRouting(
+            engine,
+            replica_engine,
+            max_lag=settings.read_max_lag.total_seconds(),
+            monotonic=monotonic,
+            observer=metrics,
         )
         export_slots = ExportSlots(
-            export_engine,
+            export_engines,
             most=settings.export_max_concurrent,
             observer=metrics,
             retry_after=EXPORT_RETRY_AFTER_SECONDS,
@@ -214,9 +241,11 @@ def create_app(
         ingest.EVENT_RULES.provide(app, EventRules.of(settings))
         ingest.EVENT_RATE.provide(app, _event_rate(settings, monotonic))
         exports_router.EXPORT_SLOTS.provide(app, export_slots)
+        runtime.READ_ROUTING.provide(app, routing)
         batcher.start()
         materialiser.start()
         sender.start()
+        routing.start()
         try:
             with health.unready_on_stop_signal(readiness, settings.shutdown_drain.total_seconds()):
                 yield
@@ -227,7 +256,9 @@ def create_app(
             await materialiser.close()
             await materialiser_engine.dispose()
             await webhook_engine.dispose()
-            await export_engine.dispose()
+            await routing.close()
+            for each in (*export_engines.values(), *([replica_engine] if replica_engine else [])):
+                await each.dispose()
             await ingest_engine.dispose()
             await engine.dispose()
 

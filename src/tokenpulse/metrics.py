@@ -182,6 +182,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.replica_lag_seconds = Gauge(
+            "tokenpulse_replica_lag_seconds",
+            "How far behind the database the read replica may be (+Inf: not known); the largest "
+            "any worker saw.",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         self.exported_events = Counter(
             "tokenpulse_exported_events",
             "Events written to export answers.",
@@ -227,6 +234,9 @@ class Metrics:
 
     def attempted(self, delivered: bool) -> None:
         self.webhook_attempts.labels("delivered" if delivered else "failed").inc()
+
+    def replica_lag(self, seconds: float | None) -> None:
+        self.replica_lag_seconds.set(float("inf") if seconds is None else seconds)
 
     def exporting(self, running: int) -> None:
         self.exports_running.set(running)

@@ -3,12 +3,13 @@ set and read through one typed `Shared` slot, and the dependencies routes declar
 
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenpulse.arrival import BodyTimeouts
 from tokenpulse.clock import Clock
 from tokenpulse.metrics import Metrics
+from tokenpulse.replica import ReadRouting, Reads
 from tokenpulse.settings import Settings
 
 T = TypeVar("T")
@@ -44,3 +45,31 @@ WallClock = Annotated[Clock, Depends(CLOCK.read)]
 Timeouts = Annotated[BodyTimeouts, Depends(BODY_TIMEOUTS.read)]
 """How long a request body may take to arrive."""
 WorkerMetrics = Annotated[Metrics, Depends(METRICS.read)]
+
+READ_ROUTING = Shared[ReadRouting]("read_routing")
+READ_FROM_HEADER = "Tokenpulse-Read-From"
+"""The answer's header that says which database answered a dashboard's read."""
+
+
+async def dashboard_reads(
+    response: Response,
+    routing: Annotated[ReadRouting, Depends(READ_ROUTING.read)],
+    consistency: Annotated[
+        str | None,
+        Header(
+            alias="Tokenpulse-Consistency",
+            pattern="^primary$",
+            description="`primary`: read the database itself, never a replica, so that the "
+            "answer holds every event acknowledged before it was asked (read-your-writes).",
+        ),
+    ] = None,
+) -> Reads:
+    def tell(source: str) -> None:
+        response.headers[READ_FROM_HEADER] = source
+
+    return routing.reads(primary=consistency == "primary", told=tell)
+
+
+DashboardReads = Annotated[Reads, Depends(dashboard_reads)]
+"""Where a dashboard's read goes: a replica that is close enough behind, unless the request asks
+for the primary; the answer says which in `Tokenpulse-Read-From`."""

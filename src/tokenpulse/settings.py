@@ -62,6 +62,17 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql:// URL of the database; unset starts an embedded PostgreSQL.",
     )
+    read_database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql:// URL of a streaming replica of the database for dashboards' "
+        "reads (aggregates, launch summaries, milestones, the OpenAI-compatible reads, exports); "
+        "unset: every read goes to the database.",
+    )
+    read_max_lag: Duration = Field(
+        default=timedelta(seconds=5),
+        description="Most the replica may be behind the database and still answer reads; "
+        "beyond it, reads go to the database until it catches up.",
+    )
     data_dir: Annotated[Path, AfterValidator(_absolute)] | None = Field(
         default=None,
         description="Folder of the embedded PostgreSQL's data (used without a database URL); "
@@ -380,7 +391,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must not name the call's content ({segments[0]})")
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "read_database_url")
     @classmethod
     def _must_be_postgresql(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(

@@ -12,7 +12,6 @@ from starlette.types import Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from tokenpulse.auth import Caller, require
-from tokenpulse.database import snapshot
 from tokenpulse.errors import InvalidParameters, Problem
 from tokenpulse.exports.answers import MEDIA_TYPE, export_answers
 from tokenpulse.exports.cursor import decode_cursor, encode_cursor
@@ -21,8 +20,9 @@ from tokenpulse.exports.slots import ExportSlots
 from tokenpulse.instant_input import instant
 from tokenpulse.openapi import AUTHENTICATED, needs_key
 from tokenpulse.query_string import CheckedQuery, instant_query
+from tokenpulse.replica import Source
 from tokenpulse.rollups.selection import Selection
-from tokenpulse.runtime import Shared, WallClock
+from tokenpulse.runtime import READ_FROM_HEADER, DashboardReads, Shared, WallClock
 from tokenpulse.scopes import Scope
 from tokenpulse.usage.params import ReaderFilters
 
@@ -42,8 +42,19 @@ class ExportResponse(StreamingResponse):
 
     media_type = MEDIA_TYPE
 
-    def __init__(self, lines: AsyncIterator[bytes], *, gzip: bool, closing: AsyncExitStack):
-        headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
+    def __init__(
+        self,
+        lines: AsyncIterator[bytes],
+        *,
+        gzip: bool,
+        closing: AsyncExitStack,
+        read_from: Source,
+    ):
+        headers = {
+            "Cache-Control": "no-store",
+            "Vary": "Accept-Encoding",
+            READ_FROM_HEADER: read_from,
+        }
         if gzip:
             headers["Content-Encoding"] = "gzip"
         super().__init__(self._closing_at_end(lines), headers=headers)
@@ -80,6 +91,7 @@ async def export_events(
     filters: ReaderFilters,
     caller: Annotated[Caller, Depends(require(Scope.READ))],
     exports: WorkerExports,
+    reads: DashboardReads,
     clock: WallClock,
     start: Annotated[str | None, instant_query("First instant exported.")] = None,
     end: Annotated[str | None, instant_query("End of the range (exclusive); default now.")] = None,
@@ -95,7 +107,7 @@ async def export_events(
     closing = AsyncExitStack()
     try:
         closing.enter_context(exports.slot(caller.tenant))
-        connection = await closing.enter_async_context(snapshot(exports.engine))
+        connection = await closing.enter_async_context(reads.snapshot(exports.engines))
         lines = exported_lines(connection, filters, first, last, after=after, limit=limit)
         closing.push_async_callback(lines.aclose)
         # The first lines are read before answering: a database that fails now gets an
@@ -106,7 +118,9 @@ async def export_events(
         raise
     body = _body(opening, lines, exports, start=first, end=last, selection=filters, limit=limit)
     gzip = _accepts_gzip(accept_encoding)
-    return ExportResponse(_gzipped(body) if gzip else body, gzip=gzip, closing=closing)
+    return ExportResponse(
+        _gzipped(body) if gzip else body, gzip=gzip, closing=closing, read_from=reads.source
+    )
 
 
 def _range(

@@ -10,6 +10,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenpulse.errors import TooManyRequests, Unavailable
+from tokenpulse.replica import Source
 
 
 class ExportObserver(Protocol):
@@ -21,14 +22,15 @@ class ExportObserver(Protocol):
 class ExportSlots:
     def __init__(
         self,
-        engine: AsyncEngine,
+        engines: dict[Source, AsyncEngine],
         *,
         most: int,
         observer: ExportObserver,
         retry_after: int,
     ) -> None:
-        self.engine = engine
-        """Connections for exports alone, `most` of them: dashboards never wait behind one."""
+        self.engines = engines
+        """Connections for exports alone, `most` to each database exports read (the primary,
+        and a replica if there is one): dashboards never wait behind an export."""
         self.observer = observer
         self._most = most
         self._retry_after = retry_after

@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.auth import Authentication, Caller, platform_admin, require
-from tokenpulse.database import snapshot
 from tokenpulse.errors import InvalidParameters, NotFound
 from tokenpulse.instant_input import instant
 from tokenpulse.instants import format_rfc3339
@@ -29,7 +28,7 @@ from tokenpulse.openapi import AUTHENTICATED, answers, error_responses, json_bod
 from tokenpulse.query_string import CheckedQuery, instant_query
 from tokenpulse.request_body import read_model
 from tokenpulse.rollups.selection import Selection
-from tokenpulse.runtime import AppSettings, RequestEngine, Timeouts, WallClock
+from tokenpulse.runtime import AppSettings, DashboardReads, RequestEngine, Timeouts, WallClock
 from tokenpulse.scopes import Scope
 from tokenpulse.usage.params import ReaderFilters
 
@@ -146,12 +145,12 @@ async def get_launches(
 async def get_launch(
     model: Model,
     caller: Annotated[Caller, Depends(require(Scope.READ))],
-    engine: RequestEngine,
+    reads: DashboardReads,
     clock: WallClock,
     settings: AppSettings,
 ) -> dict[str, Any]:
     selection = Selection(filters={"model": (checked_model(model),)}).for_tenant(caller.tenant)
-    async with snapshot(engine) as connection:
+    async with reads.snapshot() as connection:
         launch = await find_launch(connection, model)
         if launch is None:
             raise NotFound("no launch is set for this model; PUT /v1/launches/{model} sets one")
@@ -173,7 +172,7 @@ async def get_launch(
 )
 async def get_milestones(
     selection: ReaderFilters,
-    engine: RequestEngine,
+    reads: DashboardReads,
     clock: WallClock,
     settings: AppSettings,
     threshold: Annotated[
@@ -190,7 +189,7 @@ async def get_milestones(
     metric: Measure = "total_tokens",
 ) -> dict[str, Any]:
     sought = parsed_threshold(metric, threshold)
-    async with snapshot(engine) as connection:
+    async with reads.snapshot() as connection:
         start = instant("since", since) or await _launch_of(connection, selection)
         progress = await find_crossings(
             connection,

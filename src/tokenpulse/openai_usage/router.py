@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Response
 
 from tokenpulse.auth import Caller, require
-from tokenpulse.database import snapshot
 from tokenpulse.openai_usage.answers import CompletionsUsagePage, CostsPage
 from tokenpulse.openai_usage.completions import completions_page, completions_selection
 from tokenpulse.openai_usage.costs import costs_page, costs_selection
@@ -15,7 +14,7 @@ from tokenpulse.openai_usage.organization import ORGANIZATION_HEADER, organizati
 from tokenpulse.openai_usage.pages import COMPLETIONS_LIMITS, COSTS_LIMITS, limits_text, page_of
 from tokenpulse.openai_usage.query_arrays import OpenAIQuery
 from tokenpulse.openapi import AUTHENTICATED, answers, needs_key
-from tokenpulse.runtime import AppSettings, RequestEngine, WallClock
+from tokenpulse.runtime import AppSettings, DashboardReads, WallClock
 from tokenpulse.scopes import Scope
 
 router = APIRouter(tags=["openai"], route_class=OpenAIQuery)
@@ -80,7 +79,7 @@ def array_query(description: str) -> Any:
 )
 async def get_completions_usage(
     tenant: Organization,
-    engine: RequestEngine,
+    reads: DashboardReads,
     clock: WallClock,
     settings: AppSettings,
     start_time: StartTime,
@@ -114,7 +113,7 @@ async def get_completions_usage(
         limits=COMPLETIONS_LIMITS,
         now=clock(),
     )
-    async with snapshot(engine) as connection:
+    async with reads.snapshot() as connection:
         return await completions_page(
             connection, selection, chosen, most=settings.max_series_results
         )
@@ -133,7 +132,7 @@ async def get_completions_usage(
 )
 async def get_costs(
     tenant: Organization,
-    engine: RequestEngine,
+    reads: DashboardReads,
     clock: WallClock,
     settings: AppSettings,
     start_time: StartTime,
@@ -163,7 +162,7 @@ async def get_costs(
         limits=COSTS_LIMITS,
         now=clock(),
     )
-    async with snapshot(engine) as connection:
+    async with reads.snapshot() as connection:
         answer = await costs_page(
             connection,
             selection,

@@ -4,11 +4,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from tokenpulse.database import snapshot
 from tokenpulse.instant_input import instant
 from tokenpulse.openapi import AUTHENTICATED, answers, needs_key
 from tokenpulse.query_string import CheckedQuery, instant_query
-from tokenpulse.runtime import AppSettings, RequestEngine, WallClock
+from tokenpulse.runtime import AppSettings, DashboardReads, WallClock
 from tokenpulse.scopes import Scope
 from tokenpulse.usage.answers import TotalsAnswer, UsageAnswer
 from tokenpulse.usage.params import ReaderSelection
@@ -30,7 +29,7 @@ router = APIRouter(tags=["aggregates"], route_class=CheckedQuery)
 )
 async def get_usage(
     chosen: ReaderSelection,
-    engine: RequestEngine,
+    reads: DashboardReads,
     clock: WallClock,
     settings: AppSettings,
     start: Annotated[str, instant_query("First bucket's start, on a bucket boundary.")],
@@ -41,7 +40,7 @@ async def get_usage(
     buckets = Buckets(bucket, parse_zone(tz))
     first = instant("start", start)
     assert first is not None
-    async with snapshot(engine) as connection:
+    async with reads.snapshot() as connection:
         return await usage_series(
             connection,
             chosen,
@@ -65,7 +64,7 @@ async def get_usage(
 )
 async def get_totals(
     chosen: ReaderSelection,
-    engine: RequestEngine,
+    reads: DashboardReads,
     clock: WallClock,
     settings: AppSettings,
     start: Annotated[str | None, instant_query("Range start, floored to the minute.")] = None,
@@ -78,7 +77,7 @@ async def get_totals(
         window=window,
         now=clock(),
     )
-    async with snapshot(engine) as connection:
+    async with reads.snapshot() as connection:
         return await usage_totals(
             connection,
             chosen,
