@@ -1,6 +1,7 @@
 """`GET /v1/events/export`: the stored events of a range, every field, in order, resumable."""
 
 import asyncio
+import base64
 import gzip
 import json
 import socket
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import NOW, UNLIMITED_ENV, ClientFactory, Keys, bearer
+from tests.conftest import NOW, UNLIMITED_ENV, ClientFactory, Keys, bearer, empty_all_but_keys
 from tests.factories import event, measures, post_accepted
 from tests.servers import child_environment, running_server
 from tokenpulse.instants import format_rfc3339
@@ -140,16 +141,21 @@ async def test_an_export_holds_every_stored_event_of_its_range_with_every_field(
     }
 
 
-async def test_an_export_can_be_sent_back_as_it_is(client: httpx.AsyncClient) -> None:
+async def test_an_export_sent_to_an_empty_service_is_stored_as_it_was(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
     sent = mixed_events()
     await post_accepted(client, *sent)
-    answer = await client.get("/v1/events/export", params={"start": format_rfc3339(START)})
+    first = await client.get("/v1/events/export", params={"start": format_rfc3339(START)})
+    await empty_all_but_keys(db)
 
     again = await client.post(
-        "/v1/events", content=answer.content, headers={"Content-Type": "application/x-ndjson"}
+        "/v1/events", content=first.content, headers={"Content-Type": "application/x-ndjson"}
     )
 
-    assert again.json() == {"accepted": 0, "duplicates": len(sent), "rejected": 0, "errors": []}
+    assert again.json() == {"accepted": len(sent), "duplicates": 0, "rejected": 0, "errors": []}
+    second = await client.get("/v1/events/export", params={"start": format_rfc3339(START)})
+    assert second.content == first.content
 
 
 async def test_filters_narrow_an_export_as_they_narrow_aggregates(
@@ -197,7 +203,7 @@ async def test_pages_followed_by_their_cursors_hold_the_export_once(
     assert (pages[-1] == []) == (len(sent) % limit == 0)
 
 
-async def test_a_cursor_keeps_to_the_range_and_the_state_it_began_with(
+async def test_a_cursor_keeps_to_its_range_and_later_pages_hold_events_stored_after_their_place(
     client: httpx.AsyncClient,
 ) -> None:
     sent = [event(at=NOW - timedelta(minutes=m), model="m-tiny") for m in range(1, 5)]
@@ -244,6 +250,12 @@ async def test_gzip_when_asked(client: httpx.AsyncClient) -> None:
         headers={"Accept-Encoding": "gzip;q=0, identity"},
     )
     assert "content-encoding" not in refused.headers
+    anything_but_gzip = await client.get(
+        "/v1/events/export",
+        params={"start": format_rfc3339(START)},
+        headers={"Accept-Encoding": "gzip;q=0, *"},
+    )
+    assert "content-encoding" not in anything_but_gzip.headers
 
 
 async def _raw(client: httpx.AsyncClient) -> bytes:
@@ -262,7 +274,7 @@ async def _raw(client: httpx.AsyncClient) -> bytes:
     [
         ({}, "start", "is required (or a cursor)"),
         ({"start": "yesterday"}, "start", "must be an RFC 3339 timestamp"),
-        ({"start": format_rfc3339(START), "limit": 0}, "limit", ""),
+        ({"start": format_rfc3339(START), "limit": 0}, "limit", "must be at least 1"),
         ({"cursor": "not-a-cursor"}, "cursor", "is not a cursor an export answered"),
         (
             {"cursor": "WzEsMl0", "start": format_rfc3339(START)},
@@ -297,6 +309,21 @@ async def test_a_cursor_asked_with_other_filters_is_refused(client: httpx.AsyncC
             "asked with",
         }
     ]
+
+
+async def test_a_cursor_edited_to_name_a_model_outside_the_filter_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    await post_accepted(client, *mixed_events())
+    cursor = (await export(client, model="m-tiny", limit=1))[-1]["next_cursor"]
+    fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    fields[3] = "m-large"
+    edited = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+
+    answer = await client.get("/v1/events/export", params={"cursor": edited, "model": "m-tiny"})
+
+    assert answer.status_code == 422
+    assert answer.json()["error"]["errors"][0]["field"] == "cursor"
 
 
 async def test_an_ingest_key_may_not_export(make_client: ClientFactory, keys: Keys) -> None:
@@ -420,7 +447,10 @@ async def test_the_command_writes_what_the_endpoint_answers_and_resumes_a_cut_fi
     resumed = run_export(database_url, *bounds, "--output", str(cut), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert cut.read_bytes() == answer.content
-    assert resumed.stderr.decode().endswith(f"exported {len(lines) - 5:,} events to {cut}\n")
+    assert resumed.stderr.decode().endswith(
+        f"exported {len(lines) - 5:,} events from {format_rfc3339(START)} to "
+        f"{format_rfc3339(NOW)} to {cut}\n"
+    )
 
     packed = tmp_path / "events.ndjson.gz"
     written = run_export(database_url, *bounds, "--output", str(packed), "--gzip")
@@ -438,6 +468,10 @@ async def test_the_command_writes_what_the_endpoint_answers_and_resumes_a_cut_fi
         ),
         (["--output", "{file}"], "exists: carry it on with --resume, or name another file"),
         (["--gzip"], "--gzip and --resume write a file: name it with --output"),
+        (
+            ["--resume", "--gzip", "--end", format_rfc3339(NOW), "--output", "{file}"],
+            "--resume carries on plain NDJSON only",
+        ),
         (["--tenant", ""], "tenant: must be 1 to 128 characters"),
     ],
 )

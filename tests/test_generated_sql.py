@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import ClauseElement
 
+from tokenpulse.exports.events import _events_of_model
 from tokenpulse.ingest.writer import STORE_EVENTS
 from tokenpulse.rollups.fold import FOLD
 from tokenpulse.rollups.grains import DAY, HOUR, MINUTE
@@ -44,6 +45,10 @@ STATEMENTS: dict[str, Any] = {
     ),
     # One model's busiest minute since its launch: kept peaks, and minutes with pending deltas.
     "busiest_minute_of_a_model": lambda: compiled(_busiest((MINUTE, HOUR, DAY), ("model",))),
+    # A tenant's export, resumed within one model: its events in order, each as its line.
+    "export_of_a_tenant_resumed": lambda: (
+        _events_of_model(("tenant",), resuming=True, limited=True).text
+    ),
 }
 
 

@@ -26,6 +26,11 @@ class Caller:
     """The tenant the caller's key is bound to; None for a platform key that spans tenants."""
 
 
+def account_of(caller: Caller) -> str:
+    """Whose share of a worker a request uses: its key's tenant, or a platform key's own."""
+    return f"tenant:{caller.tenant}" if caller.tenant is not None else f"key:{caller.key_id}"
+
+
 class Authenticator(Protocol):
     async def authenticate(self, request: Request) -> Caller:
         """The caller behind the request; raises the error to answer when there is none."""

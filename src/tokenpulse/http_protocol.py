@@ -107,11 +107,7 @@ class BoundedHeadHttpProtocol(HttpToolsProtocol):
                 # answer, and the answer says so, or a client would send its next request down
                 # a connection that is being closed and see it reset.
                 cycle.keep_alive = False
-            if self.flow.write_paused and not cycle.disconnected:
-                try:
-                    await asyncio.wait_for(self.flow.drain(), self.send_timeout)
-                except TimeoutError:
-                    self._reset()
+            await self._drain_while_read(cycle)
             await send(message)
 
         cycle.send = send_saying_whether_to_reuse  # type: ignore[method-assign]
@@ -148,6 +144,20 @@ class BoundedHeadHttpProtocol(HttpToolsProtocol):
             )
         else:
             self._refuse(400, BadRequest.code, _what_is_not_http())
+
+    async def _drain_while_read(self, cycle: RequestResponseCycle) -> None:
+        """Wait while the client is sent what it has been sent already; reset the connection
+        once it takes nothing for `send_timeout` (a client that reads slowly still reads)."""
+        waiting = self.transport.get_write_buffer_size()
+        while self.flow.write_paused and not cycle.disconnected:
+            try:
+                await asyncio.wait_for(self.flow.drain(), self.send_timeout)
+            except TimeoutError:
+                left = self.transport.get_write_buffer_size()
+                if left >= waiting:
+                    self._reset()
+                    return
+                waiting = left
 
     def _reset(self) -> None:
         """Close the connection at once, with a reset: what the kernel still holds for the

@@ -38,6 +38,10 @@ _REPLAYED = text(
 )
 
 
+class NotReplaying(Exception):
+    """The read database is not a standby: what it holds need not follow the primary."""
+
+
 class ReplicaObserver(Protocol):
     def replica_lag(self, seconds: float | None) -> None: ...
 
@@ -104,6 +108,7 @@ class ReadRouting:
         self._task: asyncio.Task[None] | None = None
         self.staleness: float | None = None
         """Seconds of acknowledged writes the replica may not hold yet; None: not known."""
+        self._measured_at = 0.0
 
     @property
     def engines(self) -> dict[Source, AsyncEngine]:
@@ -120,12 +125,11 @@ class ReadRouting:
         return Reads(self, primary=primary, told=told)
 
     def choose(self, *, primary: bool = False) -> Source:
-        if (
-            self._replica is None
-            or primary
-            or self.staleness is None
-            or self.staleness > self._max_lag
-        ):
+        if self._replica is None or primary or self.staleness is None:
+            return "primary"
+        # A figure only grows older: one that has not been measured again lately counts the
+        # time since, and a replica whose measuring hangs is passed over within the lag.
+        if self.staleness + (self._monotonic() - self._measured_at) > self._max_lag:
             return "primary"
         return "replica"
 
@@ -146,7 +150,9 @@ class ReadRouting:
         failing = False
         while True:
             try:
-                self.staleness = await self._measure()
+                staleness = await self._measure()
+                # Measured as of the moment the primary's position was taken.
+                self.staleness, self._measured_at = staleness, self._written[-1][0]
                 failing = False
             except asyncio.CancelledError:
                 raise
@@ -167,7 +173,10 @@ class ReadRouting:
         async with self._replica.connect() as connection:
             replayed = await connection.scalar(_REPLAYED)
         if replayed is None:
-            return 0.0
+            # A promoted replica, or a primary named by mistake, takes none of the primary's
+            # writes any more: it is never read from.
+            self._written.clear()
+            raise NotReplaying("the read replica is not replaying a primary's WAL")
         # The latest moment all of whose writes the replica has replayed.
         caught_up = None
         for at, position in self._written:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenpulse.errors import InvalidParameters
 from tokenpulse.exports.events import Position, exported_lines
 from tokenpulse.instant_input import instant
-from tokenpulse.instants import parse_rfc3339
+from tokenpulse.instants import format_rfc3339, parse_rfc3339
 from tokenpulse.rollups.selection import parse_selection
 
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
@@ -66,6 +66,9 @@ async def _export(args: argparse.Namespace, transaction: Transaction, *, now: da
     except InvalidParameters as invalid:
         raise Refused(str(invalid)) from None
     assert start is not None
+    if args.resume and args.gzip:
+        # An interrupted run leaves its gzip stream cut short, with nothing to resume after.
+        raise Refused("--resume carries on plain NDJSON only: export again without --gzip")
     if args.resume and args.end is None:
         # With the end left to now, the rest would be of another range than the file's start.
         raise Refused("--resume needs the --end the export was started with")
@@ -80,7 +83,11 @@ async def _export(args: argparse.Namespace, transaction: Transaction, *, now: da
                 output.write(lines.text.encode())
                 written += lines.count
     where = "standard output" if args.output is None else str(args.output)
-    print(f"tokenpulse: exported {written:,} events to {where}", file=sys.stderr)
+    print(
+        f"tokenpulse: exported {written:,} events from {format_rfc3339(start)} to "
+        f"{format_rfc3339(end)} to {where}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -97,7 +104,6 @@ def _open(args: argparse.Namespace, files: ExitStack) -> IO[bytes]:
             f"{args.output} exists: carry it on with --resume, or name another file"
         ) from None
     if args.gzip:
-        # A resumed file gains a gzip member of its own, which every gzip reader reads on.
         packed = gzip.GzipFile(fileobj=raw, mode="ab", compresslevel=6)
         files.callback(packed.close)
         return cast(IO[bytes], packed)
@@ -110,22 +116,13 @@ def _resume_point(args: argparse.Namespace) -> Position | None:
         return None
     if args.output is None or not args.output.exists():
         return None
-    opener = gzip.open if args.gzip else open
     last = b""
     whole = 0
-    with opener(args.output, "rb") as existing:
-        try:
-            for line in existing:
-                if line.endswith(b"\n"):
-                    last, whole = line, whole + len(line)
-        except (EOFError, gzip.BadGzipFile):
-            raise Refused(
-                f"{args.output} ends in the middle of its compressed data: export again to a "
-                "new file"
-            ) from None
-    if not args.gzip:
-        with args.output.open("r+b") as existing:
-            existing.truncate(whole)
+    with args.output.open("r+b") as existing:
+        for line in existing:
+            if line.endswith(b"\n"):
+                last, whole = line, whole + len(line)
+        existing.truncate(whole)
     if not last:
         return None
     try:

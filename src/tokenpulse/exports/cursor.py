@@ -63,6 +63,10 @@ def decode_cursor(cursor: str, selection: Selection) -> tuple[datetime, datetime
             "cursor",
             "belongs to an export with other filters; repeat the filters it was asked with",
         )
+    if (models := selection.filters.get("model")) is not None and model not in models:
+        raise InvalidParameters.of(
+            "cursor", "is not a cursor an export answered; pass the next_cursor it ended with"
+        )
     first, last, at = instants
     assert first is not None
     assert last is not None

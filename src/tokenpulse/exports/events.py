@@ -12,9 +12,10 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ARRAY, Text, TextClause, bindparam, func, select, text
+from sqlalchemy import ARRAY, ColumnElement, Text, TextClause, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenpulse.exports.answers import ExportedEvent
 from tokenpulse.rollups.binds import INSTANT
 from tokenpulse.rollups.selection import Selection
 from tokenpulse.tables import usage_event
@@ -22,20 +23,7 @@ from tokenpulse.tables import usage_event
 ROWS_FETCHED = 2_000
 """Rows taken from PostgreSQL at a time: about what an export holds in memory."""
 
-EXPORTED_FIELDS = (
-    "event_id",
-    "occurred_at",
-    "tenant",
-    "project",
-    "model",
-    "api_key_id",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "attributes",
-)
+EXPORTED_FIELDS = tuple(ExportedEvent.model_fields)
 """Every field of an exported event, in the order each line has them."""
 
 
@@ -155,13 +143,15 @@ _UTC_TEXT = """to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"
 async def _next_model(
     connection: AsyncConnection, model: str | None, selection: Selection
 ) -> str | None:
-    """The first model after `model` (None: the first of all) that any stored event names, among
-    those `selection` filters to if it filters models."""
+    """The first model after `model` (None: the first of all), in PostgreSQL's order, that any
+    stored event names, or, if `selection` filters models, that it allows."""
+    names: ColumnElement[str] = usage_event.c.model
     if (allowed := selection.filters.get("model")) is not None:
-        later = sorted(name for name in allowed if model is None or name > model)
-        return later[0] if later else None
-    statement = select(func.min(usage_event.c.model))
+        # Ordered as the column is, whatever Python's order of the names would be.
+        listed = bindparam("allowed", list(allowed), type_=ARRAY(Text))
+        names = func.unnest(listed).column_valued("name")
+    statement = select(func.min(names))
     if model is not None:
-        statement = statement.where(usage_event.c.model > model)
+        statement = statement.where(names > model)
     found: str | None = await connection.scalar(statement)
     return found

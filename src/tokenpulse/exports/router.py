@@ -11,7 +11,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Send
 from starlette.types import Scope as ASGIScope
 
-from tokenpulse.auth import Caller, require
+from tokenpulse.auth import Caller, account_of, require
 from tokenpulse.errors import InvalidParameters, Problem
 from tokenpulse.exports.answers import MEDIA_TYPE, export_answers
 from tokenpulse.exports.cursor import decode_cursor, encode_cursor
@@ -106,7 +106,7 @@ async def export_events(
     first, last, after = _range(filters, start, end, cursor, now=clock())
     closing = AsyncExitStack()
     try:
-        closing.enter_context(exports.slot(caller.tenant))
+        closing.enter_context(exports.slot(account_of(caller)))
         connection = await closing.enter_async_context(reads.snapshot(exports.engines))
         lines = exported_lines(connection, filters, first, last, after=after, limit=limit)
         closing.push_async_callback(lines.aclose)
@@ -178,15 +178,18 @@ async def _gzipped(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 def _accepts_gzip(accept_encoding: str | None) -> bool:
-    """Whether `Accept-Encoding` allows gzip: named (or `*`) without `q=0`."""
+    """Whether `Accept-Encoding` allows gzip: named with a weight above 0, or, if not named,
+    `*` with one (RFC 9110, section 12.5.3)."""
+    weights: dict[str, float] = {}
     for part in (accept_encoding or "").split(","):
         coding, *parameters = (piece.strip() for piece in part.split(";"))
-        if coding.lower() not in ("gzip", "*"):
-            continue
-        weights = [p.split("=", 1)[1] for p in parameters if p.replace(" ", "").startswith("q=")]
-        try:
-            if not weights or float(weights[0]) > 0:
-                return True
-        except ValueError:
-            continue
-    return False
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights[coding.lower()] = weight
+    return weights.get("gzip", weights.get("*", 0.0)) > 0

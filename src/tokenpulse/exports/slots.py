@@ -34,16 +34,16 @@ class ExportSlots:
         self.observer = observer
         self._most = most
         self._retry_after = retry_after
-        self._running: Counter[str | None] = Counter()
+        self._running: Counter[str] = Counter()
 
     @contextmanager
-    def slot(self, account: str | None) -> Iterator[None]:
-        """Held while one export of `account` (a tenant, or None for platform keys) streams;
-        429 while that account already streams one here, 503 while the worker streams its most."""
+    def slot(self, account: str) -> Iterator[None]:
+        """Held while one export of `account` (a tenant, or a platform key) streams; 429 while
+        that account already streams one here, 503 while the worker streams its most."""
         if self._running[account]:
             raise TooManyRequests(
-                "an export of this tenant is already being streamed by this worker; try again "
-                "when it ends",
+                "an export of this tenant (or platform key) is already being streamed by this "
+                "worker; try again when it ends",
                 retry_after=self._retry_after,
             )
         if self._running.total() >= self._most:

@@ -20,4 +20,4 @@ Budget = Annotated[BodyBudget, Depends(BODY_BUDGET.read)]
 """The bytes of bodies being read that the worker may hold, by account."""
 Rules = Annotated[EventRules, Depends(EVENT_RULES.read)]
 EventRate = Annotated[TokenBuckets | None, Depends(EVENT_RATE.read)]
-"""Events a second per account (see `intake.account_of`); None: unlimited."""
+"""Events a second per account (see `auth.account_of`); None: unlimited."""

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from tokenpulse.arrival import BodyTimeouts
-from tokenpulse.auth import Authentication, Caller
+from tokenpulse.auth import Authentication, Caller, account_of
 from tokenpulse.clock import Clock
 from tokenpulse.errors import PayloadTooLarge, TooManyRequests, Unavailable
 from tokenpulse.ingest.admission import BodyBudget
@@ -116,11 +116,6 @@ class Intake:
             f"this tenant sends more than its limit of {rate:,g} events a second",
             retry_after=max(1, math.ceil(wait)),
         )
-
-
-def account_of(caller: Caller) -> str:
-    """Whose share of a worker a request uses: its key's tenant, or a platform key's own."""
-    return f"tenant:{caller.tenant}" if caller.tenant is not None else f"key:{caller.key_id}"
 
 
 async def _intake(

@@ -14,7 +14,7 @@ from tokenpulse.openai_usage.organization import ORGANIZATION_HEADER, organizati
 from tokenpulse.openai_usage.pages import COMPLETIONS_LIMITS, COSTS_LIMITS, limits_text, page_of
 from tokenpulse.openai_usage.query_arrays import OpenAIQuery
 from tokenpulse.openapi import AUTHENTICATED, answers, needs_key
-from tokenpulse.runtime import AppSettings, DashboardReads, WallClock
+from tokenpulse.runtime import READ_FROM_HEADER, AppSettings, DashboardReads, WallClock
 from tokenpulse.scopes import Scope
 
 router = APIRouter(tags=["openai"], route_class=OpenAIQuery)
@@ -170,4 +170,8 @@ async def get_costs(
             currency=settings.currency,
             most=settings.max_series_results,
         )
-    return Response(exact_json(answer), media_type="application/json")
+    return Response(
+        exact_json(answer),
+        media_type="application/json",
+        headers={READ_FROM_HEADER: reads.source},
+    )
