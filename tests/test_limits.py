@@ -51,7 +51,7 @@ async def test_cors_answers_only_configured_origins_and_never_allows_credentials
 ) -> None:
     preflight = {
         "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "authorization",
+        "Access-Control-Request-Headers": "authorization, tokenpulse-consistency",
     }
     async with make_client(cors_origins=["https://dash.example"]) as client:
         allowed = await client.options(
@@ -65,7 +65,10 @@ async def test_cors_answers_only_configured_origins_and_never_allows_credentials
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "https://dash.example"
     assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    assert "tokenpulse-consistency" in allowed.headers["access-control-allow-headers"].lower()
     assert simple.headers["access-control-allow-origin"] == "https://dash.example"
+    # A dashboard on another origin may see which database answered it.
+    assert "tokenpulse-read-from" in simple.headers["access-control-expose-headers"].lower()
     for response in (allowed, simple, other, default):
         assert "access-control-allow-credentials" not in response.headers
     assert "access-control-allow-origin" not in other.headers

@@ -304,8 +304,9 @@ def create_app(
                 "Content-Encoding",
                 "X-Request-ID",
                 "OpenAI-Organization",
+                "Tokenpulse-Consistency",
             ],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=["X-Request-ID", "Retry-After", runtime.READ_FROM_HEADER],
             max_age=600,
         )
     generate_openapi = app.openapi

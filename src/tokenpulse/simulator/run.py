@@ -315,8 +315,11 @@ async def _run(plan: Plan) -> int:
         httpx.AsyncClient(
             base_url=plan.url, timeout=plan.timeout, headers=_bearer(plan.key), limits=limits
         ) as ingest,
+        # The ledger is checked against what was acknowledged: read-your-writes, never a replica.
         httpx.AsyncClient(
-            base_url=plan.url, timeout=plan.timeout, headers=_bearer(plan.read_key)
+            base_url=plan.url,
+            timeout=plan.timeout,
+            headers={**_bearer(plan.read_key), "Tokenpulse-Consistency": "primary"},
         ) as reader,
         httpx.AsyncClient(
             base_url=plan.url, timeout=plan.timeout, headers=_bearer(plan.admin_key)
