@@ -196,6 +196,15 @@ def test_reads_go_to_the_replica_once_it_holds_the_writes_and_to_the_primary_whe
         exported = http.get("/v1/events/export", params={"start": _hour_ago()})
         assert exported.headers["tokenpulse-read-from"] == "replica"
         assert len(exported.text.splitlines()) == before + 3
+        # The OpenAI-compatible reads, one of which answers a response of its own.
+        for path in ("/v1/organization/usage/completions", "/v1/organization/costs"):
+            answer = http.get(
+                path,
+                params={"start_time": int(time.time()) - 3600},
+                headers={"OpenAI-Organization": "acme"},
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["tokenpulse-read-from"] == "replica"
 
 
 def test_a_replica_that_falls_behind_or_stops_is_passed_over_until_it_is_back(
