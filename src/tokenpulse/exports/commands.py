@@ -84,8 +84,8 @@ async def _export(args: argparse.Namespace, transaction: Transaction, *, now: da
                 written += lines.count
     where = "standard output" if args.output is None else str(args.output)
     print(
-        f"tokenpulse: exported {written:,} events from {format_rfc3339(start)} to "
-        f"{format_rfc3339(end)} to {where}",
+        f"tokenpulse: exported {written:,} event{'' if written == 1 else 's'} from "
+        f"{format_rfc3339(start)} to {format_rfc3339(end)} to {where}",
         file=sys.stderr,
     )
     return 0
