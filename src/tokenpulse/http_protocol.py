@@ -1,5 +1,5 @@
 """The HTTP/1.1 connection handler uvicorn runs: it bounds the size of a request's head, the time
-the head takes to arrive and the time an answer waits for its client to read it, and answers what
+the head takes to arrive and how long a client may take nothing of an answer, and answers what
 it refuses in the service's one error shape."""
 
 import asyncio
@@ -58,8 +58,8 @@ class BoundedHeadHttpProtocol(HttpToolsProtocol):
     """Whether the client has sent anything at all: only then is a timeout answered."""
     _head_clock: asyncio.TimerHandle | None = None
     send_timeout: ClassVar[float] = SEND_TIMEOUT_SECONDS
-    """Seconds an answer may wait for the client to take what was sent of it before the
-    connection is closed; each worker sets it from its settings."""
+    """Seconds a client may take nothing of an answer it is being sent before the connection is
+    reset; each worker sets it from its settings."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -146,8 +146,9 @@ class BoundedHeadHttpProtocol(HttpToolsProtocol):
             self._refuse(400, BadRequest.code, _what_is_not_http())
 
     async def _drain_while_read(self, cycle: RequestResponseCycle) -> None:
-        """Wait while the client is sent what it has been sent already; reset the connection
-        once it takes nothing for `send_timeout` (a client that reads slowly still reads)."""
+        """Wait until the client has taken enough of what it was sent for more to be sent; reset
+        the connection once it takes nothing for `send_timeout` (one that reads slowly still
+        reads, and is kept)."""
         waiting = self.transport.get_write_buffer_size()
         while self.flow.write_paused and not cycle.disconnected:
             try:
