@@ -13,6 +13,7 @@ from tokenpulse.instants import format_rfc3339, parse_rfc3339
 from tokenpulse.rollups.selection import Selection
 
 _VERSION = 1
+_NOT_A_CURSOR = "is not a cursor an export answered; pass the next_cursor it ended with"
 
 
 def filters_digest(selection: Selection) -> str:
@@ -47,26 +48,20 @@ def decode_cursor(cursor: str, selection: Selection) -> tuple[datetime, datetime
         version, start, end, model, occurred_at, event_id, tenant, digest = json.loads(packed)
         instants = parse_rfc3339(start), parse_rfc3339(end), parse_rfc3339(occurred_at)
     except (binascii.Error, ValueError, TypeError):
-        raise InvalidParameters.of(
-            "cursor", "is not a cursor an export answered; pass the next_cursor it ended with"
-        ) from None
+        raise InvalidParameters.of("cursor", _NOT_A_CURSOR) from None
     if (
         version != _VERSION
         or None in instants
         or not all(isinstance(part, str) for part in (model, event_id, tenant, digest))
     ):
-        raise InvalidParameters.of(
-            "cursor", "is not a cursor an export answered; pass the next_cursor it ended with"
-        )
+        raise InvalidParameters.of("cursor", _NOT_A_CURSOR)
     if digest != filters_digest(selection):
         raise InvalidParameters.of(
             "cursor",
             "belongs to an export with other filters; repeat the filters it was asked with",
         )
     if (models := selection.filters.get("model")) is not None and model not in models:
-        raise InvalidParameters.of(
-            "cursor", "is not a cursor an export answered; pass the next_cursor it ended with"
-        )
+        raise InvalidParameters.of("cursor", _NOT_A_CURSOR)
     first, last, at = instants
     assert first is not None
     assert last is not None

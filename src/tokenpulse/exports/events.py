@@ -16,7 +16,7 @@ from sqlalchemy import ARRAY, ColumnElement, Text, TextClause, bindparam, func, 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.exports.answers import ExportedEvent
-from tokenpulse.rollups.binds import INSTANT
+from tokenpulse.rollups.binds import INSTANT, filter_values
 from tokenpulse.rollups.selection import Selection
 from tokenpulse.tables import usage_event
 
@@ -65,7 +65,7 @@ async def exported_lines(
     if selection.matches_nothing or start >= end:
         return
     values: dict[str, Any] = {
-        **{f"{name}_values": list(allowed) for name, allowed in selection.filters.items()},
+        **filter_values(selection.filters),
         "start": start,
         "end": end,
     }
