@@ -208,6 +208,18 @@ def test_invalid_settings_stop_the_command_with_a_message_naming_the_variable() 
 
 
 @pytest.mark.process
+def test_an_accepted_window_wider_than_the_days_kept_is_refused_at_start() -> None:
+    result = run_cli(
+        "migrate",
+        env={"TOKENPULSE_MAX_EVENT_AGE": "P401D", "TOKENPULSE_MAX_EVENT_LEAD": "P8D"},
+    )
+
+    assert result.returncode == 2
+    assert "TOKENPULSE_MAX_EVENT_AGE: Value error, must be at most 400 days" in result.stderr
+    assert "TOKENPULSE_MAX_EVENT_LEAD: Value error, must be at most 7 days" in result.stderr
+
+
+@pytest.mark.process
 def test_commands_run_from_different_folders_use_one_embedded_database_and_name_its_folder(
     folder: Path,
 ) -> None:

@@ -3,6 +3,7 @@ database meanwhile: each fault injected while gateways keep sending, then the le
 
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -57,7 +58,7 @@ def acking_before_commit(engine: AsyncEngine) -> Store:
 
     async def store(events: Sequence[Event]) -> set[EventKey]:
         async with engine.connect() as connection:
-            new = await store_events(connection, events)
+            new = await store_events(connection, events, received_at=datetime.now(UTC))
             await connection.rollback()
         return new
 

@@ -25,12 +25,14 @@ from tokenpulse.migrations import (
     alembic_config,
     current_revision,
     head_revision,
+    include_name,
     upgrade_to_head,
 )
 from tokenpulse.rollups.fold import fold
 from tokenpulse.rollups.grains import GRAINS, MINUTE, Grain
 from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
+from tokenpulse.storage.partitions import days_start
 from tokenpulse.tables import metadata
 
 ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
@@ -62,7 +64,9 @@ async def test_upgrading_an_empty_database_builds_exactly_the_declared_schema(
             await upgrade_to_head(connection)
 
         def differences(sync_connection: Connection) -> list[object]:
-            context = MigrationContext.configure(sync_connection)
+            context = MigrationContext.configure(
+                sync_connection, opts={"include_name": include_name}
+            )
             return list(compare_metadata(context, metadata))
 
         async with engine.connect() as connection:
@@ -82,10 +86,10 @@ async def test_upgrading_an_empty_database_builds_exactly_the_declared_schema(
 
 async def index_definitions(connection: AsyncConnection) -> dict[str, str]:
     rows = await connection.exec_driver_sql(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
         " AND tablename <> 'alembic_version'"
     )
-    return {row.indexname: row.indexdef for row in rows}
+    return {row.indexname: row.indexdef for row in rows if include_name(row.tablename, "table", {})}
 
 
 async def test_migrations_downgrade_to_nothing_and_upgrade_again(server_url: str) -> None:
@@ -366,3 +370,70 @@ async def test_events_and_deltas_stored_before_cache_writes_were_counted_count_n
     }
     assert crossing.status_code == 200, crossing.text
     assert (crossing.json()["event_id"], crossing.json()["current"]) == ("new-1", 300)
+
+
+async def test_events_stored_before_partitioning_stay_stored_once_and_counted(
+    server_url: str,
+) -> None:
+    now = datetime.now(UTC)
+    at = floor_to(now - timedelta(minutes=10), MINUTE.length)
+    previous_writer = text(
+        "INSERT INTO usage_event (tenant, event_id, project, model, occurred_at, input_tokens,"
+        " cached_input_tokens, output_tokens, reasoning_tokens)"
+        " VALUES ('acme', :event_id, 'default', 'm1', :at, 100, 0, 10, 0)"
+        " ON CONFLICT (tenant, event_id) DO NOTHING"
+    )
+    previous_delta = text(
+        "INSERT INTO rollup_pending (bucket_start, tenant, project, model, api_key_id, requests,"
+        " input_tokens, cached_input_tokens, output_tokens, reasoning_tokens)"
+        " VALUES (:at, 'acme', 'default', 'm1', '', 1, 100, 0, 10, 0)"
+    )
+    async with scratch_database(server_url) as url:
+        engine = create_async_engine(async_url(url))
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_to("0013"))
+            for event_id in ("old-1", "old-2"):
+                await connection.execute(previous_writer, {"event_id": event_id, "at": at})
+                await connection.execute(previous_delta, {"at": at})
+            await upgrade_to_head(connection)
+            first_day = await days_start(connection)
+            migrated_by = datetime.now(UTC)
+            admin = await create_key(connection, name="test", scope=Scope.ADMIN, tenant=None)
+        await engine.dispose()
+        async with app_client(url) as client:
+            client.headers.update(bearer(admin.token))
+            sent_again = await client.post(
+                "/v1/events",
+                json={
+                    "events": [
+                        # The same ids, saying another time and other tokens: duplicates.
+                        {
+                            "event_id": event_id,
+                            "occurred_at": format_rfc3339(now - timedelta(days=3)),
+                            "tenant": "acme",
+                            "model": "m1",
+                            "input_tokens": 7,
+                            "output_tokens": 7,
+                        }
+                        for event_id in ("old-1", "old-2")
+                    ]
+                    + [
+                        {
+                            "event_id": "new-1",
+                            "occurred_at": format_rfc3339(at),
+                            "tenant": "acme",
+                            "model": "m1",
+                            "input_tokens": 100,
+                            "output_tokens": 10,
+                        }
+                    ]
+                },
+            )
+            totals = await client.get("/v1/totals", params={"window": "1h"})
+
+    # The table of the previous version is the partition before the days, past any event in it.
+    assert first_day in {day.date() + timedelta(days=2) for day in (now, migrated_by)}
+    assert sent_again.json()["duplicates"] == 2, sent_again.text
+    assert sent_again.json()["accepted"] == 1
+    assert totals.json()["results"][0]["requests"] == 3
+    assert totals.json()["results"][0]["input_tokens"] == 300

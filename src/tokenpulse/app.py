@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.types import ASGIApp
 
 from tokenpulse import health, runtime
@@ -58,6 +58,7 @@ from tokenpulse.replica import ReadRouting, Source
 from tokenpulse.rollups.materialiser import Materialiser, pending
 from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
+from tokenpulse.storage.upkeep import Upkeep
 from tokenpulse.usage import router as usage_router
 from tokenpulse.webhooks import router as webhooks_router
 from tokenpulse.webhooks.retries import RetryPolicy
@@ -114,12 +115,23 @@ def create_app(
             lead=settings.max_event_lead,
             observer=metrics,
         )
+        upkeep = Upkeep(
+            clock=clock,
+            monotonic=monotonic,
+            max_event_age=settings.max_event_age,
+            max_event_lead=settings.max_event_lead,
+        )
+
+        async def after_fold(leader: AsyncConnection) -> None:
+            await upkeep.when_due(leader)
+            await notifier.when_due(leader)
+
         materialiser = Materialiser(
             materialiser_engine,
             interval=settings.materialise_interval.total_seconds(),
             observer=metrics,
             monotonic=monotonic,
-            after_fold=notifier.when_due,
+            after_fold=after_fold,
         )
         # Deliveries have connections of their own, so that no number of slow dashboard reads
         # can keep an outcome from being written, nor the sender's polls hold up a read.
@@ -184,7 +196,7 @@ def create_app(
                 return await find_key(connection, key_id)
 
         batcher = Batcher(
-            EventWriter(ingest_engine).store,
+            EventWriter(ingest_engine, clock=clock).store,
             max_batch_events=settings.batch_max_events,
             max_wait=settings.batch_max_wait.total_seconds(),
             max_concurrent_flushes=settings.batch_max_concurrent_flushes,
@@ -242,6 +254,7 @@ def create_app(
         ingest.EVENT_RATE.provide(app, _event_rate(settings, monotonic))
         exports_router.EXPORT_SLOTS.provide(app, export_slots)
         runtime.READ_ROUTING.provide(app, routing)
+        await upkeep.at_start(engine)
         batcher.start()
         materialiser.start()
         sender.start()

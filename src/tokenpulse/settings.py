@@ -5,7 +5,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tokenpulse.logs import LogFormat, LogLevel
@@ -25,6 +32,11 @@ def _positive(value: timedelta) -> timedelta:
         raise ValueError("must be a positive duration")
     return value
 
+
+MOST_EVENT_AGE = timedelta(days=400)
+MOST_EVENT_LEAD = timedelta(days=7)
+"""The widest window of `occurred_at` that may be accepted: the raw events keep a partition for
+each day of it, and each partition costs every read that spans it a little planning."""
 
 Duration = Annotated[
     timedelta, BeforeValidator(_plain_number_as_seconds), AfterValidator(_positive)
@@ -118,10 +130,13 @@ class Settings(BaseSettings):
         description="Largest value of any token count of an event.",
     )
     max_event_age: Duration = Field(
-        default=timedelta(days=35), description="Oldest `occurred_at` accepted, before now."
+        default=timedelta(days=35),
+        description="Oldest `occurred_at` accepted, before now (at most `P400D`: each day of "
+        "it is a partition of the raw events).",
     )
     max_event_lead: Duration = Field(
-        default=timedelta(minutes=5), description="Latest `occurred_at` accepted, after now."
+        default=timedelta(minutes=5),
+        description="Latest `occurred_at` accepted, after now (at most `P7D`).",
     )
     max_groups: int = Field(
         default=10_000,
@@ -348,6 +363,14 @@ class Settings(BaseSettings):
             if name.startswith(content):
                 raise ValueError(f"must not name a span's prompt or completion ({name})")
         return names
+
+    @field_validator("max_event_age", "max_event_lead")
+    @classmethod
+    def _within_the_days_made(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        most = MOST_EVENT_AGE if info.field_name == "max_event_age" else MOST_EVENT_LEAD
+        if value > most:
+            raise ValueError(f"must be at most {most.days} days")
+        return value
 
     @field_validator("otlp_rollup_spans")
     @classmethod

@@ -35,28 +35,55 @@ metadata = MetaData(
 usage_event = Table(
     "usage_event",
     metadata,
+    # Fixed-width columns first, then the texts: no padding between them.
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("cached_input_tokens", BigInteger, nullable=False),
+    Column("cache_write_input_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
     Column("tenant", Text, nullable=False),
     Column("event_id", Text, nullable=False),
     Column("project", Text, nullable=False),
     Column("model", Text, nullable=False),
     Column("api_key_id", Text, nullable=True),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("input_tokens", BigInteger, nullable=False),
-    Column("cached_input_tokens", BigInteger, nullable=False),
-    # Events stored before cache writes were counted hold 0.
-    Column("cache_write_input_tokens", BigInteger, nullable=False, server_default=text("0")),
-    Column("output_tokens", BigInteger, nullable=False),
-    Column("reasoning_tokens", BigInteger, nullable=False),
     Column("attributes", JSONB, nullable=True),
-    # The idempotency key: an event is stored once per tenant, whatever else it says.
-    PrimaryKeyConstraint("tenant", "event_id"),
     # Milestones read the raw events of one minute in crossing order, usually for one model.
     Index("ix_usage_event_model_occurred_at_event_id", "model", "occurred_at", "event_id"),
     # Any other filter narrows to the minute through block ranges: events arrive roughly in
     # time order, and a BRIN index costs next to nothing to keep up at ingest.
     Index("ix_usage_event_occurred_at_brin", "occurred_at", postgresql_using="brin"),
+    # A partition a day (storage.partitions), dropped whole when retention is past it. No
+    # unique key: one on a partitioned table must hold the partition key, and an event is
+    # stored once whatever its occurred_at says; event_key is what keeps it once.
+    postgresql_partition_by="RANGE (occurred_at)",
 )
+
+event_key = Table(
+    "event_key",
+    metadata,
+    Column("tenant", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    # The idempotency key, within a slot: an event is stored once per tenant, whatever else it
+    # says, for the dedupe window (storage.dedupe). A partition a slot: a slot past the window
+    # is dropped whole.
+    PrimaryKeyConstraint("tenant", "event_id", "slot"),
+    postgresql_partition_by="LIST (slot)",
+)
+
+dedupe_window = Table(
+    "dedupe_window",
+    metadata,
+    Column("id", SmallInteger, nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("id = 1", name="one_row"),
+)
+"""The slot of event_key that stores receive into, since when (one row, never emptied)."""
 
 # Rollup rows store "no api key" as the empty string, which a real key id can never be, so that
 # the primary key needs no nullable column and ON CONFLICT can merge into it.

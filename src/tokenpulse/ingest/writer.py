@@ -2,12 +2,28 @@
 deltas, which the materialiser folds into the rollups behind it."""
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tokenpulse.clock import Clock
 from tokenpulse.ingest.events import Event
-from tokenpulse.tables import NO_API_KEY, ROLLUP_COUNTS, ROLLUP_DIMENSIONS, rollup_pending
+from tokenpulse.storage.dedupe import DEDUPE_WINDOW, hold_window
+from tokenpulse.storage.partitions import BEFORE_THE_DAYS, lacks_partition, make_days
+from tokenpulse.tables import (
+    NO_API_KEY,
+    ROLLUP_COUNTS,
+    ROLLUP_DIMENSIONS,
+    dedupe_window,
+    event_key,
+    rollup_pending,
+    usage_event,
+)
+
+log = logging.getLogger(__name__)
 
 EventKey = tuple[str, str]
 
@@ -25,24 +41,54 @@ EVENT_COLUMNS = (
     ("reasoning_tokens", "int8"),
     ("attributes", "jsonb"),
 )
+RECEIVED_AT = f"${len(EVENT_COLUMNS) + 1}::timestamptz"
 
 
 def _store_statement() -> str:
     names = ", ".join(name for name, _ in EVENT_COLUMNS)
     arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(EVENT_COLUMNS, start=1))
+    given = ", ".join(f"given.{name}" for name, _ in EVENT_COLUMNS)
     dimensions = ", ".join(ROLLUP_DIMENSIONS)
     counts = ", ".join(ROLLUP_COUNTS)
     tokens = [count for count in ROLLUP_COUNTS if count != "requests"]
     sums = ",\n               ".join(f"sum({count})::int8" for count in tokens)
-    # One statement, one round trip: the insert returns only the rows that are new (a conflict on
-    # (tenant, event_id) means the event is stored already, or earlier in this same batch), and
-    # exactly those are summed into the pending deltas. Nothing here updates a row that another
-    # flush could touch: concurrent flushes never wait for each other.
+    window = f"interval '{DEDUPE_WINDOW.days} days'"
+    slot = f"(SELECT slot FROM {dedupe_window.name})"
+    # One statement, one round trip. A key is new unless it was received within the window:
+    # in the current slot (the primary key: a conflict with a key received within it, or
+    # earlier in this same batch, is a duplicate), in the slot before, or before the events
+    # were partitioned. Only the new are stored and summed into the pending deltas, the first
+    # of a batch's events with one key. Nothing here updates a row that another flush could
+    # touch: concurrent flushes never wait for each other, but for one key.
     return f"""
-    WITH inserted AS (
-        INSERT INTO usage_event ({names})
-        SELECT * FROM unnest({arrays})
-        ON CONFLICT (tenant, event_id) DO NOTHING
+    WITH given AS (
+        SELECT DISTINCT ON (tenant, event_id) *
+        FROM unnest({arrays}) WITH ORDINALITY AS given({names}, position)
+        ORDER BY tenant, event_id, position
+    ),
+    keyed AS (
+        INSERT INTO {event_key.name} (tenant, event_id, slot, received_at)
+        SELECT given.tenant, given.event_id, {slot}, {RECEIVED_AT}
+        FROM given
+        WHERE NOT EXISTS (
+                SELECT FROM {event_key.name} AS earlier
+                WHERE earlier.slot = {slot} - 1
+                  AND earlier.tenant = given.tenant AND earlier.event_id = given.event_id
+                  AND earlier.received_at > {RECEIVED_AT} - {window})
+          AND NOT EXISTS (
+                SELECT FROM {BEFORE_THE_DAYS} AS earlier
+                WHERE earlier.tenant = given.tenant AND earlier.event_id = given.event_id
+                  AND earlier.received_at > {RECEIVED_AT} - {window})
+        ON CONFLICT (tenant, event_id, slot) DO UPDATE SET received_at = excluded.received_at
+        WHERE {event_key.name}.received_at <= excluded.received_at - {window}
+        RETURNING tenant, event_id
+    ),
+    inserted AS (
+        INSERT INTO {usage_event.name} ({names}, received_at)
+        SELECT {given}, {RECEIVED_AT}
+        FROM given JOIN keyed USING (tenant, event_id)
+        -- Only {BEFORE_THE_DAYS} has a unique key: the previous version's writers store there.
+        ON CONFLICT DO NOTHING
         RETURNING tenant, event_id, project, model, api_key_id, occurred_at,
                   {", ".join(tokens)}
     ),
@@ -69,17 +115,22 @@ of its worker waiting 40 ms. Fewer would wait less, but each statement sums its 
 pending deltas: smaller statements, more rows for the materialiser to fold."""
 
 
-async def store_events(connection: AsyncConnection, events: Sequence[Event]) -> set[EventKey]:
-    """Insert `events` and append their sums to the pending deltas; return the keys that were
-    new. The caller owns the transaction: nothing is visible, or acknowledged, before it commits.
+async def store_events(
+    connection: AsyncConnection, events: Sequence[Event], *, received_at: datetime
+) -> set[EventKey]:
+    """Insert `events`, received at `received_at`, and append their sums to the pending deltas;
+    return the keys that were new. The caller owns the transaction: nothing is visible, or
+    acknowledged, before it commits.
 
     Events are stored STATEMENT_MAX_EVENTS at a time, in order: of two with one key, the first
     is stored, whichever statement holds it.
     """
     new: set[EventKey] = set()
+    await hold_window(connection)
     for start in range(0, len(events), STATEMENT_MAX_EVENTS):
         part = events[start : start + STATEMENT_MAX_EVENTS]
-        result = await connection.exec_driver_sql(STORE_EVENTS, statement_arguments(part))
+        arguments = (*statement_arguments(part), received_at)
+        result = await connection.exec_driver_sql(STORE_EVENTS, arguments)
         rows: Iterable[EventKey] = result  # type: ignore[assignment]
         new.update((tenant, event_id) for tenant, event_id in rows)
     return new
@@ -88,13 +139,32 @@ async def store_events(connection: AsyncConnection, events: Sequence[Event]) -> 
 class EventWriter:
     """Stores batches of events, each in a transaction of its own on `engine`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Clock) -> None:
         self._engine = engine
+        self._clock = clock
 
     async def store(self, events: Sequence[Event]) -> set[EventKey]:
-        """Store `events` durably; return the keys that were new. Returns after COMMIT."""
+        """Store `events` durably; return the keys that were new. Returns after COMMIT.
+
+        Days are made ahead of the events; should an event's day lack its partition all the
+        same (the materialisers down for a week, the clock set back), it is made here and the
+        events are stored again.
+        """
+        try:
+            return await self._store(events)
+        except DBAPIError as exc:
+            if not lacks_partition(exc):
+                raise
+        async with self._engine.connect() as connection:
+            made = await make_days(
+                connection, (event.occurred_at.astimezone(UTC).date() for event in events)
+            )
+        log.warning("made the partitions %s for events that lacked them", ", ".join(made))
+        return await self._store(events)
+
+    async def _store(self, events: Sequence[Event]) -> set[EventKey]:
         async with self._engine.begin() as connection:
-            return await store_events(connection, events)
+            return await store_events(connection, events, received_at=self._clock())
 
 
 def statement_arguments(events: Sequence[Event]) -> tuple[list[object], ...]:

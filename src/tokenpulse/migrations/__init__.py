@@ -4,7 +4,9 @@ The migration scripts ship inside this package (`env.py`, `versions/`), so an in
 migrates as a checkout does; the repository's `alembic.ini` points here for `alembic revision`.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -14,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.database import UnsuitableDatabase
+from tokenpulse.storage.partitions import is_partition
 
 SCRIPTS = Path(__file__).resolve().parent
 MIGRATION_LOCK = 0x746F6B656E70  # "tokenp": any constant shared by every instance
@@ -29,6 +32,13 @@ def alembic_config() -> Config:
     config.set_main_option("script_location", str(SCRIPTS))
     config.set_main_option("path_separator", "os")
     return config
+
+
+def include_name(name: str | None, type_: str, parent_names: Mapping[Any, str | None]) -> bool:
+    """What autogenerate compares: not the partitions (nor their indexes), which serving
+    creates as days and slots come, and which the schema declares only through their parents."""
+    table = name if type_ == "table" else parent_names.get("table_name")
+    return table is None or not is_partition(table)
 
 
 def head_revision() -> str | None:
