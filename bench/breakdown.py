@@ -4,7 +4,8 @@ Each batch of 1,000 events is decoded and validated as a worker does it, stored 
 path's own statement under EXPLAIN ANALYZE (which runs it and times every part of it: the insert
 of new events, and the append of their sums to rollup_pending), and committed; then the
 materialiser's fold moves exactly those pending rows into the nine rollups, under EXPLAIN ANALYZE
-too, and commits; last, the same events are copied into a bare copy of usage_event. The parts
+too, and commits; last, the same events are copied into bare copies of usage_event and (their
+keys) event_key. The parts
 of each statement are PostgreSQL's own timings, inflated a little by the timing itself; a part
 that runs another inside it (the peaks of hours and days read the minute rows that the minute
 upsert returns) is shown without the part it ran.
@@ -18,15 +19,39 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from tokenpulse.database import async_url
 from tokenpulse.ingest.body import Format
 from tokenpulse.ingest.events import Checking, Event, EventRules
 from tokenpulse.ingest.validation import validate_body
 from tokenpulse.ingest.writer import EVENT_COLUMNS, STORE_EVENTS, event_row, statement_arguments
 from tokenpulse.rollups.fold import FOLD, FOLD_MAX_ROWS
 from tokenpulse.settings import Settings
+from tokenpulse.storage.partitions import ensure_partitions
 
 COPY_COLUMNS = [name for name, _ in EVENT_COLUMNS]
+COPY_TABLES = (
+    "CREATE TABLE copy_target (LIKE usage_event INCLUDING ALL);"
+    " CREATE TABLE copy_keys (LIKE event_key INCLUDING ALL)"
+)
+"""What a store writes, without the statement: a table like usage_event (with its indexes) for
+the events, and one like event_key (with its primary key) for their keys."""
+
+
+async def copy_stored(connection: asyncpg.Connection, events: list[Event]) -> None:
+    """COPY `events` into copy_target, and their keys into copy_keys."""
+    await connection.copy_records_to_table(
+        "copy_target", records=[event_row(event) for event in events], columns=COPY_COLUMNS
+    )
+    received_at = datetime.now(UTC)
+    await connection.copy_records_to_table(
+        "copy_keys",
+        records=[(event.tenant, event.event_id, 1, received_at) for event in events],
+        columns=["tenant", "event_id", "slot", "received_at"],
+    )
+
+
 RULES = EventRules.of(Settings())
 
 
@@ -34,8 +59,12 @@ async def flush_breakdown(url: str, batches: Iterable[list[dict[str, Any]]]) -> 
     """Per step, the median milliseconds one batch spent in it, over `batches`. `url`'s database
     must hold no pending rows: each fold is to move exactly the rows its batch appended."""
     steps: dict[str, list[float]] = defaultdict(list)
+    engine = create_async_engine(async_url(url))
+    async with engine.connect() as made:
+        await ensure_partitions(made, now=datetime.now(UTC), behind=RULES.max_age)
+    await engine.dispose()
     connection = await asyncpg.connect(url)
-    await connection.execute("CREATE TABLE copy_target (LIKE usage_event INCLUDING ALL)")
+    await connection.execute(COPY_TABLES)
     try:
         for raw in batches:
             body = json.dumps({"events": raw}).encode()
@@ -45,7 +74,9 @@ async def flush_breakdown(url: str, batches: Iterable[list[dict[str, Any]]]) -> 
 
             async with connection.transaction():
                 plan = await connection.fetchval(
-                    f"EXPLAIN (ANALYZE, FORMAT JSON) {STORE_EVENTS}", *statement_arguments(events)
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) {STORE_EVENTS}",
+                    *statement_arguments(events),
+                    datetime.now(UTC),
                 )
                 for part, milliseconds in _parts(json.loads(plan)[0]["Plan"]):
                     steps[FLUSH_PARTS.get(part, part)].append(milliseconds)
@@ -63,19 +94,17 @@ async def flush_breakdown(url: str, batches: Iterable[list[dict[str, Any]]]) -> 
             steps["fold: commit"].append(_since(started))
 
             started = time.perf_counter()
-            await connection.copy_records_to_table(
-                "copy_target",
-                records=[event_row(event) for event in events],
-                columns=COPY_COLUMNS,
-            )
-            steps["reference: COPY of the same rows"].append(_since(started))
+            await copy_stored(connection, events)
+            steps["reference: COPY of the same rows and keys"].append(_since(started))
     finally:
         await connection.close()
     return {step: sorted(values)[len(values) // 2] for step, values in steps.items()}
 
 
 FLUSH_PARTS = {
-    "inserted": "insert new events (dedupe)",
+    "given": "the batch's keys, the first of each",
+    "keyed": "record the keys new within the dedupe window",
+    "inserted": "insert their events",
     "appended": "append their sums to rollup_pending",
 }
 FOLD_PARTS = {"moved": "take the same rows from rollup_pending"}

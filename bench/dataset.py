@@ -5,7 +5,7 @@ without HTTP in between, then folded into the rollups by the materialiser's own 
 import asyncio
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -15,6 +15,7 @@ from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.writer import store_events
 from tokenpulse.rollups.fold import fold
 from tokenpulse.simulator.launchday import LaunchDay
+from tokenpulse.storage.partitions import ensure_partitions
 
 MODELS = tuple(f"model-{n}" for n in range(8))
 DAYS = 30
@@ -60,6 +61,9 @@ def _batches(day: LaunchDay) -> Iterator[list[Event]]:
 
 async def load(engine: AsyncEngine, day: LaunchDay, writers: int = 2) -> float:
     """Store the whole day with `writers` concurrent transactions; the seconds it took."""
+    async with engine.connect() as connection:
+        end = day.start + day.duration
+        await ensure_partitions(connection, now=end, behind=day.duration)
     batches = _batches(day)
     lock = asyncio.Lock()
 
@@ -70,7 +74,7 @@ async def load(engine: AsyncEngine, day: LaunchDay, writers: int = 2) -> float:
             if batch is None:
                 return
             async with engine.begin() as connection:
-                await store_events(connection, batch)
+                await store_events(connection, batch, received_at=datetime.now(UTC))
 
     started = time.perf_counter()
     await asyncio.gather(*(writer() for _ in range(writers)))

@@ -6,7 +6,7 @@
 
 1. Batch ingest, 1,000 events a request from 8 connections, of live traffic (events of the last
    few minutes) and of a backfill (spread over 30 days), each beside two parallel COPY streams
-   of the same rows into a table shaped like usage_event.
+   of the same rows and their keys into tables shaped like usage_event and event_key.
 2. Sustained: live batches at (1)'s rate for 60 s, with the rows pending in rollup_pending and
    the materialiser's lag (the age of the oldest) sampled every 0.5 s.
 3. Single-event ingest beside an endpoint that only parses the body; then at half that rate.
@@ -51,7 +51,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tokenpulse.database import async_url
 from tokenpulse.embedded import start_embedded_postgres
-from tokenpulse.ingest.writer import event_row
 from tokenpulse.keys.store import create_key
 from tokenpulse.migrations import upgrade_to_head
 from tokenpulse.rollups.materialiser import Pending, pending
@@ -59,7 +58,7 @@ from tokenpulse.scopes import Scope
 from tokenpulse.simulator.launchday import INDEX_DIGITS, LaunchDay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules
-from breakdown import COPY_COLUMNS, flush_breakdown
+from breakdown import COPY_TABLES, copy_stored, flush_breakdown
 from dataset import MODELS, as_event, fold_all, load, settle, thirty_days
 from loadgen import (
     DROPPED,
@@ -279,24 +278,20 @@ def renumbered(requests: Sequence[bytes], prefix: str) -> Iterator[bytes]:
             yield request.replace(old, new)
 
 
-def copy_record(event: dict[str, Any]) -> tuple[object, ...]:
-    """The row the write path stores for `event`, every column of it, in COPY_COLUMNS order."""
-    return event_row(as_event(event))
-
-
 async def parallel_copy(connections: list[Any], batches: list[list[dict[str, Any]]]) -> float:
-    """Events per second of COPY of `batches` into copy_target (a table like usage_event, with
-    the same indexes), the batches dealt out in turn to one COPY stream per connection."""
+    """Events per second of COPY of `batches` into copy_target and their keys into copy_keys
+    (tables like usage_event and event_key, with the same indexes), the batches dealt out in
+    turn to one pair of COPY streams per connection."""
     streams = [
-        [copy_record(event) for batch in batches[number :: len(connections)] for event in batch]
+        [as_event(event) for batch in batches[number :: len(connections)] for event in batch]
         for number in range(len(connections))
     ]
-    await connections[0].execute("TRUNCATE copy_target")
+    await connections[0].execute("TRUNCATE copy_target, copy_keys")
     started = time.perf_counter()
     await asyncio.gather(
         *(
-            connection.copy_records_to_table("copy_target", records=records, columns=COPY_COLUMNS)
-            for connection, records in zip(connections, streams, strict=True)
+            copy_stored(connection, events)
+            for connection, events in zip(connections, streams, strict=True)
         )
     )
     return sum(map(len, streams)) / (time.perf_counter() - started)
@@ -393,7 +388,7 @@ async def batch_ingest(
     async with fresh_database(server_url) as url:
         key = await admin_key(url)
         copiers = [await asyncpg.connect(url) for _ in range(2)]
-        await copiers[0].execute("CREATE TABLE copy_target (LIKE usage_event INCLUDING ALL)")
+        await copiers[0].execute(COPY_TABLES)
         engine = create_async_engine(async_url(url), pool_size=2)
         sustained_requests: list[bytes] = []
         prefix = ""
@@ -545,15 +540,18 @@ async def time_queries(
 
 
 async def stored_bytes(engine: AsyncEngine) -> tuple[int, dict[str, int]]:
-    """The database's size, and each table's with its indexes and TOAST, largest first."""
+    """The database's size, and each table's with its indexes and TOAST (a partitioned one's
+    partitions summed into it), largest first."""
     async with engine.connect() as connection:
         database = await connection.scalar(text("SELECT pg_database_size(current_database())"))
         tables = await connection.execute(
             text(
-                "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                "SELECT coalesce(parent.relname, c.relname), sum(pg_total_relation_size(c.oid))"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " LEFT JOIN pg_inherits i ON i.inhrelid = c.oid"
+                " LEFT JOIN pg_class parent ON parent.oid = i.inhparent"
                 " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
-                " ORDER BY 2 DESC, 1"
+                " GROUP BY 1 ORDER BY 2 DESC, 1"
             )
         )
         return int(database), {name: int(size) for name, size in tables}
