@@ -1,14 +1,14 @@
 """Where one batch of the write path spends its time, step by step, beside COPY of the same rows.
 
 Each batch of 1,000 events is decoded and validated as a worker does it, stored by the write
-path's own statement under EXPLAIN ANALYZE (which runs it and times every part of it: the insert
-of new events, and the append of their sums to rollup_pending), and committed; then the
-materialiser's fold moves exactly those pending rows into the nine rollups, under EXPLAIN ANALYZE
-too, and commits; last, the same events are copied into bare copies of usage_event and (their
-keys) event_key. The parts
-of each statement are PostgreSQL's own timings, inflated a little by the timing itself; a part
-that runs another inside it (the peaks of hours and days read the minute rows that the minute
-upsert returns) is shown without the part it ran.
+path's own statement under EXPLAIN ANALYZE (which runs it and times every part of it: the keys
+new within the dedupe window, the insert of their events, and the append of their sums to
+rollup_pending), and committed; then the materialiser's fold moves exactly those pending rows
+into the nine rollups, under EXPLAIN ANALYZE too, and commits; last, the same events are copied
+into bare copies of usage_event and (their keys) of event_key. The parts of each statement are
+PostgreSQL's own timings, inflated a little by the timing itself; a part that runs another
+inside it (the peaks of hours and days read the minute rows that the minute upsert returns) is
+shown without the part it ran.
 """
 
 import json

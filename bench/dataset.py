@@ -15,6 +15,7 @@ from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.writer import store_events
 from tokenpulse.rollups.fold import fold
 from tokenpulse.simulator.launchday import LaunchDay
+from tokenpulse.storage.dedupe import DEFAULT_WINDOW
 from tokenpulse.storage.partitions import ensure_partitions
 
 MODELS = tuple(f"model-{n}" for n in range(8))
@@ -74,7 +75,9 @@ async def load(engine: AsyncEngine, day: LaunchDay, writers: int = 2) -> float:
             if batch is None:
                 return
             async with engine.begin() as connection:
-                await store_events(connection, batch, received_at=datetime.now(UTC))
+                await store_events(
+                    connection, batch, received_at=datetime.now(UTC), window=DEFAULT_WINDOW
+                )
 
     started = time.perf_counter()
     await asyncio.gather(*(writer() for _ in range(writers)))

@@ -22,7 +22,7 @@ import asyncpg
 from alembic import command
 from breakdown import COPY_TABLES, copy_stored
 from dataset import fold_all, load, settle, thirty_days
-from run import fresh_database, on_a_database
+from run import fresh_database, on_a_database, stored_bytes
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -31,6 +31,7 @@ from tokenpulse.database import async_url
 from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.writer import store_events
 from tokenpulse.migrations import alembic_config, upgrade_to_head
+from tokenpulse.storage.dedupe import DEFAULT_WINDOW
 from tokenpulse.storage.partitions import ensure_partitions
 
 BATCH = 1000
@@ -74,7 +75,9 @@ async def stores(url: str, count: int) -> tuple[float, float, float]:
             events = queue.pop()
             started = time.perf_counter()
             async with engine.begin() as connection:
-                await store_events(connection, events, received_at=datetime.now(UTC))
+                await store_events(
+                    connection, events, received_at=datetime.now(UTC), window=DEFAULT_WINDOW
+                )
             milliseconds.append((time.perf_counter() - started) * 1000)
 
     async with engine.connect() as connection:
@@ -101,21 +104,9 @@ async def bytes_per_event(url: str, events: int) -> tuple[float, dict[str, float
     await load(engine, day)
     await fold_all(engine)
     await settle(engine)
-    async with engine.connect() as connection:
-        database = await connection.scalar(text("SELECT pg_database_size(current_database())"))
-        rows = await connection.execute(
-            text(
-                "SELECT coalesce(parent.relname, c.relname), sum(pg_total_relation_size(c.oid))"
-                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " LEFT JOIN pg_inherits i ON i.inhrelid = c.oid"
-                " LEFT JOIN pg_class parent ON parent.oid = i.inhparent"
-                " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
-                " GROUP BY 1 ORDER BY 2 DESC"
-            )
-        )
-        tables = {name: size / events for name, size in rows}
+    database, tables = await stored_bytes(engine)
     await engine.dispose()
-    return database / events, tables
+    return database / events, {name: size / events for name, size in tables.items()}
 
 
 async def migration_seconds(url: str, events: int) -> float:

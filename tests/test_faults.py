@@ -18,6 +18,7 @@ from tokenpulse.ingest.batcher import Batcher, Store
 from tokenpulse.ingest.events import Event
 from tokenpulse.ingest.writer import EventKey, store_events
 from tokenpulse.settings import Settings
+from tokenpulse.storage.dedupe import DEFAULT_WINDOW
 
 
 @pytest.mark.process
@@ -58,7 +59,9 @@ def acking_before_commit(engine: AsyncEngine) -> Store:
 
     async def store(events: Sequence[Event]) -> set[EventKey]:
         async with engine.connect() as connection:
-            new = await store_events(connection, events, received_at=datetime.now(UTC))
+            new = await store_events(
+                connection, events, received_at=datetime.now(UTC), window=DEFAULT_WINDOW
+            )
             await connection.rollback()
         return new
 

@@ -58,6 +58,7 @@ from tokenpulse.replica import ReadRouting, Source
 from tokenpulse.rollups.materialiser import Materialiser, pending
 from tokenpulse.scopes import Scope
 from tokenpulse.settings import Settings
+from tokenpulse.storage.dedupe import window_for
 from tokenpulse.storage.upkeep import Upkeep
 from tokenpulse.usage import router as usage_router
 from tokenpulse.webhooks import router as webhooks_router
@@ -120,6 +121,7 @@ def create_app(
             monotonic=monotonic,
             max_event_age=settings.max_event_age,
             max_event_lead=settings.max_event_lead,
+            window=window_for(settings),
         )
 
         async def after_fold(leader: AsyncConnection) -> None:
@@ -196,7 +198,7 @@ def create_app(
                 return await find_key(connection, key_id)
 
         batcher = Batcher(
-            EventWriter(ingest_engine, clock=clock).store,
+            EventWriter(ingest_engine, clock=clock, window=window_for(settings)).store,
             max_batch_events=settings.batch_max_events,
             max_wait=settings.batch_max_wait.total_seconds(),
             max_concurrent_flushes=settings.batch_max_concurrent_flushes,

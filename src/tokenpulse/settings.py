@@ -33,10 +33,10 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
+# The widest window of `occurred_at` that may be accepted: the raw events keep a partition for
+# each day of it, and each partition costs every read that spans it a little planning.
 MOST_EVENT_AGE = timedelta(days=400)
 MOST_EVENT_LEAD = timedelta(days=7)
-"""The widest window of `occurred_at` that may be accepted: the raw events keep a partition for
-each day of it, and each partition costs every read that spans it a little planning."""
 
 Duration = Annotated[
     timedelta, BeforeValidator(_plain_number_as_seconds), AfterValidator(_positive)
@@ -131,12 +131,13 @@ class Settings(BaseSettings):
     )
     max_event_age: Duration = Field(
         default=timedelta(days=35),
-        description="Oldest `occurred_at` accepted, before now (at most `P400D`: each day of "
-        "it is a partition of the raw events).",
+        description="Oldest `occurred_at` accepted, before now (at most "
+        f"`P{MOST_EVENT_AGE.days}D`: each day of it is a partition of the raw events).",
     )
     max_event_lead: Duration = Field(
         default=timedelta(minutes=5),
-        description="Latest `occurred_at` accepted, after now (at most `P7D`).",
+        description="Latest `occurred_at` accepted, after now (at most "
+        f"`P{MOST_EVENT_LEAD.days}D`).",
     )
     max_groups: int = Field(
         default=10_000,

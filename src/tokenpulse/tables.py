@@ -40,6 +40,7 @@ usage_event = Table(
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("input_tokens", BigInteger, nullable=False),
     Column("cached_input_tokens", BigInteger, nullable=False),
+    # Events stored before cache writes were counted hold 0.
     Column("cache_write_input_tokens", BigInteger, nullable=False, server_default=text("0")),
     Column("output_tokens", BigInteger, nullable=False),
     Column("reasoning_tokens", BigInteger, nullable=False),

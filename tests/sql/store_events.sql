@@ -11,20 +11,20 @@ WITH given AS (
                 SELECT FROM event_key AS earlier
                 WHERE earlier.slot = (SELECT slot FROM dedupe_window) - 1
                   AND earlier.tenant = given.tenant AND earlier.event_id = given.event_id
-                  AND earlier.received_at > $13::timestamptz - interval '35 days')
+                  AND earlier.received_at > $13::timestamptz - $14::interval)
           AND NOT EXISTS (
                 SELECT FROM usage_event_legacy AS earlier
                 WHERE earlier.tenant = given.tenant AND earlier.event_id = given.event_id
-                  AND earlier.received_at > $13::timestamptz - interval '35 days')
-        ON CONFLICT (tenant, event_id, slot) DO UPDATE SET received_at = excluded.received_at
-        WHERE event_key.received_at <= excluded.received_at - interval '35 days'
+                  AND earlier.received_at > $13::timestamptz - $14::interval)
+        ON CONFLICT (tenant, event_id, slot) DO NOTHING
         RETURNING tenant, event_id
     ),
     inserted AS (
         INSERT INTO usage_event (tenant, event_id, project, model, api_key_id, occurred_at, input_tokens, cached_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens, attributes, received_at)
         SELECT given.tenant, given.event_id, given.project, given.model, given.api_key_id, given.occurred_at, given.input_tokens, given.cached_input_tokens, given.cache_write_input_tokens, given.output_tokens, given.reasoning_tokens, given.attributes, $13::timestamptz
         FROM given JOIN keyed USING (tenant, event_id)
-        -- Only usage_event_legacy has a unique key: the previous version's writers store there.
+        -- usage_event_legacy's primary key: an id sent again past the window, whose event
+        -- falls before the days, is there already.
         ON CONFLICT DO NOTHING
         RETURNING tenant, event_id, project, model, api_key_id, occurred_at,
                   input_tokens, cached_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens

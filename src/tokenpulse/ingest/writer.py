@@ -4,14 +4,14 @@ deltas, which the materialiser folds into the rollups behind it."""
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenpulse.clock import Clock
 from tokenpulse.ingest.events import Event
-from tokenpulse.storage.dedupe import DEDUPE_WINDOW, hold_window
+from tokenpulse.storage.dedupe import hold_window
 from tokenpulse.storage.partitions import BEFORE_THE_DAYS, lacks_partition, make_days
 from tokenpulse.tables import (
     NO_API_KEY,
@@ -42,6 +42,7 @@ EVENT_COLUMNS = (
     ("attributes", "jsonb"),
 )
 RECEIVED_AT = f"${len(EVENT_COLUMNS) + 1}::timestamptz"
+WINDOW = f"${len(EVENT_COLUMNS) + 2}::interval"
 
 
 def _store_statement() -> str:
@@ -52,14 +53,13 @@ def _store_statement() -> str:
     counts = ", ".join(ROLLUP_COUNTS)
     tokens = [count for count in ROLLUP_COUNTS if count != "requests"]
     sums = ",\n               ".join(f"sum({count})::int8" for count in tokens)
-    window = f"interval '{DEDUPE_WINDOW.days} days'"
     slot = f"(SELECT slot FROM {dedupe_window.name})"
     # One statement, one round trip. A key is new unless it was received within the window:
-    # in the current slot (the primary key: a conflict with a key received within it, or
-    # earlier in this same batch, is a duplicate), in the slot before, or before the events
-    # were partitioned. Only the new are stored and summed into the pending deltas, the first
-    # of a batch's events with one key. Nothing here updates a row that another flush could
-    # touch: concurrent flushes never wait for each other, but for one key.
+    # in the current slot (the primary key: a conflict with a key stored before, or earlier in
+    # this same batch, is a duplicate), in the slot before, or before the events were
+    # partitioned. Only the new are stored and summed into the pending deltas, the first of a
+    # batch's events with one key. Nothing here updates a row: concurrent flushes wait for each
+    # other only to tell which of two with one key came first.
     return f"""
     WITH given AS (
         SELECT DISTINCT ON (tenant, event_id) *
@@ -74,20 +74,20 @@ def _store_statement() -> str:
                 SELECT FROM {event_key.name} AS earlier
                 WHERE earlier.slot = {slot} - 1
                   AND earlier.tenant = given.tenant AND earlier.event_id = given.event_id
-                  AND earlier.received_at > {RECEIVED_AT} - {window})
+                  AND earlier.received_at > {RECEIVED_AT} - {WINDOW})
           AND NOT EXISTS (
                 SELECT FROM {BEFORE_THE_DAYS} AS earlier
                 WHERE earlier.tenant = given.tenant AND earlier.event_id = given.event_id
-                  AND earlier.received_at > {RECEIVED_AT} - {window})
-        ON CONFLICT (tenant, event_id, slot) DO UPDATE SET received_at = excluded.received_at
-        WHERE {event_key.name}.received_at <= excluded.received_at - {window}
+                  AND earlier.received_at > {RECEIVED_AT} - {WINDOW})
+        ON CONFLICT (tenant, event_id, slot) DO NOTHING
         RETURNING tenant, event_id
     ),
     inserted AS (
         INSERT INTO {usage_event.name} ({names}, received_at)
         SELECT {given}, {RECEIVED_AT}
         FROM given JOIN keyed USING (tenant, event_id)
-        -- Only {BEFORE_THE_DAYS} has a unique key: the previous version's writers store there.
+        -- {BEFORE_THE_DAYS}'s primary key: an id sent again past the window, whose event
+        -- falls before the days, is there already.
         ON CONFLICT DO NOTHING
         RETURNING tenant, event_id, project, model, api_key_id, occurred_at,
                   {", ".join(tokens)}
@@ -116,11 +116,15 @@ pending deltas: smaller statements, more rows for the materialiser to fold."""
 
 
 async def store_events(
-    connection: AsyncConnection, events: Sequence[Event], *, received_at: datetime
+    connection: AsyncConnection,
+    events: Sequence[Event],
+    *,
+    received_at: datetime,
+    window: timedelta,
 ) -> set[EventKey]:
     """Insert `events`, received at `received_at`, and append their sums to the pending deltas;
-    return the keys that were new. The caller owns the transaction: nothing is visible, or
-    acknowledged, before it commits.
+    return the keys that were new within the dedupe `window`. The caller owns the transaction:
+    nothing is visible, or acknowledged, before it commits.
 
     Events are stored STATEMENT_MAX_EVENTS at a time, in order: of two with one key, the first
     is stored, whichever statement holds it.
@@ -129,7 +133,7 @@ async def store_events(
     await hold_window(connection)
     for start in range(0, len(events), STATEMENT_MAX_EVENTS):
         part = events[start : start + STATEMENT_MAX_EVENTS]
-        arguments = (*statement_arguments(part), received_at)
+        arguments = (*statement_arguments(part), received_at, window)
         result = await connection.exec_driver_sql(STORE_EVENTS, arguments)
         rows: Iterable[EventKey] = result  # type: ignore[assignment]
         new.update((tenant, event_id) for tenant, event_id in rows)
@@ -139,15 +143,16 @@ async def store_events(
 class EventWriter:
     """Stores batches of events, each in a transaction of its own on `engine`."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Clock, window: timedelta) -> None:
         self._engine = engine
         self._clock = clock
+        self._window = window
 
     async def store(self, events: Sequence[Event]) -> set[EventKey]:
         """Store `events` durably; return the keys that were new. Returns after COMMIT.
 
         Days are made ahead of the events; should an event's day lack its partition all the
-        same (the materialisers down for a week, the clock set back), it is made here and the
+        same (every materialiser down for a week, the clock moved), it is made here and the
         events are stored again.
         """
         try:
@@ -156,15 +161,17 @@ class EventWriter:
             if not lacks_partition(exc):
                 raise
         async with self._engine.connect() as connection:
-            made = await make_days(
-                connection, (event.occurred_at.astimezone(UTC).date() for event in events)
-            )
-        log.warning("made the partitions %s for events that lacked them", ", ".join(made))
+            days = {event.occurred_at.astimezone(UTC).date() for event in events}
+            made = await make_days(connection, days)
+        if made:
+            log.warning("made the partitions %s for events that lacked them", ", ".join(made))
         return await self._store(events)
 
     async def _store(self, events: Sequence[Event]) -> set[EventKey]:
         async with self._engine.begin() as connection:
-            return await store_events(connection, events, received_at=self._clock())
+            return await store_events(
+                connection, events, received_at=self._clock(), window=self._window
+            )
 
 
 def statement_arguments(events: Sequence[Event]) -> tuple[list[object], ...]:

@@ -2,7 +2,7 @@
 
 Days are created, never assumed: `ensure_partitions` makes every day an event accepted at `now`
 can fall on, from the oldest `occurred_at` accepted to a week past the newest. Serving starts by
-running it, and the elected materialiser runs it again every few minutes.
+running it, and the elected materialiser runs it again every minute.
 """
 
 import re
@@ -13,15 +13,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.database import causes, sqlstate_of
-from tokenpulse.tables import usage_event
+from tokenpulse.tables import event_key, usage_event
 
 CHECK_VIOLATION = "23514"
 
 BEFORE_THE_DAYS = "usage_event_legacy"
 """The partition that holds every event before the first day's partition: on a database that
-was upgraded to partitions, the events stored before the upgrade (and those that occurred before
-the second midnight after it, so that the previous version kept storing during the upgrade);
-on a database created partitioned, none. Its primary key is checked by every store."""
+was upgraded to partitions, the table of before, with the events stored before the upgrade and
+those that occurred before the second midnight after it; on a database created partitioned,
+none. Its primary key is checked by every store, as the slots of event_key are."""
 
 DAY_PREFIX = f"{usage_event.name}_"
 DAY_PARTITION = re.compile(rf"^{DAY_PREFIX}(\d{{8}})$")
@@ -29,7 +29,7 @@ PARTITIONS_AHEAD = timedelta(days=7)
 """How far past the newest `occurred_at` accepted the days already exist: a week in which the
 materialiser may be down and no store lacks a partition."""
 PARTITIONS_LOCK = 0x746F6B656E72  # "tokenr": any constant every instance shares
-LOCK_TIMEOUT = "2s"
+DAY_LOCK_TIMEOUT = "2s"
 """How long creating a day may wait for its lock: attaching waits for no reader or writer, but
 it must not queue behind another schema change and keep the stores behind it waiting."""
 
@@ -44,7 +44,10 @@ def is_partition(name: str) -> bool:
     return (
         name == BEFORE_THE_DAYS
         or DAY_PARTITION.match(name) is not None
-        or (name.startswith("event_key_") and name.removeprefix("event_key_").isdigit())
+        or (
+            name.startswith(f"{event_key.name}_")
+            and name.removeprefix(f"{event_key.name}_").isdigit()
+        )
     )
 
 
@@ -90,9 +93,10 @@ async def make_days(connection: AsyncConnection, days: Iterable[date]) -> list[s
 
 
 def lacks_partition(exc: BaseException) -> bool:
-    """Whether `exc` is PostgreSQL refusing a row that no partition of the raw events takes."""
+    """Whether `exc` is PostgreSQL refusing a row that no partition of the raw events takes: a
+    check violation of no constraint (a check of a constraint names it)."""
     return any(
-        sqlstate_of(cause) == CHECK_VIOLATION and "no partition of relation" in str(cause)
+        sqlstate_of(cause) == CHECK_VIOLATION and getattr(cause, "constraint_name", "") is None
         for cause in causes(exc)
     )
 
@@ -124,10 +128,10 @@ async def day_partitions(connection: AsyncConnection) -> set[str]:
 async def _create_day(connection: AsyncConnection, day: date) -> bool:
     """Create `day`'s partition unless another instance just did; False when it had."""
     name = partition_name(day)
+    await connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{DAY_LOCK_TIMEOUT}'")
     await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITIONS_LOCK})
     if await connection.scalar(text("SELECT to_regclass(:name)"), {"name": name}) is not None:
         return False
-    await connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     # Created alone, then attached: creating a partition in place would lock the parent against
     # every reader and writer, attaching one locks it only against other schema changes.
     await connection.exec_driver_sql(

@@ -25,12 +25,14 @@ class Upkeep:
         monotonic: Monotonic,
         max_event_age: timedelta,
         max_event_lead: timedelta,
+        window: timedelta,
         interval: float = UPKEEP_SECONDS,
     ) -> None:
         self._clock = clock
         self._monotonic = monotonic
         self._max_event_age = max_event_age
         self._max_event_lead = max_event_lead
+        self._window = window
         self._interval = interval
         self._last = float("-inf")
 
@@ -43,30 +45,36 @@ class Upkeep:
         try:
             await self.run(connection)
         except Exception as exc:
-            if is_unavailable(exc):
-                log.warning("storage upkeep failed (%s); it runs again", type(exc).__name__)
-            else:
-                log.error("storage upkeep failed", exc_info=exc)
+            _log_failure("storage upkeep", exc)
 
     async def at_start(self, engine: AsyncEngine) -> None:
-        """Do the upkeep before serving, so that the first events find their days; a failure
-        (the database down) is logged, and the elected materialiser tries again."""
+        """Make the days due before serving, so that the first events find theirs; a failure
+        is logged, and the elected materialiser tries again."""
         try:
             async with engine.connect() as connection:
-                await self.run(connection)
+                await self._make_days(connection)
         except Exception as exc:
-            log.warning("storage upkeep at start failed (%s); it runs again", type(exc).__name__)
+            _log_failure("making the partitions due at start", exc)
 
     async def run(self, connection: AsyncConnection) -> None:
-        """Create the days due and advance the window if due, now; `connection` must not be in
+        """Make the days due and move the window on if due, now; `connection` must not be in
         a transaction."""
-        now = self._clock()
+        await self._make_days(connection)
+        async with connection.begin():
+            opened = await advance_window(connection, now=self._clock(), window=self._window)
+        if opened is not None:
+            log.info("the dedupe window moved on to slot %d", opened.number)
+
+    async def _make_days(self, connection: AsyncConnection) -> None:
         created = await ensure_partitions(
-            connection, now=now, behind=self._max_event_age, ahead=self._max_event_lead
+            connection, now=self._clock(), behind=self._max_event_age, ahead=self._max_event_lead
         )
         if created:
             log.info("created the partitions %s", ", ".join(created))
-        async with connection.begin():
-            opened = await advance_window(connection, now=now)
-        if opened is not None:
-            log.info("the dedupe window moved on to slot %d", opened.number)
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    if is_unavailable(exc):
+        log.warning("%s failed (%s); it runs again", what, type(exc).__name__)
+    else:
+        log.error("%s failed", what, exc_info=exc)

@@ -3,10 +3,11 @@
 `usage_event` becomes a table partitioned by `occurred_at`, a partition a day, which serving
 creates ahead of the events (storage.partitions). The existing table, renamed
 `usage_event_legacy`, becomes its partition for every event before the first day, without being
-copied or rewritten: it is scanned once, while a check proves its range, then attached. On a
-database that holds events that range ends at the second midnight (UTC) after this migration,
-past any event stored; on one that holds none, long before any event accepted, and the days
-start at once.
+copied or rewritten: it is read twice, for its newest event and while a check proves its range,
+then attached; readers and writers wait meanwhile. On a database that holds events that range
+ends at the second midnight (UTC) after this migration, or after the newest event if later; on
+one that holds none, long before any event accepted, and the days start at once. A writer of
+the previous version cannot store into the partitioned table: stop them first.
 
 Keys of new events go to `event_key`, partitioned by slot, for the dedupe window
 (storage.dedupe); `usage_event_legacy` keeps its primary key, which stores check too.
@@ -49,12 +50,15 @@ def _instant(name: str, **kwargs: object) -> sa.Column[object]:
 
 def upgrade() -> None:
     connection = op.get_bind()
-    holds_events = connection.exec_driver_sql("SELECT EXISTS (SELECT FROM usage_event)").scalar()
-    if holds_events:
-        days_start = connection.exec_driver_sql(
-            "SELECT date_trunc('day', now(), 'UTC') + interval '2 days'"
-        ).scalar()
-    else:
+    # From here to the commit no one stores: what is read now stays true.
+    op.execute("LOCK TABLE usage_event IN SHARE MODE")
+    # Past the newest event stored, however far ahead the previous version accepted it.
+    days_start = connection.exec_driver_sql(
+        "SELECT greatest(date_trunc('day', now(), 'UTC') + interval '2 days',"
+        " date_trunc('day', max(occurred_at), 'UTC') + interval '1 day')"
+        " FROM usage_event HAVING count(*) > 0"
+    ).scalar()
+    if days_start is None:
         days_start = EMPTY_DATABASE_DAYS_START
 
     op.rename_table("usage_event", "usage_event_legacy")
