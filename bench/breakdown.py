@@ -28,6 +28,7 @@ from tokenpulse.ingest.validation import validate_body
 from tokenpulse.ingest.writer import EVENT_COLUMNS, STORE_EVENTS, event_row, statement_arguments
 from tokenpulse.rollups.fold import FOLD, FOLD_MAX_ROWS
 from tokenpulse.settings import Settings
+from tokenpulse.storage.dedupe import DEFAULT_WINDOW
 from tokenpulse.storage.partitions import ensure_partitions
 
 COPY_COLUMNS = [name for name, _ in EVENT_COLUMNS]
@@ -77,6 +78,7 @@ async def flush_breakdown(url: str, batches: Iterable[list[dict[str, Any]]]) -> 
                     f"EXPLAIN (ANALYZE, FORMAT JSON) {STORE_EVENTS}",
                     *statement_arguments(events),
                     datetime.now(UTC),
+                    DEFAULT_WINDOW,
                 )
                 for part, milliseconds in _parts(json.loads(plan)[0]["Plan"]):
                     steps[FLUSH_PARTS.get(part, part)].append(milliseconds)
