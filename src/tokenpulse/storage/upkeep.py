@@ -14,7 +14,7 @@ from tokenpulse.storage.partitions import ensure_partitions
 log = logging.getLogger(__name__)
 
 UPKEEP_SECONDS = 60.0
-"""How often upkeep runs: days exist a week ahead, and a slot lasts 35 days."""
+"""How often upkeep runs: days exist a week ahead, and a slot lasts the dedupe window."""
 
 
 class Upkeep:
