@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from alembic import command
 from breakdown import COPY_TABLES, copy_stored
-from dataset import fold_all, load, settle, thirty_days
+from dataset import store_and_fold, thirty_days
 from run import fresh_database, on_a_database, stored_bytes
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -99,11 +99,10 @@ async def stores(url: str, count: int) -> tuple[float, float, float]:
 
 
 async def bytes_per_event(url: str, events: int) -> tuple[float, dict[str, float]]:
-    engine = create_async_engine(async_url(url), pool_size=3)
-    day = thirty_days(events, end=datetime.now(UTC).replace(second=0, microsecond=0))
-    await load(engine, day)
-    await fold_all(engine)
-    await settle(engine)
+    await store_and_fold(
+        url, thirty_days(events, end=datetime.now(UTC).replace(second=0, microsecond=0))
+    )
+    engine = create_async_engine(async_url(url))
     database, tables = await stored_bytes(engine)
     await engine.dispose()
     return database / events, {name: size / events for name, size in tables.items()}

@@ -160,7 +160,11 @@ async def empty_tables(engine: AsyncEngine, *, keep: tuple[str, ...] = ()) -> No
 TRUNCATE_ATTEMPTS = 5
 NEVER_EMPTIED = ("dedupe_window",)
 """Tables whose rows the service needs, as migrations leave them."""
-PARTITIONED = ("usage_event", "event_key")
+PARTITIONED = tuple(
+    name
+    for name, table in metadata.tables.items()
+    if table.dialect_options["postgresql"]["partition_by"]
+)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ transaction, and the change takes it alone. A store therefore never adds to a sl
 store, already past it, no longer reads.
 """
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,6 +40,9 @@ def window_for(settings: Settings) -> timedelta:
 
 DEFAULT_WINDOW = window_for(Settings.model_construct())
 """The window with the accepted window's defaults (35 days and 5 minutes)."""
+
+
+SLOT_PARTITION = re.compile(rf"^{event_key.name}_(\d+)$")
 
 
 def slot_partition(slot: int) -> str:

@@ -13,7 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenpulse.database import causes, sqlstate_of
-from tokenpulse.tables import event_key, usage_event
+from tokenpulse.storage.dedupe import SLOT_PARTITION
+from tokenpulse.tables import usage_event
 
 CHECK_VIOLATION = "23514"
 
@@ -44,10 +45,7 @@ def is_partition(name: str) -> bool:
     return (
         name == BEFORE_THE_DAYS
         or DAY_PARTITION.match(name) is not None
-        or (
-            name.startswith(f"{event_key.name}_")
-            and name.removeprefix(f"{event_key.name}_").isdigit()
-        )
+        or SLOT_PARTITION.match(name) is not None
     )
 
 
