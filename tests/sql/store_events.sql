@@ -16,6 +16,9 @@ WITH given AS (
                 SELECT FROM usage_event_legacy AS earlier
                 WHERE earlier.tenant = given.tenant AND earlier.event_id = given.event_id
                   AND earlier.received_at > $13::timestamptz - $14::interval)
+        -- In key order, whatever join the checks became: two flushes that share keys then
+        -- wait for each other's in one order, and never deadlock.
+        ORDER BY given.tenant, given.event_id
         ON CONFLICT (tenant, event_id, slot) DO NOTHING
         RETURNING tenant, event_id
     ),

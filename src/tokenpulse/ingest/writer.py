@@ -79,6 +79,9 @@ def _store_statement() -> str:
                 SELECT FROM {BEFORE_THE_DAYS} AS earlier
                 WHERE earlier.tenant = given.tenant AND earlier.event_id = given.event_id
                   AND earlier.received_at > {RECEIVED_AT} - {WINDOW})
+        -- In key order, whatever join the checks became: two flushes that share keys then
+        -- wait for each other's in one order, and never deadlock.
+        ORDER BY given.tenant, given.event_id
         ON CONFLICT (tenant, event_id, slot) DO NOTHING
         RETURNING tenant, event_id
     ),
